@@ -1,0 +1,1 @@
+"""Freesound audio tagging: data -> audio cache -> features -> generator -> models -> train -> blend -> inspect."""

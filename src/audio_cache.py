@@ -1,0 +1,172 @@
+"""Stage 2, audio cache: decode every clip once, resample it to each rate the models need, and pack
+it as int16 in one memory-mapped file per split and rate.
+
+    python -m src.audio_cache --rates 16000 44100 [--data-dir data]
+
+Incremental (a second run does nothing; new or changed clips are added), keyed by its parameters,
+parallel over all cores. A clip that cannot be decoded, or holds no samples, is recorded as skipped in
+report.csv beside the index instead of stopping the build; stereo, 8-bit or other-rate files are
+converted and the conversion noted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from .data import DataError, class_names, load_test, load_train
+from .store import PackedStore, locked, params_key
+
+log = logging.getLogger(__name__)
+
+RESAMPLER = "soxr_hq"
+EXPECTED = {"samplerate": 44100, "channels": 1, "subtype": "PCM_16"}
+FLUSH_SECONDS = 10
+
+
+def audio_params(sample_rate: int) -> dict:
+    return {"stage": "audio", "version": 1, "sample_rate": int(sample_rate), "resampler": RESAMPLER,
+            "dtype": "int16", "mono": "mean"}
+
+
+def audio_store(data_dir: Path, split: str, sample_rate: int) -> PackedStore:
+    """The cache of one split at one rate: data/cache/audio-<rate>hz-<key>/<split>/."""
+    params = audio_params(sample_rate)
+    root = Path(data_dir) / "cache" / f"audio-{sample_rate}hz-{params_key(params)}" / split
+    return PackedStore(root, "int16", 1, params)
+
+
+def split_fnames(data_dir: Path, split: str) -> list[str]:
+    train = load_train(data_dir)
+    if split == "train":
+        return list(train.fname)
+    return list(load_test(data_dir, class_names(train)).fname)
+
+
+def decode(path: Path) -> tuple[np.ndarray, int, str]:
+    """Mono float32 samples and rate of any file soundfile (or librosa's fallback) reads, and a note
+    of what was converted. Raises on unreadable files."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        found = {"samplerate": info.samplerate, "channels": info.channels, "subtype": info.subtype}
+    except Exception:  # noqa: BLE001 - formats libsndfile lacks (e.g. some mp3) go through audioread
+        import librosa
+        mono, rate = librosa.load(str(path), sr=None, mono=False)
+        samples = np.atleast_2d(mono).T
+        found = {"samplerate": rate, "channels": samples.shape[1], "subtype": "decoded"}
+    note = ", ".join(f"{k} {v}" for k, v in found.items() if v != EXPECTED[k])
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    return np.nan_to_num(mono.astype(np.float32)), int(rate), note
+
+
+def resample(samples: np.ndarray, rate: int, target: int, res_type: str = RESAMPLER) -> np.ndarray:
+    import librosa
+
+    if rate == target:
+        return samples
+    return librosa.resample(samples, orig_sr=rate, target_sr=target, res_type=res_type)
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def _process(path: Path, rates: list[int]) -> tuple[dict | None, str]:
+    """One clip at every rate as int16, or (None, why) when it must be skipped. Runs in a worker."""
+    try:
+        samples, rate, note = decode(path)
+    except Exception as error:  # noqa: BLE001 - any decoder failure is a recorded skip
+        return None, f"unreadable: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if len(samples) == 0:
+        return None, "empty: no samples"
+    return {r: to_int16(resample(samples, rate, r)) for r in rates}, note
+
+
+def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
+          fnames: list[str] | None = None) -> dict[int, PackedStore]:
+    """Bring the cache of `split` at every rate up to date; returns the stores by rate."""
+    data_dir = Path(data_dir)
+    fnames = split_fnames(data_dir, split) if fnames is None else fnames
+    folder = data_dir / f"audio_{split}"
+    with locked(data_dir / "cache"):
+        stores = {r: audio_store(data_dir, split, r) for r in rates}
+        todo = []
+        for fname in fnames:
+            path = folder / fname
+            if not path.exists():
+                raise DataError(f"{path} is listed in the {split} table but does not exist; "
+                                f"restore the file or remove its row.")
+            if any(store.needs(fname, path) for store in stores.values()):
+                todo.append(fname)
+        if todo:
+            _decode_all(todo, folder, stores, n_jobs, split)
+        for store in stores.values():
+            _write_report(store)
+    return stores
+
+
+def _decode_all(todo: list[str], folder: Path, stores: dict[int, PackedStore], n_jobs: int,
+                split: str) -> None:
+    rates = sorted(stores)
+    jobs = (delayed(_process)(folder / f, rates) for f in todo)
+    results = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)(jobs)
+    last_flush = time.monotonic()
+    skipped = 0
+    bar = tqdm(zip(todo, results), total=len(todo), unit="clip",
+               desc=f"audio cache {split} @ {'/'.join(map(str, rates))} Hz", disable=None)
+    for fname, (waves, note) in bar:
+        for rate, store in stores.items():
+            rows = None if waves is None else waves[rate]
+            store.append(fname, rows, folder / fname, note=note, status="ok" if waves is not None else "skipped")
+        skipped += waves is None
+        if time.monotonic() - last_flush > FLUSH_SECONDS:
+            for store in stores.values():
+                store.flush()
+            last_flush = time.monotonic()
+    for store in stores.values():
+        store.flush()
+    if skipped:
+        log.warning("%d %s clip(s) skipped: see %s", skipped, split, stores[rates[0]].root / "report.csv")
+
+
+def _write_report(store: PackedStore) -> None:
+    """report.csv: the clips that were skipped or converted, and why."""
+    report = store.index[(store.index.status != "ok") | (store.index.note != "")]
+    report[["fname", "status", "note"]].to_csv(store.root / "report.csv", index=False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.audio_cache", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
+    parser.add_argument("--rates", type=int, nargs="+", default=[16000, 44100],
+                        help="sample rates to cache, Hz (default: 16000 44100, for the 1d and 2d presets)")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
+    parser.add_argument("--jobs", type=int, default=-1, help="decoding processes (default: all cores)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        for split in args.splits:
+            stores = build(args.data_dir, split, args.rates, args.jobs)
+            for rate, store in stores.items():
+                ok = store.index[store.index.status == "ok"]
+                hours = ok.length.sum() / rate / 3600
+                print(f"{split} @ {rate} Hz: {len(ok)} clips, {hours:.2f} h of audio, "
+                      f"{(store.index.status != 'ok').sum()} skipped -> {store.root}")
+    except DataError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

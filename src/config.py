@@ -1,0 +1,181 @@
+"""Model presets and project paths.
+
+One `Config` per preset, overridable from the command line (every field becomes a `--flag`) and saved
+as JSON beside every output it produced.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Config:
+    """Everything that defines one model preset: its inputs, network and training schedule."""
+
+    preset: str = "1d"
+    """Preset name; also the folder under predictions/."""
+    network: str = "conv1d"
+    """Builder in src.models: conv1d (raw wave) or mfcc2d."""
+    features: str = "wave"
+    """Model input: wave (min-max normalised samples) or mfcc (cached MFCC frames)."""
+    sample_rate: int = 16000
+    """Rate the audio cache is resampled to, Hz."""
+    crop_seconds: float = 2.0
+    """Length of each training / prediction crop, seconds."""
+    n_mfcc: int = 40
+    """MFCC coefficients (features=mfcc)."""
+    n_mels: int = 128
+    """Mel bands the MFCCs are taken from (features=mfcc)."""
+    n_fft: int = 2048
+    """STFT window, samples (features=mfcc)."""
+    hop_length: int = 512
+    """STFT hop, samples (features=mfcc)."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    epochs: int = 50
+    """Maximum epochs; early stopping usually ends sooner."""
+    batch_size: int = 64
+    """Clips per batch."""
+    patience: int = 5
+    """Epochs without a better validation loss before stopping."""
+    n_folds: int = 10
+    """StratifiedKFold splits; fixed once data/folds.csv is written."""
+    seed: int = 42
+    """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
+    workers: int = 1
+    """PyDataset workers feeding the model."""
+    use_multiprocessing: bool = False
+    """Feed from processes rather than threads."""
+    max_queue_size: int = 10
+    """Batches prepared ahead of the model."""
+
+    @property
+    def crop_samples(self) -> int:
+        return int(round(self.crop_seconds * self.sample_rate))
+
+    @property
+    def crop_frames(self) -> int:
+        # librosa's centred framing gives 1 + n // hop frames for n samples.
+        return 1 + self.crop_samples // self.hop_length
+
+    def feature_params(self) -> dict:
+        """The parameters that make the cached features (the cache key)."""
+        if self.features == "wave":
+            return {"features": "wave", "sample_rate": self.sample_rate}
+        return {name: getattr(self, name) for name in
+                ("features", "sample_rate", "n_mfcc", "n_mels", "n_fft", "hop_length")}
+
+    def to_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: Path) -> "Config":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+PRESETS = {
+    # The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel.
+    "1d": Config(preset="1d", network="conv1d", features="wave", sample_rate=16000, crop_seconds=2.0),
+    # The kernel's MFCC Conv2D net.
+    "2d": Config(preset="2d", network="mfcc2d", features="mfcc", sample_rate=44100, crop_seconds=2.0),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--model` plus one override flag per Config field (default: the preset's value)."""
+    parser.add_argument("--model", required=True, choices=sorted(PRESETS), help="model preset")
+    group = parser.add_argument_group("preset overrides (default: the preset's value)")
+    for f in dataclasses.fields(Config):
+        if f.name in ("preset",):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            group.add_argument(flag, type=_parse_bool, metavar="BOOL", help=_doc(f.name))
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            group.add_argument(flag, type=kind, help=_doc(f.name))
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The chosen preset with every flag that was given applied."""
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if f.name != "preset" and getattr(args, f.name, None) is not None}
+    return dataclasses.replace(PRESETS[args.model], **overrides)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _doc(name: str) -> str:
+    return _FIELD_DOCS.get(name, "")
+
+
+def _field_docs() -> dict:
+    """Read the one-line docstrings under each field, so --help says what a flag does."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(Config))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+_FIELD_DOCS = _field_docs()
+
+
+@dataclass
+class Paths:
+    """Where a dataset lives and where a run writes."""
+
+    data_dir: Path = Path("data")
+    out_dir: Path = Path(".")
+
+    def __post_init__(self):
+        self.data_dir = Path(self.data_dir)
+        self.out_dir = Path(self.out_dir)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.data_dir / "folds.csv"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.out_dir / "predictions"
+
+    @property
+    def submissions_dir(self) -> Path:
+        return self.out_dir / "submissions"
+
+    def model_dir(self, preset: str) -> Path:
+        return self.predictions_dir / preset
+
+    def fold_dir(self, preset: str, fold: int) -> Path:
+        return self.model_dir(preset) / f"fold{fold}"
+
+
+def add_path_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="dataset in the competition layout (default: data)")
+    parser.add_argument("--out-dir", type=Path, default=Path("."),
+                        help="root of predictions/ and submissions/ (default: .)")
+
+
+def paths_from_args(args: argparse.Namespace) -> Paths:
+    return Paths(args.data_dir, args.out_dir)

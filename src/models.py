@@ -1,0 +1,69 @@
+"""Stage 5, models: one builder per network, each returning a compiled keras.Model.
+
+Written with `keras` and `keras.ops` only, so they run under the TensorFlow, JAX or PyTorch backend.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+from .config import Config
+
+
+def conv1d(config: Config, n_classes: int, **_) -> keras.Model:
+    """The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel (360,513 parameters
+    for 41 classes and 2 s at 16 kHz)."""
+    inputs = keras.Input(shape=(config.crop_samples, 1), name="wave")
+    x = inputs
+    for filters, kernel, pool, dropout in ((16, 9, 16, 0.1), (32, 3, 4, 0.1), (32, 3, 4, 0.1)):
+        x = layers.Conv1D(filters, kernel, activation="relu", padding="valid")(x)
+        x = layers.Conv1D(filters, kernel, activation="relu", padding="valid")(x)
+        x = layers.MaxPooling1D(pool)(x)
+        x = layers.Dropout(dropout)(x)
+    x = layers.Conv1D(256, 3, activation="relu", padding="valid")(x)
+    x = layers.Conv1D(256, 3, activation="relu", padding="valid")(x)
+    x = layers.GlobalMaxPooling1D()(x)
+    x = layers.Dropout(0.2)(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dense(1028, activation="relu")(x)
+    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="conv1d")
+
+
+def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
+           variance: np.ndarray | None = None) -> keras.Model:
+    """The kernel's MFCC Conv2D net (168,361 trainable parameters for 41 classes, 40 MFCC x 173
+    frames). Per-coefficient normalisation by the fold's training statistics is its first layer,
+    so a saved model carries its own statistics."""
+    if config.crop_frames < 16 or config.n_mfcc < 16:
+        raise ValueError(f"mfcc2d pools by 2 four times: it needs >= 16 MFCCs and >= 16 frames, "
+                         f"got {config.n_mfcc} x {config.crop_frames}; raise --crop-seconds or --n-mfcc")
+    inputs = keras.Input(shape=(config.n_mfcc, config.crop_frames, 1), name="mfcc")
+    x = inputs
+    if mean is not None:
+        x = layers.Normalization(axis=1, mean=mean, variance=variance, name="mfcc_normalization")(x)
+    for _ in range(4):
+        x = layers.Conv2D(32, (4, 10), padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="mfcc2d")
+
+
+NETWORKS = {"conv1d": conv1d, "mfcc2d": mfcc2d}
+
+
+def build_model(config: Config, n_classes: int, **statistics) -> keras.Model:
+    """The preset's network, compiled with Adam and categorical cross-entropy."""
+    if config.network not in NETWORKS:
+        raise ValueError(f"unknown network {config.network!r}; known: {sorted(NETWORKS)}")
+    model = NETWORKS[config.network](config, n_classes, **statistics)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
