@@ -106,10 +106,10 @@ def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], mult
 
 # --- folds --------------------------------------------------------------------------------------
 
-def load_folds(data_dir: Path, n_folds: int = 10, seed: int = 42) -> pd.DataFrame:
+def load_folds(data_dir: Path, n_folds: int | None = 10, seed: int = 42) -> pd.DataFrame:
     """fname,fold for every train.csv row, written once to data/folds.csv so every model shares it.
 
-    A `fold` column in train.csv (predefined folds, e.g. ESC-50) is used as is; otherwise a shuffled,
+    n_folds=None reads the folds that exist, whatever their number. A `fold` column in train.csv (predefined folds, e.g. ESC-50) is used as is; otherwise a shuffled,
     seeded StratifiedKFold on the labels.
     """
     from sklearn.model_selection import StratifiedKFold
@@ -124,10 +124,12 @@ def load_folds(data_dir: Path, n_folds: int = 10, seed: int = 42) -> pd.DataFram
                             f"made for another train.csv. Delete it to make new folds (older "
                             f"predictions then no longer line up: delete them too).")
         existing = folds.fold.nunique()
-        if "fold" not in train.columns and existing != n_folds:
+        if n_folds is not None and "fold" not in train.columns and existing != n_folds:
             raise DataError(f"{path} holds {existing} folds, but {n_folds} were asked for. Use "
                             f"--n-folds {existing}, or delete {path} (and predictions made on it).")
         return folds
+    if n_folds is None and "fold" not in train.columns:
+        raise DataError(f"{path} does not exist yet: train some folds first (./run_folds.sh MODEL).")
     if "fold" in train.columns:
         folds = train[["fname", "fold"]].astype({"fold": int})
     else:

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Train the folds of one model preset, one process per fold. With GPUs: one fold per GPU at a time,
+# the rest queued and started as GPUs free up. Without: CPU_JOBS processes of THREADS threads each.
+# Only scheduling lives here; the work is `python -m src.train`.
+set -u
+
+usage() {
+  cat <<'TXT'
+usage: ./run_folds.sh MODEL [FOLD ...] [-- TRAIN_OPTIONS ...]
+
+  MODEL          a preset of src.config (1d, 2d)
+  FOLD ...       folds to train (default: all folds in data/folds.csv)
+  TRAIN_OPTIONS  passed to every `python -m src.train` (e.g. --epochs 20 --data-dir data --force)
+
+Environment:
+  PYTHON      interpreter (default: python3)
+  GPUS        GPU ids to use, e.g. "0 1" (default: every GPU `nvidia-smi -L` lists)
+  NVIDIA_SMI  the nvidia-smi command used to find GPUs (default: nvidia-smi)
+  THREADS     threads per CPU fold process (default: 2)
+  CPU_JOBS    CPU fold processes at once when there is no GPU (default: cores / THREADS, at least 1)
+
+Each fold logs to predictions/MODEL/logs/foldK.log; a table of fold, status, validation MAP@3
+and minutes closes the run. Exit status 1 if any fold failed; finished folds are kept and skipped
+on the next run.
+TXT
+}
+
+[[ $# -ge 1 && $1 != -h && $1 != --help ]] || { usage; [[ $# -ge 1 ]]; exit $?; }
+(( BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1) )) \
+  || { echo "run_folds.sh needs bash >= 5.1 (for wait -n -p); this is $BASH_VERSION" >&2; exit 2; }
+
+model=$1; shift
+folds=()
+while [[ $# -gt 0 && $1 != -- ]]; do folds+=("$1"); shift; done
+[[ $# -gt 0 ]] && shift
+options=("$@")
+PYTHON=${PYTHON:-python3}
+THREADS=${THREADS:-2}
+cd "$(dirname "$0")" || exit 2
+
+# Build caches and folds once, before fold processes start reading them.
+prepared=$("$PYTHON" -m src.train --model "$model" --prepare "${options[@]}") || exit 2
+read -r -a all_folds <<<"$(tail -n 2 <<<"$prepared" | head -n 1)"
+model_dir=$(tail -n 1 <<<"$prepared")
+(( ${#folds[@]} )) || folds=("${all_folds[@]}")
+log_dir=$model_dir/logs
+mkdir -p "$log_dir"
+
+if [[ -n ${GPUS+set} ]]; then
+  read -r -a slots <<<"$GPUS"
+else
+  mapfile -t slots < <(${NVIDIA_SMI:-nvidia-smi} -L 2>/dev/null | sed -n 's/^GPU \([0-9]\+\):.*/\1/p')
+fi
+if (( ${#slots[@]} )); then
+  device=gpu
+  echo "$model: ${#folds[@]} fold(s) on ${#slots[@]} GPU(s): ${slots[*]}"
+else
+  device=cpu
+  jobs=${CPU_JOBS:-$(( $(nproc) / THREADS ))}
+  (( jobs >= 1 )) || jobs=1
+  slots=(); for (( i = 0; i < jobs; i++ )); do slots+=("cpu$i"); done
+  echo "$model: ${#folds[@]} fold(s) on CPU, $jobs process(es) of $THREADS thread(s)"
+fi
+
+status_file=$(mktemp)
+declare -A fold_of slot_of start_of
+free=("${slots[@]}")
+
+launch() {  # fold slot
+  local fold=$1 slot=$2 log=$log_dir/fold$1.log
+  if [[ $device == gpu ]]; then
+    echo "fold $fold -> GPU $slot (log: $log)"
+    CUDA_VISIBLE_DEVICES=$slot "$PYTHON" -m src.train --model "$model" --fold "$fold" "${options[@]}" \
+      >"$log" 2>&1 &
+  else
+    echo "fold $fold -> $slot (log: $log)"
+    CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=$THREADS TF_NUM_INTRAOP_THREADS=$THREADS \
+      TF_NUM_INTEROP_THREADS=$THREADS "$PYTHON" -m src.train --model "$model" --fold "$fold" \
+      "${options[@]}" >"$log" 2>&1 &
+  fi
+  fold_of[$!]=$fold; slot_of[$!]=$slot; start_of[$!]=$SECONDS
+}
+
+reap() {  # wait for any fold process; record it and free its slot
+  local pid code
+  wait -n -p pid; code=$?
+  [[ -n ${pid:-} && -n ${fold_of[$pid]+set} ]] || return
+  local fold=${fold_of[$pid]}
+  echo "$fold $code $(( SECONDS - start_of[$pid] ))" >>"$status_file"
+  if (( code == 0 )); then echo "fold $fold done"; else echo "fold $fold FAILED (exit $code): see $log_dir/fold$fold.log"; fi
+  free+=("${slot_of[$pid]}")
+  unset "fold_of[$pid]" "slot_of[$pid]" "start_of[$pid]"
+}
+
+trap 'echo "interrupted: stopping fold processes" >&2; kill "${!fold_of[@]}" 2>/dev/null; exit 130' INT TERM
+
+for fold in "${folds[@]}"; do
+  while (( ${#free[@]} == 0 )); do reap; done
+  launch "$fold" "${free[0]}"
+  free=("${free[@]:1}")
+done
+while (( ${#fold_of[@]} )); do reap; done
+
+"$PYTHON" -m src.train --model "$model" --summary "$status_file" "${options[@]}"
+code=$?
+rm -f "$status_file"
+exit $code

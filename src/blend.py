@@ -1,0 +1,209 @@
+"""Stage 7, blend: geometric mean of fold predictions, per model and across models, into top-3
+submissions, with the out-of-fold (OOF) MAP@3 of each model and of the blend.
+
+    python -m src.blend                      # every model under predictions/, equal weights
+    python -m src.blend 1d 2d --weights 1 2  # chosen models and weights
+
+Writes submissions/<model>.csv for each model and submissions/<name>.csv for the blend. Each
+submission is validated before it is written: its rows and fnames are sample_submission.csv's, and
+each row holds exactly three distinct training labels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Paths, add_path_arguments, paths_from_args
+from .data import DataError, atomic_write_csv, class_names, load_folds, load_test, load_test_labels, load_train
+from .metrics import map_at_k, top_k
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-7
+# Settings that change how fast a fold is fed, not what it learns: they may differ between folds.
+FEED_SETTINGS = {"workers", "use_multiprocessing", "max_queue_size"}
+
+
+def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """Weighted geometric mean of probability matrices, each row renormalised to sum to 1."""
+    weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
+    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
+    log_mean = sum(w * np.log(np.clip(p, EPS, 1.0)) for w, p in zip(weights, probs)) / weights.sum()
+    mean = np.exp(log_mean)
+    return mean / mean.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class ModelPredictions:
+    """One model's folds: the OOF matrix aligned with train.csv (NaN rows where no fold predicted)
+    and the geometric mean of its folds' test probabilities in sample_submission order."""
+
+    name: str
+    folds: list[int]
+    oof: np.ndarray
+    test: np.ndarray
+
+
+def load_model_predictions(paths: Paths, name: str, train: pd.DataFrame, test: pd.DataFrame,
+                           labels: list[str], allow_partial: bool = False) -> ModelPredictions:
+    """Read every finished fold of one model; DataError when folds are missing (unless allowed) or
+    the predictions do not match this dataset."""
+    model_dir = paths.model_dir(name)
+    expected = sorted(load_folds(paths.data_dir, n_folds=None).fold.unique())
+    finished = [k for k in expected if (model_dir / f"fold{k}" / "result.json").exists()]
+    missing = [k for k in expected if k not in finished]
+    if not finished or (missing and not allow_partial):
+        raise DataError(f"{name}: fold(s) {' '.join(map(str, missing))} of {len(expected)} are not "
+                        f"finished under {model_dir}. Run `./run_folds.sh {name} {' '.join(map(str, missing))}`"
+                        + ("" if not finished else ", or blend what there is with --allow-partial."))
+    _check_same_config(model_dir, finished)
+    oof = np.full((len(train), len(labels)), np.nan)
+    position = pd.Series(np.arange(len(train)), index=train.fname)
+    tests = []
+    for k in finished:
+        fold_oof = _read_probabilities(model_dir / f"fold{k}" / "oof.csv", labels)
+        unknown = ~fold_oof.index.isin(position.index)
+        if unknown.any():
+            raise DataError(f"{model_dir}/fold{k}/oof.csv lists {fold_oof.index[unknown][0]!r}, which is "
+                            f"not in train.csv: these predictions belong to another dataset.")
+        oof[position[fold_oof.index].to_numpy()] = fold_oof.to_numpy()
+        fold_test = _read_probabilities(model_dir / f"fold{k}" / "test.csv", labels)
+        if list(fold_test.index) != list(test.fname):
+            raise DataError(f"{model_dir}/fold{k}/test.csv does not list sample_submission.csv's fnames "
+                            f"in order: retrain that fold (--force) on this dataset.")
+        tests.append(fold_test.to_numpy())
+    return ModelPredictions(name, finished, oof, geometric_mean(tests))
+
+
+def _read_probabilities(path: Path, labels: list[str]) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype={"fname": str}).set_index("fname")
+    if list(table.columns) != labels:
+        raise DataError(f"{path}: its label columns are not train.csv's labels; it was made for another "
+                        f"dataset. Retrain that fold (--force).")
+    return table
+
+
+def _check_same_config(model_dir: Path, folds: list[int]) -> None:
+    configs = {k: json.loads((model_dir / f"fold{k}" / "config.json").read_text()) for k in folds}
+    first = configs[folds[0]]
+    for k, config in configs.items():
+        differ = sorted(key for key in set(first) | set(config)
+                        if key not in FEED_SETTINGS and first.get(key) != config.get(key))
+        if differ:
+            log.warning("%s: fold %d was trained with other settings than fold %d (%s); blending them "
+                        "anyway", model_dir.name, k, folds[0], ", ".join(differ))
+
+
+def top3_labels(probs: np.ndarray, labels: list[str]) -> list[str]:
+    """Each row's three most probable labels, space-separated, best first."""
+    names = np.asarray(labels)
+    return [" ".join(row) for row in names[top_k(probs, 3)]]
+
+
+def validate_submission(submission: pd.DataFrame, test_fnames: list[str], labels: list[str]) -> None:
+    """Raise ValueError unless the submission has the test fnames in order and three distinct known
+    labels per row."""
+    if list(submission.columns) != ["fname", "label"]:
+        raise ValueError(f"submission columns must be fname,label; got {list(submission.columns)}")
+    if len(submission) != len(test_fnames):
+        raise ValueError(f"submission has {len(submission)} rows; sample_submission.csv has {len(test_fnames)}")
+    mismatch = np.flatnonzero(submission.fname.to_numpy() != np.asarray(test_fnames))
+    if len(mismatch):
+        i = mismatch[0]
+        raise ValueError(f"submission row {i}: fname {submission.fname[i]!r}, expected {test_fnames[i]!r}")
+    known = set(labels)
+    for i, text in enumerate(submission.label):
+        guesses = str(text).split(" ")
+        if len(guesses) != 3 or len(set(guesses)) != 3 or not set(guesses) <= known:
+            raise ValueError(f"submission row {i} ({submission.fname[i]}): {text!r} is not three distinct "
+                             f"training labels separated by single spaces")
+
+
+def write_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labels: list[str]) -> Path:
+    submission = pd.DataFrame({"fname": test_fnames, "label": top3_labels(probs, labels)})
+    validate_submission(submission, test_fnames, labels)
+    atomic_write_csv(submission, path)
+    return path
+
+
+def oof_map3(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, int]:
+    """MAP@3 over the rows some fold predicted, and how many rows that is."""
+    rows = ~np.isnan(oof).any(axis=1)
+    return map_at_k(y_true[rows], oof[rows]), int(rows.sum())
+
+
+def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
+          allow_partial: bool = False) -> dict:
+    """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3."""
+    train = load_train(paths.data_dir)
+    labels = class_names(train)
+    test = load_test(paths.data_dir, labels)
+    truth = load_test_labels(paths.data_dir, labels)
+    y_train = train.label.map(labels.index).to_numpy()
+    y_test = None if truth is None else \
+        test.fname.map(truth.set_index("fname").label).map(labels.index).to_numpy()
+    predictions = [load_model_predictions(paths, m, train, test, labels, allow_partial) for m in models]
+    rows = []
+    for p in predictions:
+        path = write_submission(paths.submissions_dir / f"{p.name}.csv", p.test, list(test.fname), labels)
+        rows.append(_report_row(p.name, p.oof, p.test, y_train, y_test, path, len(p.folds)))
+    if len(predictions) > 1:
+        name = name or "blend_" + "_".join(models)
+        oof = geometric_mean([p.oof for p in predictions], weights)
+        probs = geometric_mean([p.test for p in predictions], weights)
+        path = write_submission(paths.submissions_dir / f"{name}.csv", probs, list(test.fname), labels)
+        rows.append(_report_row(name, oof, probs, y_train, y_test, path, None))
+    return {"rows": rows}
+
+
+def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds) -> dict:
+    score, n = oof_map3(oof, y_train)
+    row = {"name": name, "folds": n_folds, "oof_map3": score, "oof_rows": n, "submission": str(path)}
+    if y_test is not None:
+        known = y_test >= 0
+        row["test_map3"] = map_at_k(y_test[known], test_probs[known])
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.blend", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", help="model presets (default: every folder in predictions/)")
+    parser.add_argument("--weights", type=float, nargs="+", help="one weight per model (default: equal)")
+    parser.add_argument("--name", help="blend submission name (default: blend_<models>)")
+    parser.add_argument("--allow-partial", action="store_true", help="blend models with unfinished folds")
+    add_path_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    paths = paths_from_args(args)
+    models = args.models or sorted(d.name for d in paths.predictions_dir.glob("*")
+                                   if any(d.glob("fold*/result.json")))
+    if not models:
+        print(f"no finished folds under {paths.predictions_dir}: run ./run_folds.sh first", file=sys.stderr)
+        return 2
+    if args.weights and len(args.weights) != len(models):
+        parser.error(f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
+    try:
+        report = blend(paths, models, args.weights, args.name, args.allow_partial)
+    except DataError as error:
+        print(error, file=sys.stderr)
+        return 2
+    has_test = "test_map3" in report["rows"][0]
+    print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'test MAP@3' if has_test else '':>12}  submission")
+    for row in report["rows"]:
+        test = f"{row['test_map3']:.4f}" if has_test else ""
+        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_map3']:>11.4f}{test:>12}  {row['submission']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Stage 6, train: one fold of one preset.
+
+    python -m src.train --model 1d --fold 3          # train fold 3, predict its OOF rows and the test set
+    python -m src.train --model 1d --prepare         # build caches and data/folds.csv, print the fold ids
+                                                     # and the model's folder
+
+Writes predictions/<model>/fold<k>/: config.json, best.keras, log.csv, tensorboard/, oof.csv (the fold's
+validation rows), test.csv (sample_submission order) and, last, result.json. A fold with result.json is
+finished and is skipped unless --force; every file is written atomically, so a killed run never leaves
+a fold that looks finished.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import (Config, Paths, add_config_arguments, add_path_arguments, config_from_args,
+                     paths_from_args)
+from .data import DataError, atomic_write_csv, class_names, load_folds, load_test, load_train
+from .features import model_input
+from .metrics import map_at_k
+
+log = logging.getLogger(__name__)
+
+
+def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
+    """Build what every fold of the preset reads (audio cache, features, folds); return the fold ids."""
+    folds = load_folds(paths.data_dir, config.n_folds, config.seed)
+    for split in ("train", "test"):
+        model_input(paths.data_dir, split, config, n_jobs)
+    return sorted(folds.fold.unique().tolist())
+
+
+def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> dict:
+    """Train one fold and write its predictions; returns its result record (read back if finished)."""
+    fold_dir = paths.fold_dir(config.preset, fold)
+    result_path = fold_dir / "result.json"
+    if result_path.exists() and not force:
+        log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.preset,
+                 result_path)
+        return json.loads(result_path.read_text())
+    result_path.unlink(missing_ok=True)
+    started = time.time()
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    config.to_json(fold_dir / "config.json")
+
+    import keras
+
+    from .generator import ClipSequence
+    from .models import build_model
+
+    train = load_train(paths.data_dir)
+    labels = class_names(train)
+    test = load_test(paths.data_dir, labels)
+    folds = load_folds(paths.data_dir, config.n_folds, config.seed)
+    if fold not in set(folds.fold):
+        raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {sorted(set(folds.fold))}")
+    train_source = model_input(paths.data_dir, "train", config, n_jobs=1)
+    test_source = model_input(paths.data_dir, "test", config, n_jobs=1)
+
+    train = train.merge(folds, on="fname")
+    usable = train.fname.map(lambda f: train_source.store.status(f) == "ok")
+    if not usable.all():
+        log.warning("leaving out %d train clip(s) the audio cache skipped: %s", (~usable).sum(),
+                    ", ".join(train.fname[~usable]))
+    fit_rows = train[usable & (train.fold != fold)]
+    val_rows = train[usable & (train.fold == fold)]
+    silent = [f for f in test.fname if test_source.store.status(f) != "ok"]
+    if silent:
+        log.warning("%d test clip(s) could not be decoded and are predicted as silence: %s",
+                    len(silent), ", ".join(silent))
+
+    keras.utils.set_random_seed(config.seed + fold)
+    statistics = {}
+    if config.features == "mfcc":
+        # Statistics of the fold's training rows only: validation rows must not leak into them.
+        mean, variance = train_source.statistics(list(fit_rows.fname))
+        statistics = {"mean": mean, "variance": variance}
+    model = build_model(config, len(labels), **statistics)
+    one_hot = lambda rows: np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
+    feed = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
+                max_queue_size=config.max_queue_size)
+    fit_seq = ClipSequence(train_source, fit_rows.fname, one_hot(fit_rows), config.batch_size,
+                           train=True, seed=config.seed + fold, **feed)
+    val_seq = ClipSequence(train_source, val_rows.fname, one_hot(val_rows), config.batch_size, **feed)
+
+    checkpoint = fold_dir / "best.keras"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        keras.callbacks.CSVLogger(fold_dir / "log.csv"),
+    ]
+    if importlib.util.find_spec("tensorflow") is not None:  # TensorBoard writes through tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "tensorboard")))
+    verbose = 2 if not sys.stdout.isatty() else "auto"
+    history = model.fit(fit_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
+                        verbose=verbose)
+    trained = time.time()
+    model = keras.models.load_model(checkpoint)  # the best epoch, not the last
+
+    oof = model.predict(ClipSequence(train_source, val_rows.fname, None, config.batch_size, **feed),
+                        verbose=0)
+    test_probs = model.predict(ClipSequence(test_source, test.fname, None, config.batch_size, **feed),
+                               verbose=0)
+    write_probabilities(fold_dir / "oof.csv", val_rows.fname, oof, labels)
+    write_probabilities(fold_dir / "test.csv", test.fname, test_probs, labels)
+    losses = history.history["val_loss"]
+    result = {
+        "model": config.preset, "fold": fold,
+        "val_map3": map_at_k(val_rows.label.map(labels.index).to_numpy(), oof),
+        "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
+        "n_train": len(fit_rows), "n_val": len(val_rows), "skipped_train": int((~usable).sum()),
+        "silent_test": len(silent), "backend": keras.backend.backend(),
+        "train_minutes": (trained - started) / 60, "minutes": (time.time() - started) / 60,
+    }
+    tmp = result_path.with_name("result.json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(result_path)
+    log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min",
+             fold, config.preset, result["val_map3"], len(val_rows), result["best_epoch"],
+             result["epochs_run"], result["minutes"])
+    return result
+
+
+def write_probabilities(path: Path, fnames, probs: np.ndarray, labels: list[str]) -> None:
+    """fname plus one probability column per label, atomically."""
+    table = pd.DataFrame(probs, columns=labels)
+    table.insert(0, "fname", list(fnames))
+    atomic_write_csv(table, path, float_format="%.6g")
+
+
+def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
+    """Print run_folds.sh's closing table (fold, status, validation MAP@3, minutes); True if all ok.
+
+    status_file holds one "fold exit_code seconds" line per fold process."""
+    lines = [line.split() for line in Path(status_file).read_text().splitlines() if line.strip()]
+    print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val MAP@3':>10}{'minutes':>9}")
+    all_ok = True
+    for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
+        result_path = paths.fold_dir(preset, int(fold)) / "result.json"
+        finished = code == "0" and result_path.exists()
+        score = f"{json.loads(result_path.read_text())['val_map3']:.4f}" if finished else "-"
+        status = "ok" if finished else f"failed({code})"
+        all_ok &= finished
+        print(f"{'':{len(preset) + 2}}{fold:>4}  {status:<8}{score:>10}{int(seconds) / 60:>9.1f}")
+    return all_ok
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.train", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    add_path_arguments(parser)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--fold", type=int, help="train this fold (0-based, as in data/folds.csv)")
+    action.add_argument("--prepare", action="store_true",
+                        help="build the caches and folds the preset needs; print its fold ids")
+    action.add_argument("--summary", type=Path, metavar="STATUS_FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--force", action="store_true", help="retrain a finished fold")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    config, paths = config_from_args(args), paths_from_args(args)
+    try:
+        if args.prepare:
+            # Last two lines are read by run_folds.sh: the fold ids, then the model's folder.
+            print(" ".join(map(str, prepare(config, paths))))
+            print(paths.model_dir(config.preset))
+        elif args.summary:
+            return 0 if summarise(paths, config.preset, args.summary) else 1
+        else:
+            train_fold(config, paths, args.fold, args.force)
+    except DataError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
