@@ -1,0 +1,152 @@
+"""Stage 8, inspect: where the out-of-fold (OOF) predictions go wrong.
+
+    python -m src.inspect_oof 2d          # one model
+    python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it
+
+Prints MAP@3 overall, per fold, per class, for verified and unverified rows, the most confused label
+pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .blend import geometric_mean, load_model_predictions
+from .config import add_path_arguments, paths_from_args
+from .data import DataError, class_names, load_folds, load_test, load_train
+from .metrics import per_row_precision, top_k
+
+
+def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """One row per predicted train clip: fold, label, verified, precision@3, p(true label), top-3."""
+    rows = ~np.isnan(oof).any(axis=1)
+    table = train[rows].merge(folds, on="fname", how="left").reset_index(drop=True)
+    probs = oof[rows]
+    y = table.label.map(labels.index).to_numpy()
+    table["precision"] = per_row_precision(y, probs)
+    table["p_true"] = probs[np.arange(len(y)), y]
+    table["predicted"] = [labels[i] for i in probs.argmax(axis=1)]
+    table["top3"] = [" ".join(labels[i] for i in r) for r in top_k(probs, 3)]
+    return table
+
+
+def confusion(table: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """Counts of true label (rows) against the top-1 prediction (columns)."""
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    index = {label: i for i, label in enumerate(labels)}
+    for true, guess in zip(table.label, table.predicted):
+        matrix[index[true], index[guess]] += 1
+    return matrix
+
+
+def most_confused(matrix: np.ndarray, labels: list[str], n: int = 10) -> list[tuple[str, str, int]]:
+    """The n largest off-diagonal counts as (true, predicted, clips)."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:n]
+    pairs = [np.unravel_index(i, off.shape) for i in order]
+    return [(labels[t], labels[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
+
+
+def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folder: Path, title: str) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    size = max(6, 0.28 * len(labels))
+    fig, ax = plt.subplots(figsize=(size + 2, size))
+    # Row-normalised, so rare and common classes read on one scale.
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("top-1 prediction")
+    ax.set_ylabel("true label")
+    ax.set_title(f"{title}: OOF confusion (share of each true label)")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    confusion_path = folder / "oof_confusion.png"
+    fig.savefig(confusion_path, dpi=120)
+    plt.close(fig)
+
+    per_class = table.groupby("label").precision.mean().reindex(labels).sort_values()
+    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(labels))))
+    ax.barh(per_class.index, per_class.to_numpy(), color="tab:blue")
+    ax.axvline(table.precision.mean(), color="tab:red", linestyle="--", label="overall")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("OOF MAP@3")
+    ax.set_title(f"{title}: OOF MAP@3 per class")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    bars_path = folder / "oof_per_class.png"
+    fig.savefig(bars_path, dpi=120)
+    plt.close(fig)
+    return [confusion_path, bars_path]
+
+
+def report(table: pd.DataFrame, labels: list[str], worst: int = 10) -> str:
+    """The printed summary."""
+    lines = [f"OOF MAP@3 {table.precision.mean():.4f} over {len(table)} clips"]
+    by_fold = table.groupby("fold").precision.agg(["mean", "size"])
+    lines.append("per fold:      " + "  ".join(f"{k}: {r['mean']:.4f}" for k, r in by_fold.iterrows()))
+    for flag, name in ((1, "verified"), (0, "unverified")):
+        part = table[table.manually_verified == flag]
+        if len(part):
+            lines.append(f"{name + ':':<15}{part.precision.mean():.4f} over {len(part)} clips")
+    lines.append("\nper class (worst first):")
+    per_class = table.assign(hit=table.label == table.predicted).groupby("label").agg(
+        map3=("precision", "mean"), top1=("hit", "mean"), clips=("precision", "size"))
+    for label, row in per_class.sort_values("map3").iterrows():
+        lines.append(f"  {label:<28}{row.map3:.4f}  top-1 {row.top1:.2f}  ({int(row.clips)} clips)")
+    lines.append("\nmost confused (true -> top-1 prediction):")
+    for true, guess, count in most_confused(confusion(table, labels), labels):
+        lines.append(f"  {true} -> {guess}: {count}")
+    lines.append(f"\n{worst} worst clips (lowest probability of the true label):")
+    for _, row in table.nsmallest(worst, "p_true").iterrows():
+        flag = "verified" if row.manually_verified else "unverified"
+        lines.append(f"  {row.fname}  {row.label} ({flag}, fold {row.fold}): p={row.p_true:.3f}, "
+                     f"top-3 {row.top3}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.inspect_oof", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help="model presets; several are blended by geometric mean")
+    parser.add_argument("--weights", type=float, nargs="+", help="blend weights (default: equal)")
+    parser.add_argument("--worst", type=int, default=10, help="worst clips to list (default: 10)")
+    parser.add_argument("--allow-partial", action="store_true", help="inspect models with unfinished folds")
+    add_path_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    paths = paths_from_args(args)
+    try:
+        train = load_train(paths.data_dir)
+        labels = class_names(train)
+        test = load_test(paths.data_dir, labels)
+        predictions = [load_model_predictions(paths, m, train, test, labels, args.allow_partial)
+                       for m in args.models]
+        folds = load_folds(paths.data_dir, n_folds=None)
+    except DataError as error:
+        print(error, file=sys.stderr)
+        return 2
+    name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
+    oof = geometric_mean([p.oof for p in predictions], args.weights)
+    table = oof_table(train, folds, oof, labels)
+    print(f"{name}:")
+    print(report(table, labels, args.worst))
+    for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):
+        print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
