@@ -51,22 +51,43 @@ def split_fnames(data_dir: Path, split: str) -> list[str]:
 
 
 def decode(path: Path) -> tuple[np.ndarray, int, str]:
-    """Mono float32 samples and rate of any file soundfile (or librosa's fallback) reads, and a note
+    """Mono float32 samples and rate of any file libsndfile reads (WAV, FLAC, OGG, MP3), and a note
     of what was converted. Raises on unreadable files."""
     import soundfile
 
-    try:
-        info = soundfile.info(str(path))
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        found = {"samplerate": info.samplerate, "channels": info.channels, "subtype": info.subtype}
-    except Exception:  # noqa: BLE001 - formats libsndfile lacks (e.g. some mp3) go through audioread
-        import librosa
-        mono, rate = librosa.load(str(path), sr=None, mono=False)
-        samples = np.atleast_2d(mono).T
-        found = {"samplerate": rate, "channels": samples.shape[1], "subtype": "decoded"}
+    info = soundfile.info(str(path))
+    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    found = {"samplerate": info.samplerate, "channels": info.channels, "subtype": info.subtype}
     note = ", ".join(f"{k} {v}" for k, v in found.items() if v != EXPECTED[k])
+    declared = _declared_wav_frames(path)
+    if declared is not None and declared > len(samples):
+        note = ", ".join(filter(None, [note, f"truncated: header declares {declared} frames, "
+                                              f"file holds {len(samples)}"]))
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     return np.nan_to_num(mono.astype(np.float32)), int(rate), note
+
+
+def _declared_wav_frames(path: Path) -> int | None:
+    """Frames a WAV header promises (data chunk size / block size), or None for other files."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block = None
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"fmt ":
+                block = struct.unpack("<H", handle.read(16)[12:14])[0]
+                handle.seek(size - 16 + (size & 1), 1)
+            elif name == b"data":
+                return size // block if block else None
+            else:
+                handle.seek(size + (size & 1), 1)
 
 
 def resample(samples: np.ndarray, rate: int, target: int, res_type: str = RESAMPLER) -> np.ndarray:
@@ -77,8 +98,11 @@ def resample(samples: np.ndarray, rate: int, target: int, res_type: str = RESAMP
     return librosa.resample(samples, orig_sr=rate, target_sr=target, res_type=res_type)
 
 
+INT16_SCALE = 32768  # libsndfile's float <-> PCM_16 factor, so 16-bit sources are stored bit-exact
+
+
 def to_int16(samples: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+    return np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
 def _process(path: Path, rates: list[int]) -> tuple[dict | None, str]:

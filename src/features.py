@@ -38,7 +38,7 @@ def mfcc(samples: np.ndarray, config: Config) -> np.ndarray:
 
 
 def _mfcc_of_int16(samples: np.ndarray, config: Config) -> np.ndarray:
-    return mfcc(samples.astype(np.float32) / 32767, config)
+    return mfcc(samples.astype(np.float32) / audio_cache.INT16_SCALE, config)
 
 
 class WaveInput:

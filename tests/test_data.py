@@ -1,0 +1,89 @@
+import zipfile
+
+import pandas as pd
+import pytest
+
+from src import data
+from src.data import DataError, load_folds
+
+
+def test_duplicate_fname_names_the_row(clean_dataset):
+    train = pd.read_csv(clean_dataset / "train.csv")
+    pd.concat([train, train.iloc[[2]]]).to_csv(clean_dataset / "train.csv", index=False)
+    with pytest.raises(DataError, match=rf"row {len(train) + 2}: duplicate fname '{train.fname[2]}'"):
+        data.load_train(clean_dataset)
+
+
+def test_unknown_label_in_sample_submission_names_the_row(clean_dataset):
+    sample = pd.read_csv(clean_dataset / "sample_submission.csv")
+    sample.loc[3, "label"] = "Tone Bagpipes Noise"
+    sample.to_csv(clean_dataset / "sample_submission.csv", index=False)
+    with pytest.raises(DataError, match=r"sample_submission.csv, row 5 .*'Bagpipes' is not a training label"):
+        data.check_layout(clean_dataset)
+
+
+def test_unknown_label_in_test_labels_is_an_error(clean_dataset):
+    pd.DataFrame({"fname": ["test00.wav"], "label": ["Kazoo"]}).to_csv(clean_dataset / "test_labels.csv",
+                                                                       index=False)
+    with pytest.raises(DataError, match=r"test_labels.csv, row 2 \(test00.wav\): label 'Kazoo'"):
+        data.check_layout(clean_dataset)
+
+
+def test_missing_file_names_row_and_path(clean_dataset):
+    (clean_dataset / "audio_train" / "noise01.wav").unlink()
+    with pytest.raises(DataError, match=r"train.csv, row \d+: .*noise01.wav does not exist"):
+        data.check_layout(clean_dataset)
+
+
+def test_check_layout_counts_and_lists_unreadable_headers(dataset, capsys):
+    summary = data.check_layout(dataset)
+    assert summary["train"] == 24 and summary["test"] == 6 and summary["labels"] == 3
+    assert sorted(f for _, f, _ in summary["unreadable"]) == ["corrupt.wav"]
+    out = capsys.readouterr().out
+    assert "24 train clips in 3 labels, 6 test clips" in out
+
+
+def test_folds_are_stratified_seeded_and_shared(clean_dataset):
+    folds = load_folds(clean_dataset, n_folds=3, seed=7)
+    train = data.load_train(clean_dataset).merge(folds, on="fname")
+    per_fold = train.groupby(["label", "fold"]).size().unstack()
+    assert (per_fold == 2).all().all()  # 6 clips of each label -> 2 per fold
+    assert (clean_dataset / "folds.csv").exists()
+    again = load_folds(clean_dataset, n_folds=3, seed=999)  # written once: every model gets the same
+    pd.testing.assert_frame_equal(folds, again)
+    with pytest.raises(DataError, match="holds 3 folds, but 5 were asked for"):
+        load_folds(clean_dataset, n_folds=5)
+
+
+def test_predefined_fold_column_is_used(clean_dataset):
+    train = pd.read_csv(clean_dataset / "train.csv")
+    train["fold"] = [i % 2 for i in range(len(train))]
+    train.to_csv(clean_dataset / "train.csv", index=False)
+    folds = load_folds(clean_dataset, n_folds=10)
+    assert folds.fold.tolist() == train.fold.tolist()
+
+
+def test_unpack_extracts_nested_archives(tmp_path, clean_dataset):
+    inner = tmp_path / "audio_train.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        for wav in (clean_dataset / "audio_train").iterdir():
+            zf.write(wav, f"audio_train/{wav.name}")
+    outer = tmp_path / "fresh" / "freesound-audio-tagging.zip"
+    outer.parent.mkdir()
+    with zipfile.ZipFile(outer, "w") as zf:
+        zf.write(inner, "audio_train.zip")
+        zf.write(clean_dataset / "train.csv", "train.csv")
+    data.unpack(outer.parent)
+    assert (outer.parent / "train.csv").exists()
+    assert len(list((outer.parent / "audio_train").glob("*.wav"))) == 18
+
+
+def test_download_without_credentials_explains_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    code = data.main(["--download", "--data-dir", str(tmp_path / "d")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "Could not download the competition data" in captured.err
+    assert "accept the rules" in captured.err and "Traceback" not in captured.err + captured.out
