@@ -1,0 +1,90 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src import blend
+from src.config import PRESETS, Paths
+from src.data import DataError, load_folds
+from src.train import write_probabilities
+
+LABELS = ["Clicks", "Noise", "Tone"]
+
+
+def test_geometric_mean_by_hand():
+    a = np.array([[0.5, 0.5]])
+    b = np.array([[0.125, 0.875]])
+    raw = np.array([np.sqrt(0.5 * 0.125), np.sqrt(0.5 * 0.875)])
+    np.testing.assert_allclose(blend.geometric_mean([a, b]), [raw / raw.sum()])
+    np.testing.assert_allclose(blend.geometric_mean([a, b], [1, 0]), a)
+    weighted = np.array([0.5 ** 2 * 0.125, 0.5 ** 2 * 0.875]) ** (1 / 3)
+    np.testing.assert_allclose(blend.geometric_mean([a, b], [2, 1]), [weighted / weighted.sum()])
+    with pytest.raises(ValueError):
+        blend.geometric_mean([a, b], [1])
+
+
+def good_submission():
+    return pd.DataFrame({"fname": ["a.wav", "b.wav"], "label": ["Tone Noise Clicks", "Noise Tone Clicks"]})
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.iloc[:1], "has 1 rows"),
+    (lambda s: s.iloc[::-1].reset_index(drop=True), "row 0: fname 'b.wav', expected 'a.wav'"),
+    (lambda s: s.assign(label=["Tone Noise", "Noise Tone Clicks"]), "row 0"),
+    (lambda s: s.assign(label=["Tone Tone Clicks", "Noise Tone Clicks"]), "row 0"),
+    (lambda s: s.assign(label=["Tone Noise Clicks", "Noise Tone Kazoo"]), "row 1"),
+    (lambda s: s.assign(label=["Tone Noise Clicks", "Noise  Tone Clicks"]), "row 1"),
+])
+def test_validation_rejects_bad_submissions(change, message):
+    blend.validate_submission(good_submission(), ["a.wav", "b.wav"], LABELS)
+    with pytest.raises(ValueError, match=message):
+        blend.validate_submission(change(good_submission()), ["a.wav", "b.wav"], LABELS)
+
+
+def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
+    folder = paths.fold_dir(model, fold)
+    folder.mkdir(parents=True)
+    PRESETS["1d"].to_json(folder / "config.json")
+    write_probabilities(folder / "oof.csv", oof_fnames, oof, LABELS)
+    write_probabilities(folder / "test.csv", test_fnames, test, LABELS)
+    (folder / "result.json").write_text(json.dumps({"val_map3": 0}))
+
+
+def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset, tmp_path):
+    paths = Paths(clean_dataset, tmp_path / "out")
+    folds = load_folds(clean_dataset, n_folds=2, seed=0)
+    train = pd.read_csv(clean_dataset / "train.csv")
+    test = pd.read_csv(clean_dataset / "sample_submission.csv")
+    y = train.label.map(LABELS.index).to_numpy()
+    right = np.eye(3)[y] * 0.8 + 0.1      # true label first
+    second = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[y] * 0.3 + 0.1  # true label second
+    test_probs = np.tile([0.2, 0.3, 0.5], (len(test), 1))
+    for k in (0, 1):
+        rows = (folds.fold == k).to_numpy()
+        # Fold files list their rows in reverse, so alignment by fname is what makes the score right.
+        write_fold(paths, "a", k, train.fname[rows][::-1], right[rows][::-1], test.fname, test_probs)
+        write_fold(paths, "b", k, train.fname[rows][::-1], second[rows][::-1], test.fname, test_probs)
+    report = blend.blend(paths, ["a", "b"])
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["a"]["oof_map3"] == pytest.approx(1.0)
+    assert rows["b"]["oof_map3"] == pytest.approx(0.5)
+    assert rows["a"]["oof_rows"] == len(train)
+    assert "test_map3" in rows["a"]
+    submission = pd.read_csv(paths.submissions_dir / "blend_a_b.csv")
+    assert submission.fname.tolist() == test.fname.tolist()
+    assert set(submission.label) == {"Tone Noise Clicks"}
+
+
+def test_unfinished_folds_are_named_unless_partial_is_allowed(clean_dataset, tmp_path):
+    paths = Paths(clean_dataset, tmp_path / "out")
+    folds = load_folds(clean_dataset, n_folds=2, seed=0)
+    train = pd.read_csv(clean_dataset / "train.csv")
+    test = pd.read_csv(clean_dataset / "sample_submission.csv")
+    rows = (folds.fold == 1).to_numpy()
+    probs = np.full((rows.sum(), 3), 1 / 3)
+    write_fold(paths, "a", 1, train.fname[rows], probs, test.fname, np.full((len(test), 3), 1 / 3))
+    with pytest.raises(DataError, match=r"fold\(s\) 0 of 2 are not finished.*./run_folds.sh a 0"):
+        blend.blend(paths, ["a"])
+    report = blend.blend(paths, ["a"], allow_partial=True)
+    assert report["rows"][0]["oof_rows"] == rows.sum()

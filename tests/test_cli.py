@@ -1,0 +1,30 @@
+"""Every stage answers --help without doing any work."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "demo"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_help(stage):
+    done = subprocess.run([sys.executable, "-m", f"src.{stage}", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: python -m src.{stage}")
+
+
+def test_run_folds_help_and_bad_usage():
+    done = subprocess.run([str(ROOT / "run_folds.sh"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: ./run_folds.sh MODEL" in done.stdout
+    done = subprocess.run([str(ROOT / "run_folds.sh")], capture_output=True, text=True)
+    assert done.returncode != 0 and "usage" in done.stdout
+
+
+def test_train_help_lists_the_preset_overrides():
+    done = subprocess.run([sys.executable, "-m", "src.train", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert "--crop-seconds CROP_SECONDS" in done.stdout and "Length of each training" in done.stdout

@@ -1,0 +1,75 @@
+import dataclasses
+
+import numpy as np
+
+from src.config import PRESETS
+from src.features import model_input
+from src.generator import ClipSequence, crop_or_pad
+
+PAD = np.array([-9.0, -9.0], np.float32)
+
+
+def test_long_clip_gives_its_first_crop_or_a_random_one():
+    clip = np.arange(20, dtype=np.float32).reshape(10, 2)
+    np.testing.assert_array_equal(crop_or_pad(clip, 4, PAD), clip[:4])
+    rng = np.random.default_rng(1)
+    starts = {int(crop_or_pad(clip, 4, PAD, rng)[0, 0]) // 2 for _ in range(200)}
+    assert starts == set(range(7))  # every start from 0 to 10 - 4
+
+
+def test_short_clip_is_padded_centred_or_at_a_random_offset():
+    clip = np.ones((3, 2), np.float32)
+    out = crop_or_pad(clip, 8, PAD)
+    assert out.shape == (8, 2)
+    assert (out[:2] == -9).all() and (out[2:5] == 1).all() and (out[5:] == -9).all()
+    rng = np.random.default_rng(2)
+    offsets = set()
+    for _ in range(200):
+        out = crop_or_pad(clip, 8, PAD, rng)
+        inside = np.flatnonzero(out[:, 0] == 1)
+        assert len(inside) == 3 and np.ptp(inside) == 2  # the clip stays whole and in order
+        offsets.add(int(inside[0]))
+    assert offsets == set(range(6))
+
+
+def make_sequence(dataset, preset, train, **kwargs):
+    config = dataclasses.replace(PRESETS[preset], crop_seconds=0.5)
+    source = model_input(dataset, "train", config, n_jobs=1)
+    fnames = [f for f in source.store.index.fname if source.store.status(f) == "ok"]
+    targets = np.eye(len(fnames), dtype=np.float32)  # row i marks clip i, to follow the shuffling
+    return config, fnames, ClipSequence(source, fnames, targets, batch_size=5, train=train, seed=3, **kwargs)
+
+
+def test_wave_batches_have_the_model_shape_and_range(clean_dataset):
+    config, fnames, seq = make_sequence(clean_dataset, "1d", train=True, workers=2, max_queue_size=4)
+    assert len(seq) == 4 and seq.workers == 2 and seq.max_queue_size == 4
+    x, y = seq[0]
+    assert x.shape == (5, config.crop_samples, 1) and y.shape == (5, len(fnames))
+    assert x.min() >= -0.5 and x.max() <= 0.5
+    last_x, last_y = seq[len(seq) - 1]
+    assert len(last_x) == len(fnames) - 15
+
+
+def test_mfcc_batches_have_the_model_shape(clean_dataset):
+    config, fnames, seq = make_sequence(clean_dataset, "2d", train=False)
+    x, _ = seq[0]
+    assert x.shape == (5, config.n_mfcc, config.crop_frames, 1)
+
+
+def test_validation_is_the_same_every_epoch_and_training_reshuffles(clean_dataset):
+    _, fnames, val = make_sequence(clean_dataset, "1d", train=False)
+    first = [val[i] for i in range(len(val))]
+    val.on_epoch_end()
+    for i, (x, y) in enumerate(first):
+        np.testing.assert_array_equal(val[i][0], x)
+        np.testing.assert_array_equal(val[i][1], y)
+    assert np.argmax(np.concatenate([y for _, y in first]), axis=1).tolist() == list(range(len(fnames)))
+
+    _, _, train = make_sequence(clean_dataset, "1d", train=True)
+    order = lambda: np.argmax(np.concatenate([train[i][1] for i in range(len(train))]), axis=1).tolist()
+    epoch0 = order()
+    assert sorted(epoch0) == list(range(len(fnames)))
+    np.testing.assert_array_equal(train[0][0], train[0][0])  # a batch is reproducible within an epoch
+    train.on_epoch_end()
+    epoch1 = order()
+    assert sorted(epoch1) == sorted(epoch0) and epoch1 != epoch0
