@@ -49,9 +49,6 @@ class WaveInput:
         self.crop_length = config.crop_samples
         self.pad_row = np.zeros(1, np.float32)
 
-    def read(self, fname: str) -> np.ndarray:
-        return self.store.read(fname)
-
     def finish(self, batch: np.ndarray) -> np.ndarray:
         """(B, crop, 1) raw rows -> model input."""
         low = batch.min(axis=1, keepdims=True)
@@ -67,9 +64,6 @@ class MfccInput:
         self.crop_length = config.crop_frames
         self.pad_row = mfcc(np.zeros(config.n_fft, np.float32), config)[0]
 
-    def read(self, fname: str) -> np.ndarray:
-        return self.store.read(fname)
-
     def finish(self, batch: np.ndarray) -> np.ndarray:
         """(B, frames, n_mfcc) -> (B, n_mfcc, frames, 1), the layout of the kernel's 2D net."""
         return np.transpose(batch, (0, 2, 1))[..., None]
@@ -80,7 +74,7 @@ class MfccInput:
         square = np.zeros(self.store.width)
         count = 0
         for fname in fnames:
-            frames = self.read(fname).astype(np.float64)
+            frames = self.store.read(fname).astype(np.float64)
             total += frames.sum(axis=0)
             square += (frames ** 2).sum(axis=0)
             count += len(frames)
@@ -111,7 +105,7 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
                 if store.needs(f, folder / f) or store.status(f) != audio.status(f)]
         if todo:
             ok = [f for f in todo if audio.status(f) == "ok"]
-            jobs = (delayed(_mfcc_of_int16)(np.array(audio.read(f)[:, 0]), config) for f in ok)
+            jobs = (delayed(_mfcc_of_int16)(audio.read(f)[:, 0], config) for f in ok)
             frames = iter(Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)(jobs))
             for fname in tqdm(todo, unit="clip", desc=f"mfcc {split}", disable=None):
                 if audio.status(fname) == "ok":

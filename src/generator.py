@@ -15,19 +15,29 @@ import numpy as np
 from .features import MfccInput, WaveInput
 
 
+def crop_plan(n: int, length: int, rng: np.random.Generator | None = None) -> tuple[int, int]:
+    """Where a crop of `length` rows comes from a clip of n rows: (first clip row, rows of padding
+    before it). Long clips: a random crop with rng, else the first. Short clips: padded at a random
+    offset with rng, else centred."""
+    if n >= length:
+        return (int(rng.integers(0, n - length + 1)) if rng is not None else 0), 0
+    return 0, (int(rng.integers(0, length - n + 1)) if rng is not None else (length - n) // 2)
+
+
+def place(rows: np.ndarray, length: int, before: int, pad_row: np.ndarray) -> np.ndarray:
+    """`length` rows: pad_row, then rows from index `before`, then pad_row again."""
+    out = np.empty((length, len(pad_row)), np.float32)
+    out[:before] = pad_row
+    out[before:before + len(rows)] = rows
+    out[before + len(rows):] = pad_row
+    return out
+
+
 def crop_or_pad(clip: np.ndarray, length: int, pad_row: np.ndarray,
                 rng: np.random.Generator | None = None) -> np.ndarray:
-    """Exactly `length` rows of clip: a crop (random with rng, else the first) or the clip padded
-    with pad_row (at a random offset with rng, else centred)."""
-    n = len(clip)
-    if n >= length:
-        start = int(rng.integers(0, n - length + 1)) if rng is not None else 0
-        return np.asarray(clip[start:start + length], dtype=np.float32)
-    before = int(rng.integers(0, length - n + 1)) if rng is not None else (length - n) // 2
-    out = np.empty((length, clip.shape[1] if clip.ndim > 1 else 1), np.float32)
-    out[:] = pad_row
-    out[before:before + n] = clip.reshape(n, -1)
-    return out
+    """Exactly `length` rows of an in-memory clip, by crop_plan."""
+    start, before = crop_plan(len(clip), length, rng)
+    return place(clip[start:start + length].reshape(-1, len(pad_row)), length, before, pad_row)
 
 
 class ClipSequence(keras.utils.PyDataset):
@@ -58,12 +68,19 @@ class ClipSequence(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         # One generator per (epoch, batch): the same crops whatever worker serves the batch.
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        batch = np.stack([crop_or_pad(self.source.read(self.fnames[i]), self.source.crop_length,
-                                      self.source.pad_row, rng) for i in rows])
+        batch = np.stack([self._crop(self.fnames[i], rng) for i in rows])
         inputs = self.source.finish(batch)
         if self.targets is None:
             return inputs
         return inputs, self.targets[rows]
+
+    def _crop(self, fname: str, rng: np.random.Generator | None) -> np.ndarray:
+        # Only the rows of the crop are read from the cache, never the whole clip.
+        store, length = self.source.store, self.source.crop_length
+        n = store.length(fname)
+        start, before = crop_plan(n, length, rng)
+        rows = store.read(fname, start, min(n, length))
+        return place(rows, length, before, self.source.pad_row)
 
     def on_epoch_end(self) -> None:
         if self.train:

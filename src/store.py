@@ -1,5 +1,5 @@
-"""A packed store of variable-length arrays: one flat binary file read through a memory map, plus an
-index of offsets. Training reads crops from it without decoding or loading whole files."""
+"""A packed store of variable-length arrays: one flat binary file plus an index of offsets. Training
+reads just the rows of a crop from it, without decoding files or loading whole clips."""
 from __future__ import annotations
 
 import fcntl
@@ -49,7 +49,8 @@ class PackedStore:
             self.index = pd.DataFrame(columns=INDEX_COLUMNS)
         self.index = self.index.set_index("fname", drop=False)
         self._pending: list[dict] = []
-        self._map = None
+        self._fd: int | None = None
+        self._lookup: dict | None = None
 
     # --- writing ---
 
@@ -89,7 +90,9 @@ class PackedStore:
         self.index.to_csv(tmp, index=False)
         tmp.replace(self.index_path)
         self._pending = []
-        self._map = None
+        self._lookup = None
+        if self._fd == -1:  # the data file did not exist when a read last looked
+            self._fd = None
 
     # --- reading ---
 
@@ -101,23 +104,37 @@ class PackedStore:
         return self.index.at[fname, "status"] if fname in self.index.index else "missing"
 
     def length(self, fname: str) -> int:
-        return int(self.index.at[fname, "length"])
+        return self._where()[fname][1]
 
-    def read(self, fname: str) -> np.ndarray:
-        """The clip's rows (length x width), a read-only view into the memory map."""
-        if self._map is None:
-            if not self.data_path.exists() or self.data_path.stat().st_size == 0:
-                self._map = np.zeros((0, self.width), self.dtype)
-            else:
-                self._map = np.memmap(self.data_path, dtype=self.dtype, mode="r").reshape(-1, self.width)
-        row = self.index.loc[fname]
-        return self._map[int(row.offset): int(row.offset) + int(row.length)]
+    def read(self, fname: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Rows [start, start + count) of the clip (all of it by default), as a new array.
+
+        Reads with pread rather than through a memory map: mapped pages a process has touched count
+        in its resident memory, so an epoch over a memory map grows RSS to the size of the cache."""
+        offset, length = self._where()[fname]
+        count = length - start if count is None else count
+        if start < 0 or count < 0 or start + count > length:
+            raise IndexError(f"rows {start}:{start + count} of {fname}, which has {length}")
+        if self._fd is None:
+            self._fd = os.open(self.data_path, os.O_RDONLY) if self.data_path.exists() else -1
+        nbytes = count * self._row_bytes
+        data = os.pread(self._fd, nbytes, (offset + start) * self._row_bytes) if nbytes else b""
+        return np.frombuffer(data, self.dtype).reshape(count, self.width)
+
+    def _where(self) -> dict:
+        # A dict of (offset, length): a pandas lookup per clip would cost more than reading it.
+        if self._lookup is None:
+            self._lookup = dict(zip(self.index.fname, zip(self.index.offset.astype(int),
+                                                          self.index.length.astype(int))))
+        return self._lookup
 
     def __getstate__(self):
-        # Memory maps are reopened in each worker process rather than pickled.
-        state = dict(self.__dict__)
-        state["_map"] = None
-        return state
+        # File descriptors and lookups are made anew in each worker process rather than pickled.
+        return dict(self.__dict__, _fd=None, _lookup=None)
+
+    def __del__(self):
+        if getattr(self, "_fd", None) not in (None, -1):
+            os.close(self._fd)
 
 
 @contextmanager

@@ -11,8 +11,8 @@ CONFIG = dataclasses.replace(PRESETS["2d"], crop_seconds=0.5)
 def test_cached_frames_equal_the_mfcc_of_the_cropped_audio(clean_dataset):
     source = model_input(clean_dataset, "train", CONFIG, n_jobs=1)
     audio = model_input(clean_dataset, "train", dataclasses.replace(CONFIG, features="wave"), n_jobs=1)
-    samples = audio.read("noise04.wav")[:, 0].astype(np.float32) / 32768
-    frames = source.read("noise04.wav")
+    samples = audio.store.read("noise04.wav")[:, 0].astype(np.float32) / 32768
+    frames = source.store.read("noise04.wav")
     start = 20 * CONFIG.hop_length
     crop = mfcc(samples[start:start + 30 * CONFIG.hop_length], CONFIG)
     edge = CONFIG.n_fft // CONFIG.hop_length  # frames whose window reaches past the crop
@@ -30,7 +30,7 @@ def test_statistics_come_from_the_given_clips_only(clean_dataset):
     source = model_input(clean_dataset, "train", CONFIG, n_jobs=1)
     some = ["tone00.wav", "noise01.wav"]
     mean, variance = source.statistics(some)
-    frames = np.concatenate([source.read(f) for f in some]).astype(np.float64)
+    frames = np.concatenate([source.store.read(f) for f in some]).astype(np.float64)
     np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(variance, frames.var(axis=0), rtol=1e-4, atol=1e-3)
     other, _ = source.statistics(["clicks02.wav"])
