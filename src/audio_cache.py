@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .data import DataError, class_names, load_test, load_train
-from .store import PackedStore, locked, params_key
+from .store import PackedStore, locked, params_key, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,37 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
-def _process(path: Path, rates: list[int]) -> tuple[dict | None, str]:
-    """One clip at every rate as int16, or (None, why) when it must be skipped. Runs in a worker."""
+def _process(path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, dict | None, str]:
+    """Decode one clip, resample it to every rate and write each into its reserved slot (data file,
+    byte offset, capacity in samples). Returns (fname, {rate: samples written, or the int16 array
+    when it outgrew its slot}, note), or (fname, None, why) when it must be skipped. Runs in a worker."""
     try:
         samples, rate, note = decode(path)
     except Exception as error:  # noqa: BLE001 - any decoder failure is a recorded skip
-        return None, f"unreadable: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        why = str(error).splitlines()[0] if str(error) else ""
+        return path.name, None, f"unreadable: {type(error).__name__}: {why}"
     if len(samples) == 0:
-        return None, "empty: no samples"
-    return {r: to_int16(resample(samples, rate, r)) for r in rates}, note
+        return path.name, None, "empty: no samples"
+    written = {}
+    for target, (data_path, byte_offset, capacity) in slots.items():
+        wave = to_int16(resample(samples, rate, target))
+        if len(wave) <= capacity:
+            write_rows(data_path, byte_offset, wave)
+            written[target] = len(wave)
+        else:  # the header under-stated its length: hand the samples back to be appended
+            written[target] = wave
+    return path.name, written, note
+
+
+def _capacity(path: Path, rate: int) -> int:
+    """Samples a clip will hold at `rate`, from its header (resampling gives n * ratio, within 1)."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception:  # noqa: BLE001 - unreadable: it will be skipped, reserve nothing
+        return 0
+    return int(np.ceil(info.frames * rate / info.samplerate)) + 2
 
 
 def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
@@ -141,18 +163,32 @@ def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
 
 def _decode_all(todo: list[str], folder: Path, stores: dict[int, PackedStore], n_jobs: int,
                 split: str) -> None:
-    rates = sorted(stores)
-    jobs = (delayed(_process)(folder / f, rates) for f in todo)
-    results = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)(jobs)
+    # Each clip gets a slot per rate, sized from its header, that a worker fills directly: samples
+    # never travel back through this process.
+    offsets = {fname: {} for fname in todo}
+    slots = {fname: {} for fname in todo}
+    for rate, store in stores.items():
+        for fname in todo:
+            capacity = _capacity(folder / fname, rate)
+            offsets[fname][rate] = store.reserve(capacity)
+            slots[fname][rate] = (store.data_path, offsets[fname][rate] * 2, capacity)
+    jobs = (delayed(_process)(folder / f, slots[f]) for f in todo)
+    # Unordered: a long clip does not hold back the results finished behind it.
+    results = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=8)(jobs)
     last_flush = time.monotonic()
     skipped = 0
-    bar = tqdm(zip(todo, results), total=len(todo), unit="clip",
-               desc=f"audio cache {split} @ {'/'.join(map(str, rates))} Hz", disable=None)
-    for fname, (waves, note) in bar:
+    bar = tqdm(results, total=len(todo), unit="clip",
+               desc=f"audio cache {split} @ {'/'.join(map(str, sorted(stores)))} Hz", disable=None)
+    for fname, written, note in bar:
+        source = folder / fname
         for rate, store in stores.items():
-            rows = None if waves is None else waves[rate]
-            store.append(fname, rows, folder / fname, note=note, status="ok" if waves is not None else "skipped")
-        skipped += waves is None
+            if written is None:
+                store.record(fname, offsets[fname][rate], 0, source, note, status="skipped")
+            elif isinstance(written[rate], int):
+                store.record(fname, offsets[fname][rate], written[rate], source, note)
+            else:
+                store.append(fname, written[rate], source, note)
+        skipped += written is None
         if time.monotonic() - last_flush > FLUSH_SECONDS:
             for store in stores.values():
                 store.flush()
@@ -160,7 +196,8 @@ def _decode_all(todo: list[str], folder: Path, stores: dict[int, PackedStore], n
     for store in stores.values():
         store.flush()
     if skipped:
-        log.warning("%d %s clip(s) skipped: see %s", skipped, split, stores[rates[0]].root / "report.csv")
+        log.warning("%d %s clip(s) skipped: see %s", skipped, split,
+                    next(iter(stores.values())).root / "report.csv")
 
 
 def _write_report(store: PackedStore) -> None:

@@ -49,48 +49,61 @@ class PackedStore:
             self.index = pd.DataFrame(columns=INDEX_COLUMNS)
         self.index = self.index.set_index("fname", drop=False)
         self._pending: list[dict] = []
+        self._end: int | None = None  # rows in the data file, reservations included
         self._fd: int | None = None
         self._lookup: dict | None = None
+        self._sources: dict | None = None
 
     # --- writing ---
 
     def needs(self, fname: str, source: Path) -> bool:
         """True when fname is absent, or its source file changed since it was stored."""
-        if fname not in self.index.index:
-            return True
-        row = self.index.loc[fname]
+        if self._sources is None:
+            self._sources = dict(zip(self.index.fname, zip(self.index.source_size.astype(int),
+                                                           self.index.source_mtime.astype(float))))
         stat = source.stat()
-        return int(row.source_size) != stat.st_size or float(row.source_mtime) != stat.st_mtime
+        return self._sources.get(fname) != (stat.st_size, stat.st_mtime)
+
+    def reserve(self, rows: int) -> int:
+        """Set aside `rows` rows at the end of the data file; returns their offset (in rows). Workers
+        fill reservations with write_rows, so clips need not pass through this process."""
+        if self._end is None:
+            self._end = self.data_path.stat().st_size // self._row_bytes if self.data_path.exists() else 0
+        offset = self._end
+        self._end += rows
+        return offset
 
     def append(self, fname: str, rows: np.ndarray | None, source: Path, note: str = "",
                status: str = "ok") -> None:
         """Add one clip's rows (or a skip record when rows is None); visible after flush()."""
-        offset = self.data_path.stat().st_size // self._row_bytes if self.data_path.exists() else 0
-        length = 0
+        rows = None if rows is None else np.asarray(rows, dtype=self.dtype).reshape(-1, self.width)
+        offset = self.reserve(0 if rows is None else len(rows))
         if rows is not None:
-            rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1, self.width)
-            with open(self.data_path, "ab") as out:
-                out.write(rows.tobytes())
-            length = len(rows)
+            write_rows(self.data_path, offset * self._row_bytes, rows)
+        self.record(fname, offset, 0 if rows is None else len(rows), source, note, status)
+
+    def record(self, fname: str, offset: int, length: int, source: Path, note: str = "",
+               status: str = "ok") -> None:
+        """Index a clip whose rows are written at `offset`; visible after flush()."""
         stat = source.stat()
         self._pending.append(dict(fname=fname, offset=offset, length=length, status=status, note=note,
                                   source_size=stat.st_size, source_mtime=stat.st_mtime))
 
     def flush(self) -> None:
-        """Make appended clips durable and visible: data first, then the index, atomically."""
+        """Make recorded clips durable and visible: data first, then the index, atomically."""
         if not self._pending:
             return
         if self.data_path.exists():
-            with open(self.data_path, "ab") as out:
-                out.flush()
-                os.fsync(out.fileno())
+            fd = os.open(self.data_path, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
         new = pd.DataFrame(self._pending, columns=INDEX_COLUMNS).set_index("fname", drop=False)
         self.index = pd.concat([self.index.drop(new.index, errors="ignore"), new])
         tmp = self.index_path.with_name("index.csv.tmp")
         self.index.to_csv(tmp, index=False)
         tmp.replace(self.index_path)
         self._pending = []
-        self._lookup = None
+        self._lookup = self._sources = None
         if self._fd == -1:  # the data file did not exist when a read last looked
             self._fd = None
 
@@ -130,11 +143,23 @@ class PackedStore:
 
     def __getstate__(self):
         # File descriptors and lookups are made anew in each worker process rather than pickled.
-        return dict(self.__dict__, _fd=None, _lookup=None)
+        return dict(self.__dict__, _fd=None, _lookup=None, _sources=None)
 
     def __del__(self):
         if getattr(self, "_fd", None) not in (None, -1):
             os.close(self._fd)
+
+
+def write_rows(path: Path, byte_offset: int, rows: np.ndarray) -> None:
+    """Write rows at a byte offset of a data file (creating it), from any process."""
+    data = memoryview(np.ascontiguousarray(rows).tobytes())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while data:  # pwrite may write less than asked
+            written = os.pwrite(fd, data, byte_offset)
+            data, byte_offset = data[written:], byte_offset + written
+    finally:
+        os.close(fd)
 
 
 @contextmanager

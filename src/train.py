@@ -102,15 +102,17 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     if importlib.util.find_spec("tensorflow") is not None:  # TensorBoard writes through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "tensorboard")))
     verbose = 2 if not sys.stdout.isatty() else "auto"
+    fit_started = time.time()
     history = model.fit(fit_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
                         verbose=verbose)
-    trained = time.time()
+    fitted = time.time()
     model = keras.models.load_model(checkpoint)  # the best epoch, not the last
 
     oof = model.predict(ClipSequence(train_source, val_rows.fname, None, config.batch_size, **feed),
                         verbose=0)
     test_probs = model.predict(ClipSequence(test_source, test.fname, None, config.batch_size, **feed),
                                verbose=0)
+    predicted = time.time()
     write_probabilities(fold_dir / "oof.csv", val_rows.fname, oof, labels)
     write_probabilities(fold_dir / "test.csv", test.fname, test_probs, labels)
     losses = history.history["val_loss"]
@@ -120,7 +122,8 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
         "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
         "n_train": len(fit_rows), "n_val": len(val_rows), "skipped_train": int((~usable).sum()),
         "silent_test": len(silent), "backend": keras.backend.backend(),
-        "train_minutes": (trained - started) / 60, "minutes": (time.time() - started) / 60,
+        "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (predicted - fitted) / 60,
+        "minutes": (time.time() - started) / 60,
     }
     tmp = result_path.with_name("result.json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

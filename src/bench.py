@@ -1,0 +1,313 @@
+"""Benchmark the data path: how fast the audio cache builds and whether the generator keeps the
+model fed, on any dataset in the competition layout. Figures are printed, with ratios measured in the
+same run so that a noisy machine still gives a meaningful answer.
+
+    python -m src.bench DATA_DIR                 # cache, feeding and inference rates, peak RSS
+    python -m src.bench DATA_DIR --repeat 10     # the same on the train list repeated 10 times
+    python -m src.bench DATA_DIR --full-run      # a complete 5-fold 1d + 2d run, timed by stage,
+                                                 # against per-batch loading and resampling
+
+Works on a mirror of DATA_DIR in a temporary folder (symbolic links to its audio, a fresh cache), so
+the dataset's own cache and predictions are never touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import audio_cache
+from .config import PRESETS, Config
+from .data import class_names, load_train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+def mirror(data_dir: Path, target: Path, repeat: int = 1) -> Path:
+    """A copy of the dataset's layout made of links to its audio; the train list `repeat` times over
+    (each copy's clips renamed r<k>_<fname>), so that size-dependent costs show."""
+    data_dir = Path(data_dir).resolve()
+    target.mkdir(parents=True)
+    train = load_train(data_dir)
+    (target / "audio_train").mkdir()
+    copies = []
+    for k in range(repeat):
+        prefix = f"r{k}_" if repeat > 1 else ""
+        for fname in train.fname:
+            os.symlink(data_dir / "audio_train" / fname, target / "audio_train" / f"{prefix}{fname}")
+        copies.append(train.assign(fname=prefix + train.fname))
+    pd.concat(copies).to_csv(target / "train.csv", index=False)
+    os.symlink(data_dir / "audio_test", target / "audio_test")
+    for name in ("sample_submission.csv", "test_labels.csv"):
+        if (data_dir / name).exists():
+            shutil.copy(data_dir / name, target / name)
+    return target
+
+
+def machine() -> dict:
+    import keras
+
+    gpus = subprocess.run("nvidia-smi -L", shell=True, capture_output=True, text=True).stdout.strip()
+    return {"cores": os.cpu_count(), "gpu": gpus or "none", "backend": keras.backend.backend(),
+            "keras": keras.__version__}
+
+
+# --- audio cache ---------------------------------------------------------------------------------
+
+def _decode_only(path: Path) -> int:
+    return len(audio_cache.decode(path)[0])
+
+
+def _decode_resample(path: Path, rates: list[int], res_type: str = audio_cache.RESAMPLER) -> int:
+    samples, rate, _ = audio_cache.decode(path)
+    return sum(len(audio_cache.to_int16(audio_cache.resample(samples, rate, r, res_type))) for r in rates)
+
+
+def bench_cache(data_dir: Path, rates: list[int]) -> dict:
+    """Clips/s of decoding, of decoding + resampling (the limit) and of the cache build, all cores."""
+    from joblib import Parallel, delayed
+
+    paths = [data_dir / "audio_train" / f for f in load_train(data_dir).fname]
+    for path in paths:  # warm the page cache so that no stage pays for the first disk read
+        path.read_bytes()
+    seconds_of_audio = sum(audio_cache.decode(p)[0].size / 44100 for p in paths[:50]) / min(50, len(paths))
+
+    def rate(fn, *args, files=paths) -> float:
+        start = time.perf_counter()
+        Parallel(n_jobs=-1, batch_size=8)(delayed(fn)(p, *args) for p in files)
+        return len(files) / (time.perf_counter() - start)
+
+    # Start the worker pool and import what its workers need outside the timings.
+    rate(_decode_resample, rates, files=paths[:32])
+    decode = rate(_decode_only)
+    resample = rate(_decode_resample, rates)
+    start = time.perf_counter()
+    audio_cache.build(data_dir, "train", rates)
+    build = len(paths) / (time.perf_counter() - start)
+    return {"clips": len(paths), "mean_seconds": seconds_of_audio, "decode": decode,
+            "decode_resample": resample, "build": build}
+
+
+# --- feeding the model ---------------------------------------------------------------------------
+
+def bench_training(data_dir: Path, config: Config, clips: int, rounds: int) -> dict:
+    """Samples/s of training fed by the generator and by in-memory arrays of the same inputs, one
+    epoch of each in turn for `rounds` rounds after a warm-up epoch (tracing), medians compared; and
+    samples/s of inference."""
+    import keras
+
+    from .features import model_input
+    from .generator import ClipSequence
+    from .models import build_model
+
+    train = load_train(data_dir)
+    labels = class_names(train)
+    source = model_input(data_dir, "train", config)
+    ok = train[train.fname.map(lambda f: source.store.status(f) == "ok")].head(clips)
+    targets = np.eye(len(labels), dtype=np.float32)[ok.label.map(labels.index)]
+    feed = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
+                max_queue_size=config.max_queue_size)
+    sequence = ClipSequence(source, ok.fname, targets, config.batch_size, train=True, seed=0, **feed)
+    arrays = [sequence[i] for i in range(len(sequence))]
+    x = np.concatenate([a for a, _ in arrays])
+    y = np.concatenate([b for _, b in arrays])
+    statistics = {"mean": x.mean(axis=(0, 2, 3)), "variance": x.var(axis=(0, 2, 3))} \
+        if config.features == "mfcc" else {}
+
+    class EpochTime(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    keras.utils.set_random_seed(0)
+    models = {"generator": build_model(config, len(labels), **statistics),
+              "memory": build_model(config, len(labels), **statistics)}
+    fits = {"generator": lambda m, cb: m.fit(sequence, epochs=1, callbacks=cb, verbose=0),
+            "memory": lambda m, cb: m.fit(x, y, batch_size=config.batch_size, epochs=1, shuffle=True,
+                                          callbacks=cb, verbose=0)}
+    seconds = {name: [] for name in models}
+    for round_ in range(rounds + 1):
+        for name, model in models.items():
+            timer = EpochTime()
+            fits[name](model, [timer])
+            if round_:  # round 0 traces and warms up
+                seconds[name].append(timer.seconds)
+    rates = {name: len(x) / float(np.median(times)) for name, times in seconds.items()}
+    model = models["memory"]
+    model.predict(x[: config.batch_size], verbose=0)
+    start = time.perf_counter()
+    model.predict(x, batch_size=config.batch_size, verbose=0)
+    rates["inference"] = len(x) / (time.perf_counter() - start)
+    rates["clips"] = len(x)
+    return rates
+
+
+def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> float:
+    """Peak resident memory (MiB) of one `src.train` fold process: 5 folds, fold 0, `epochs` epochs."""
+    command = [sys.executable, "-m", "src.train", "--model", preset, "--fold", "0", "--n-folds", "5",
+               "--epochs", str(epochs), "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--force"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
+    return usage.ru_maxrss / 1024
+
+
+# --- per-batch loading, as the public kernel does ------------------------------------------------
+
+def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray, config: Config,
+                          res_type: str = "kaiser_fast"):
+    """The public kernel's data path re-implemented: every batch loads each WAV and resamples it
+    (librosa.load with kaiser_fast), then crops or pads at a random offset and min-max scales."""
+    import keras
+    import librosa
+
+    from .generator import crop_or_pad
+
+    class KernelStyle(keras.utils.PyDataset):
+        def __len__(self):
+            return int(np.ceil(len(fnames) / config.batch_size))
+
+        def __getitem__(self, index):
+            rows = range(index * config.batch_size, min(len(fnames), (index + 1) * config.batch_size))
+            rng = np.random.default_rng(index)
+            batch = []
+            for i in rows:
+                wave, _ = librosa.load(data_dir / "audio_train" / fnames[i], sr=config.sample_rate,
+                                       res_type=res_type)
+                batch.append(crop_or_pad(wave[:, None], config.crop_samples, np.zeros(1, np.float32), rng))
+            batch = np.stack(batch)
+            low, high = batch.min(axis=1, keepdims=True), batch.max(axis=1, keepdims=True)
+            return (batch - low) / (high - low + 1e-6) - 0.5, targets[list(rows)]
+
+    return KernelStyle()
+
+
+def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
+    """Seconds per epoch of one 1d fold fed by the cache and by per-batch loading + resampling."""
+    import keras
+
+    from .data import load_folds
+    from .features import model_input
+    from .generator import ClipSequence
+    from .models import build_model
+
+    config = PRESETS["1d"]
+    train = load_train(data_dir).merge(load_folds(data_dir, n_folds=5), on="fname")
+    labels = class_names(train)
+    rows = train[train.fold != 0]
+    targets = np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
+    source = model_input(data_dir, "train", config)
+    feeds = {"cache": ClipSequence(source, rows.fname, targets, config.batch_size, train=True, seed=0),
+             "per-batch kaiser_fast": kernel_style_sequence(data_dir, list(rows.fname), targets, config)}
+    result = {}
+    for name, sequence in feeds.items():
+        keras.utils.set_random_seed(0)
+        model = build_model(config, len(labels))
+        start = time.perf_counter()
+        model.fit(sequence, epochs=epochs, verbose=0)
+        result[name] = (time.perf_counter() - start) / epochs
+    return result
+
+
+def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> None:
+    """Cache, 5 folds of 1d, 5 folds of 2d and the blend, timed stage by stage."""
+    out = work / "out"
+    options = ["--data-dir", str(data_dir), "--out-dir", str(out), "--n-folds", "5", "--epochs", str(epochs)]
+    stages = [("audio cache", [sys.executable, "-m", "src.audio_cache", "--data-dir", str(data_dir)]),
+              ("1d folds", ["./run_folds.sh", "1d", "--", *options]),
+              ("2d folds", ["./run_folds.sh", "2d", "--", *options]),
+              ("blend", [sys.executable, "-m", "src.blend", "1d", "2d", "--data-dir", str(data_dir),
+                         "--out-dir", str(out)])]
+    times = {}
+    for name, command in stages:
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHON=sys.executable))
+        times[name] = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        if name == "blend":
+            print(done.stdout)
+    total = sum(times.values())
+    print(f"full run ({epochs} epochs at most, early stopping patience {PRESETS['1d'].patience}): "
+          f"{total / 60:.1f} min")
+    for name, seconds in times.items():
+        print(f"  {name:<12}{seconds / 60:7.1f} min")
+    for preset in ("1d", "2d"):
+        results = [json.loads(p.read_text()) for p in sorted((out / "predictions" / preset).glob("fold*/result.json"))]
+        split = {key: sum(r[key] for r in results) for key in ("fit_minutes", "predict_minutes", "minutes")}
+        print(f"  {preset} folds: fit {split['fit_minutes']:.1f} min, predict {split['predict_minutes']:.1f} min, "
+              f"setup {split['minutes'] - split['fit_minutes'] - split['predict_minutes']:.1f} min "
+              f"(process start, imports, loading), epochs run {[r['epochs_run'] for r in results]}")
+    per_epoch = compare_with_kernel(data_dir, kernel_epochs)
+    ratio = per_epoch["per-batch kaiser_fast"] / per_epoch["cache"]
+    print(f"1d fold 0, {kernel_epochs} epochs: {per_epoch['cache']:.1f} s/epoch from the cache, "
+          f"{per_epoch['per-batch kaiser_fast']:.1f} s/epoch loading and resampling every batch: {ratio:.1f}x")
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path, help="a dataset in the competition layout")
+    parser.add_argument("--models", nargs="+", default=["1d", "2d"], choices=sorted(PRESETS))
+    parser.add_argument("--repeat", type=int, default=1, help="repeat the train list N times (default 1)")
+    parser.add_argument("--clips", type=int, default=512, help="clips per feeding measurement (default 512)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per feed, alternating "
+                        "generator and in-memory, after one warm-up each (default 3)")
+    parser.add_argument("--workers", type=int, help="PyDataset workers (default: the preset's)")
+    parser.add_argument("--full-run", action="store_true", help="time a complete 5-fold 1d + 2d run instead")
+    parser.add_argument("--full-run-epochs", type=int, default=50, help="maximum epochs per fold there")
+    parser.add_argument("--kernel-epochs", type=int, default=3, help="epochs of the per-batch comparison")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        work = Path(work)
+        data_dir = mirror(args.data_dir, work / "data", args.repeat)
+        info = machine()
+        print(f"machine: {info['cores']} cores, GPU: {info['gpu']}, backend {info['backend']} "
+              f"(keras {info['keras']})")
+        if args.full_run:
+            full_run(data_dir, work, args.full_run_epochs, args.kernel_epochs)
+            return 0
+        rates = sorted({PRESETS[m].sample_rate for m in args.models})
+        cache = bench_cache(data_dir, rates)
+        audio = cache["mean_seconds"]
+        print(f"\naudio cache, {cache['clips']} train clips (~{audio:.1f} s each), rates {rates}, all cores:")
+        for name in ("decode", "decode_resample", "build"):
+            label = {"decode": "decode only", "decode_resample": "decode + resample",
+                     "build": "cache build"}[name]
+            print(f"  {label:<20}{cache[name]:8.1f} clips/s {cache[name] * audio:9.0f} s of audio/s")
+        print(f"  build / (decode + resample): {cache['build'] / cache['decode_resample']:.0%}")
+        print(f"\nfeeding (median of {args.rounds} alternating epochs over up to {args.clips} clips):")
+        print(f"  {'model':<6}{'generator':>12}{'in memory':>12}{'ratio':>8}{'inference':>12}{'peak RSS':>11}")
+        for name in args.models:
+            config = PRESETS[name]
+            if args.workers:
+                config = Config(**{**config.__dict__, "workers": args.workers})
+            speed = bench_training(data_dir, config, args.clips, args.rounds)
+            rss = peak_rss(data_dir, work / "rss", name)
+            print(f"  {name:<6}{speed['generator']:>10.0f}/s{speed['memory']:>10.0f}/s"
+                  f"{speed['generator'] / speed['memory']:>8.0%}{speed['inference']:>10.0f}/s{rss:>8.0f} MiB")
+        print(f"  (samples/s over {speed['clips']} clips; peak RSS of a `src.train` fold process, "
+              f"1 epoch, on {len(load_train(data_dir))} train clips)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
