@@ -171,7 +171,8 @@ def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> flo
 def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray, config: Config,
                           res_type: str = "kaiser_fast"):
     """The public kernel's data path re-implemented: every batch loads each WAV and resamples it
-    (librosa.load with kaiser_fast), then crops or pads at a random offset and min-max scales."""
+    (librosa.load with kaiser_fast), then crops or pads at a random offset (the model min-max
+    scales, as it does for the cached feed)."""
     import keras
     import librosa
 
@@ -188,10 +189,9 @@ def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray
             for i in rows:
                 wave, _ = librosa.load(data_dir / "audio_train" / fnames[i], sr=config.sample_rate,
                                        res_type=res_type)
-                batch.append(crop_or_pad(wave[:, None], config.crop_samples, np.zeros(1, np.float32), rng))
-            batch = np.stack(batch)
-            low, high = batch.min(axis=1, keepdims=True), batch.max(axis=1, keepdims=True)
-            return (batch - low) / (high - low + 1e-6) - 0.5, targets[list(rows)]
+                batch.append(crop_or_pad(audio_cache.to_int16(wave)[:, None], config.crop_samples,
+                                         np.zeros(1, np.int16), rng))
+            return np.stack(batch), targets[list(rows)]
 
     return KernelStyle()
 

@@ -42,22 +42,23 @@ def _mfcc_of_int16(samples: np.ndarray, config: Config) -> np.ndarray:
 
 
 class WaveInput:
-    """Raw-wave crops: (crop_samples, 1) per clip, min-max scaled to [-0.5, 0.5]."""
+    """Raw-wave crops: (crop_samples, 1) int16 samples per clip; the model scales them."""
+
+    dtype = np.int16
 
     def __init__(self, store: PackedStore, config: Config):
         self.store = store
         self.crop_length = config.crop_samples
-        self.pad_row = np.zeros(1, np.float32)
+        self.pad_row = np.zeros(1, np.int16)
 
     def finish(self, batch: np.ndarray) -> np.ndarray:
-        """(B, crop, 1) raw rows -> model input."""
-        low = batch.min(axis=1, keepdims=True)
-        high = batch.max(axis=1, keepdims=True)
-        return (batch - low) / (high - low + 1e-6) - 0.5
+        return batch
 
 
 class MfccInput:
     """MFCC crops: (n_mfcc, crop_frames, 1) per clip, padded with the MFCC of silence."""
+
+    dtype = np.float32
 
     def __init__(self, store: PackedStore, config: Config):
         self.store = store

@@ -24,9 +24,8 @@ def crop_plan(n: int, length: int, rng: np.random.Generator | None = None) -> tu
     return 0, (int(rng.integers(0, length - n + 1)) if rng is not None else (length - n) // 2)
 
 
-def place(rows: np.ndarray, length: int, before: int, pad_row: np.ndarray) -> np.ndarray:
-    """`length` rows: pad_row, then rows from index `before`, then pad_row again."""
-    out = np.empty((length, len(pad_row)), np.float32)
+def place(rows: np.ndarray, before: int, pad_row: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Fill out (length x width) with pad_row, then rows from index `before`, then pad_row again."""
     out[:before] = pad_row
     out[before:before + len(rows)] = rows
     out[before + len(rows):] = pad_row
@@ -37,7 +36,8 @@ def crop_or_pad(clip: np.ndarray, length: int, pad_row: np.ndarray,
                 rng: np.random.Generator | None = None) -> np.ndarray:
     """Exactly `length` rows of an in-memory clip, by crop_plan."""
     start, before = crop_plan(len(clip), length, rng)
-    return place(clip[start:start + length].reshape(-1, len(pad_row)), length, before, pad_row)
+    out = np.empty((length, len(pad_row)), pad_row.dtype)
+    return place(clip[start:start + length].reshape(-1, len(pad_row)), before, pad_row, out)
 
 
 class ClipSequence(keras.utils.PyDataset):
@@ -68,19 +68,20 @@ class ClipSequence(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         # One generator per (epoch, batch): the same crops whatever worker serves the batch.
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        batch = np.stack([self._crop(self.fnames[i], rng) for i in rows])
+        batch = np.empty((len(rows), self.source.crop_length, len(self.source.pad_row)), self.source.dtype)
+        for out, i in zip(batch, rows):
+            self._crop(self.fnames[i], rng, out)
         inputs = self.source.finish(batch)
         if self.targets is None:
             return inputs
         return inputs, self.targets[rows]
 
-    def _crop(self, fname: str, rng: np.random.Generator | None) -> np.ndarray:
+    def _crop(self, fname: str, rng: np.random.Generator | None, out: np.ndarray) -> None:
         # Only the rows of the crop are read from the cache, never the whole clip.
         store, length = self.source.store, self.source.crop_length
         n = store.length(fname)
         start, before = crop_plan(n, length, rng)
-        rows = store.read(fname, start, min(n, length))
-        return place(rows, length, before, self.source.pad_row)
+        place(store.read(fname, start, min(n, length)), before, self.source.pad_row, out)
 
     def on_epoch_end(self) -> None:
         if self.train:

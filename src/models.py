@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from .config import Config
 
 
+@keras.saving.register_keras_serializable(package="freesound")
+class MinMaxScale(layers.Layer):
+    """Scale each example to [-0.5, 0.5] by its own minimum and maximum (the kernel's audio_norm).
+    Inside the model, so that batches travel as int16 samples and saved models take raw audio."""
+
+    def call(self, waves):
+        waves = ops.cast(waves, "float32")
+        low = ops.min(waves, axis=(1, 2), keepdims=True)
+        high = ops.max(waves, axis=(1, 2), keepdims=True)
+        return (waves - low) / (high - low + 1e-6) - 0.5
+
+
 def conv1d(config: Config, n_classes: int, **_) -> keras.Model:
     """The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel (360,513 parameters
-    for 41 classes and 2 s at 16 kHz)."""
-    inputs = keras.Input(shape=(config.crop_samples, 1), name="wave")
-    x = inputs
+    for 41 classes and 2 s at 16 kHz). Takes int16 samples."""
+    inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
+    x = MinMaxScale(name="min_max_scale")(inputs)
     for filters, kernel, pool, dropout in ((16, 9, 16, 0.1), (32, 3, 4, 0.1), (32, 3, 4, 0.1)):
         x = layers.Conv1D(filters, kernel, activation="relu", padding="valid")(x)
         x = layers.Conv1D(filters, kernel, activation="relu", padding="valid")(x)

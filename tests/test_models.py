@@ -17,6 +17,16 @@ def test_kernel_parameter_counts_for_41_classes():
 
 def test_outputs_are_class_probabilities():
     model = build_model(PRESETS["1d"], 5)
-    probs = model.predict(np.random.default_rng(0).uniform(-0.5, 0.5, (2, 32000, 1)), verbose=0)
+    probs = model.predict(np.random.default_rng(0).integers(-2000, 2000, (2, 32000, 1), dtype=np.int16),
+                          verbose=0)
     assert probs.shape == (2, 5)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_waves_are_min_max_scaled_inside_the_model():
+    from src.models import MinMaxScale
+
+    waves = np.array([[[-100], [0], [300]], [[5], [5], [5]]], np.int16)
+    scaled = np.asarray(MinMaxScale()(waves))
+    np.testing.assert_allclose(scaled[0, :, 0], [-0.5, -0.25, 0.5], atol=1e-6)
+    np.testing.assert_allclose(scaled[1, :, 0], [-0.5, -0.5, -0.5], atol=1e-6)  # silence: no division by 0
