@@ -127,15 +127,15 @@ def _process(path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, 
     return path.name, written, note
 
 
-def _capacity(path: Path, rate: int) -> int:
-    """Samples a clip will hold at `rate`, from its header (resampling gives n * ratio, within 1)."""
+def _capacities(path: Path, rates) -> dict[int, int]:
+    """Samples a clip will hold at each rate, from its header (resampling gives n * ratio, within 1)."""
     import soundfile
 
     try:
         info = soundfile.info(str(path))
     except Exception:  # noqa: BLE001 - unreadable: it will be skipped, reserve nothing
-        return 0
-    return int(np.ceil(info.frames * rate / info.samplerate)) + 2
+        return {rate: 0 for rate in rates}
+    return {rate: int(np.ceil(info.frames * rate / info.samplerate)) + 2 for rate in rates}
 
 
 def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
@@ -167,11 +167,10 @@ def _decode_all(todo: list[str], folder: Path, stores: dict[int, PackedStore], n
     # never travel back through this process.
     offsets = {fname: {} for fname in todo}
     slots = {fname: {} for fname in todo}
-    for rate, store in stores.items():
-        for fname in todo:
-            capacity = _capacity(folder / fname, rate)
-            offsets[fname][rate] = store.reserve(capacity)
-            slots[fname][rate] = (store.data_path, offsets[fname][rate] * 2, capacity)
+    for fname in todo:
+        for rate, capacity in _capacities(folder / fname, stores).items():
+            offsets[fname][rate] = stores[rate].reserve(capacity)
+            slots[fname][rate] = (stores[rate].data_path, offsets[fname][rate] * 2, capacity)
     jobs = (delayed(_process)(folder / f, slots[f]) for f in todo)
     # Unordered: a long clip does not hold back the results finished behind it.
     results = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=8)(jobs)
