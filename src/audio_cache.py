@@ -10,17 +10,16 @@ converted and the conversion noted.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from .config import stage_parser
 from .data import DataError, class_names, load_test, load_train
 from .store import PackedStore, locked, params_key, write_rows
 
@@ -206,7 +205,7 @@ def _write_report(store: PackedStore) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.audio_cache", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("python -m src.audio_cache", __doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
     parser.add_argument("--rates", type=int, nargs="+", default=[16000, 44100],
                         help="sample rates to cache, Hz (default: 16000 44100, for the 1d and 2d presets)")

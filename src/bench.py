@@ -12,7 +12,6 @@ the dataset's own cache and predictions are never touched.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import audio_cache
-from .config import PRESETS, Config
+from .config import PRESETS, Config, stage_parser
 from .data import class_names, load_train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,9 +261,7 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
 # --- report --------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m src.bench", __doc__)
     parser.add_argument("data_dir", type=Path, help="a dataset in the competition layout")
     parser.add_argument("--models", nargs="+", default=["1d", "2d"], choices=sorted(PRESETS))
     parser.add_argument("--repeat", type=int, default=1, help="repeat the train list N times (default 1)")

@@ -10,7 +10,6 @@ each row holds exactly three distinct training labels.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Paths, add_path_arguments, paths_from_args
+from .config import Paths, add_path_arguments, paths_from_args, stage_parser
 from .data import DataError, atomic_write_csv, class_names, load_folds, load_test, load_test_labels, load_train
 from .metrics import map_at_k, top_k
 
@@ -174,9 +173,7 @@ def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.blend", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m src.blend", __doc__)
     parser.add_argument("models", nargs="*", help="model presets (default: every folder in predictions/)")
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per model (default: equal)")
     parser.add_argument("--name", help="blend submission name (default: blend_<models>)")

@@ -170,6 +170,14 @@ class Paths:
         return self.model_dir(preset) / f"fold{fold}"
 
 
+def stage_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A stage's command line: its module docstring's first paragraph as the description, the rest
+    (usage examples) after the options."""
+    summary, _, details = doc.strip().partition("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=summary, epilog=details or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_path_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="dataset in the competition layout (default: data)")

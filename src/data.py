@@ -10,7 +10,6 @@ The layout (FSDKaggle2018, or any single-label clip dataset written the same way
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .config import stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +246,7 @@ def check_layout(data_dir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m src.data", description="Unpack the competition archives in DATA_DIR and "
-        "validate the layout: every listed clip has a file, labels are known, counts are printed.")
+    parser = stage_parser("python -m src.data", __doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
     parser.add_argument("--download", action="store_true",
                         help=f"first download the {COMPETITION} archive with the kaggle API")

@@ -5,12 +5,13 @@ validate the data, build the audio cache, train the 1d and 2d folds with run_fol
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .config import stage_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ def run(command: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.demo", description=__doc__.split("\n\n")[0])
+    parser = stage_parser("python -m src.demo", __doc__)
     parser.add_argument("--data-dir", default="data/demo", help="default: data/demo")
     parser.add_argument("--out-dir", default="runs/demo", help="default: runs/demo")
     parser.add_argument("--folds", type=int, default=3, help="StratifiedKFold splits (default: 3)")

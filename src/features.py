@@ -1,6 +1,7 @@
-"""Stage 3, features: what a model reads from the audio cache.
+"""Stage 3, features: build the audio cache and the features one model preset reads.
 
-`wave` inputs are crops of the cached samples, min-max normalised per crop (as in the public kernel).
+`wave` inputs are crops of the cached int16 samples (the model min-max scales each crop, as the public
+kernel did).
 `mfcc` inputs are crops of full-clip MFCCs computed once from the cache and packed like it, so the
 generator only slices frames. The MFCCs use an absolute dB scale (no per-clip top_db clamp): each frame
 depends on its own samples alone, so a crop of cached frames equals the MFCCs of the cropped audio, and
@@ -10,7 +11,6 @@ padding a short clip with the MFCC of silence equals padding its audio with zero
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -20,7 +20,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from . import audio_cache
-from .config import Config, add_config_arguments, config_from_args
+from .config import Config, add_config_arguments, config_from_args, stage_parser
 from .data import DataError
 from .store import PackedStore, locked, params_key
 
@@ -119,8 +119,7 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.features", description="Build the audio cache "
-                                     "and the features one model preset reads, for train and test.")
+    parser = stage_parser("python -m src.features", __doc__)
     add_config_arguments(parser)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")

@@ -8,7 +8,6 @@ pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_pe
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .blend import geometric_mean, load_model_predictions
-from .config import add_path_arguments, paths_from_args
+from .config import add_path_arguments, paths_from_args, stage_parser
 from .data import DataError, class_names, load_folds, load_test, load_train
 from .metrics import per_row_precision, top_k
 
@@ -117,9 +116,7 @@ def report(table: pd.DataFrame, labels: list[str], worst: int = 10) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.inspect_oof", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m src.inspect_oof", __doc__)
     parser.add_argument("models", nargs="+", help="model presets; several are blended by geometric mean")
     parser.add_argument("--weights", type=float, nargs="+", help="blend weights (default: equal)")
     parser.add_argument("--worst", type=int, default=10, help="worst clips to list (default: 10)")

@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .config import (Config, Paths, add_config_arguments, add_path_arguments, config_from_args,
-                     paths_from_args)
+                     paths_from_args, stage_parser)
 from .data import DataError, atomic_write_csv, class_names, load_folds, load_test, load_train
 from .features import model_input
 from .metrics import map_at_k
@@ -159,9 +158,7 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.train", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m src.train", __doc__)
     add_config_arguments(parser)
     add_path_arguments(parser)
     action = parser.add_mutually_exclusive_group(required=True)
