@@ -1,5 +1,5 @@
 """Stage 2, audio cache: decode every clip once, resample it to each rate the models need, and pack
-it as int16 in one memory-mapped file per split and rate.
+it as int16 in one flat file per split and rate, read by offset (src/store.py).
 
     python -m src.audio_cache --rates 16000 44100 [--data-dir data]
 
