@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT
 
-STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "demo"]
+STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "predict", "demo", "bench"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

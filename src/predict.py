@@ -1,0 +1,195 @@
+"""Tag new audio with the trained fold models: every fold of the chosen models predicts over windows
+covering the whole clip, window probabilities are averaged per model, and folds and models are
+combined by geometric mean, as src.blend does.
+
+    python -m src.predict recordings/ clip.flac              # top 3 labels per file
+    python -m src.predict long.wav --per-window --top-k 5    # labels per window, with timestamps
+    python -m src.predict audio/ --csv tags.csv --json tags.json --models 2d
+
+Reads WAV, FLAC, OGG and MP3 (whatever libsndfile decodes), any length, rate or channel count. A
+file that cannot be read is reported and skipped; the others are still tagged. Long recordings are
+fed to the models a batch of windows at a time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import audio_cache
+from .blend import geometric_mean
+from .config import Config, add_path_arguments, paths_from_args, stage_parser
+from .data import DataError
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
+
+
+@dataclass
+class Member:
+    """One model preset: its config, its fold models and the labels of their outputs."""
+
+    config: Config
+    models: list
+    labels: list[str]
+
+
+def load_members(paths, names: list[str] | None = None) -> list[Member]:
+    """Every finished fold model of the named presets (default: all under predictions/)."""
+    import keras
+
+    from .models import MinMaxScale
+
+    names = names or sorted(d.name for d in paths.predictions_dir.glob("*") if any(d.glob("fold*/result.json")))
+    if not names:
+        raise DataError(f"no trained folds under {paths.predictions_dir}: run ./run_folds.sh first")
+    members = []
+    for name in names:
+        folds = sorted(p.parent for p in paths.model_dir(name).glob("fold*/result.json"))
+        if not folds:
+            raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}")
+        config = Config.from_json(folds[0] / "config.json")
+        labels = list(pd.read_csv(folds[0] / "test.csv", nrows=0).columns[1:])
+        loaded = [keras.models.load_model(f / "best.keras", compile=False,
+                                           custom_objects={"MinMaxScale": MinMaxScale})
+                  for f in folds]
+        members.append(Member(config, loaded, labels))
+    if any(m.labels != members[0].labels for m in members):
+        raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
+    return members
+
+
+def window_starts(n: int, length: int, hop: int) -> list[int]:
+    """Window starts covering n rows with windows of `length` every `hop` rows, the last one ending at
+    the clip's end; a single window (start 0) for a clip no longer than one window."""
+    if n <= length:
+        return [0]
+    starts = list(range(0, n - length + 1, hop))
+    if starts[-1] != n - length:
+        starts.append(n - length)
+    return starts
+
+
+def windows(rows: np.ndarray, length: int, hop: int, pad_row: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """(windows x length x width) covering the clip, short clips padded centred as in validation."""
+    from .generator import crop_or_pad
+
+    rows = rows.reshape(len(rows), -1)
+    starts = window_starts(len(rows), length, hop)
+    if len(rows) <= length:
+        return crop_or_pad(rows, length, pad_row)[None], starts
+    return np.stack([rows[s:s + length] for s in starts]), starts
+
+
+def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
+    from .features import mfcc
+
+    wave = audio_cache.resample(samples, rate, config.sample_rate)
+    if config.features == "wave":
+        length, seconds_per_row = config.crop_samples, 1 / config.sample_rate
+        batch, starts = windows(audio_cache.to_int16(wave), length, length // 2, np.zeros(1, np.int16))
+    else:
+        length, seconds_per_row = config.crop_frames, config.hop_length / config.sample_rate
+        silence = mfcc(np.zeros(config.n_fft, np.float32), config)[0]
+        batch, starts = windows(mfcc(wave, config), length, length // 2, silence)
+        batch = np.transpose(batch, (0, 2, 1))[..., None]
+    clip_seconds = len(samples) / rate
+    spans = np.array([(s * seconds_per_row, min(clip_seconds, (s + length) * seconds_per_row)) for s in starts])
+    return batch, spans
+
+
+def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
+    """Clip probabilities (mean over windows per fold model, geometric mean over folds and models),
+    and per-window probabilities with each window's span in seconds. Windows follow the first model;
+    another model joins the per-window blend where its windows have the same spans."""
+    samples, rate, note = audio_cache.decode(path)
+    if len(samples) == 0:
+        raise ValueError("no samples")
+    clip_probs, window_probs, spans = [], [], None
+    for member in members:
+        batch, member_spans = model_windows(samples, rate, member.config)
+        spans = member_spans if spans is None else spans
+        same_windows = member_spans.shape == spans.shape and np.allclose(member_spans, spans, atol=0.02)
+        for model in member.models:
+            probs = model.predict(batch, batch_size=batch_size, verbose=0)
+            clip_probs.append(probs.mean(axis=0, keepdims=True))
+            if same_windows:
+                window_probs.append(probs)
+    return {"probs": geometric_mean(clip_probs)[0], "windows": geometric_mean(window_probs), "spans": spans,
+            "seconds": len(samples) / rate, "note": note}
+
+
+def find_audio(inputs: list[Path]) -> list[Path]:
+    """The files named, and the audio files under the folders named, in a stable order."""
+    found = []
+    for item in inputs:
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            found.append(item)
+    return found
+
+
+def top(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(labels[i], float(probs[i])) for i in order]
+
+
+def main(argv=None) -> int:
+    parser = stage_parser("python -m src.predict", __doc__)
+    parser.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
+    parser.add_argument("--models", nargs="+", help="presets to use (default: all with finished folds)")
+    parser.add_argument("--top-k", type=int, default=3, help="labels per file (default 3)")
+    parser.add_argument("--per-window", action="store_true", help="also give labels per window, with times")
+    parser.add_argument("--csv", type=Path, help="write the tags as CSV here")
+    parser.add_argument("--json", type=Path, help="write the tags (and windows) as JSON here")
+    add_path_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        members = load_members(paths_from_args(args), args.models)
+    except DataError as error:
+        print(error, file=sys.stderr)
+        return 2
+    labels = members[0].labels
+    results, skipped = [], []
+    for path in tqdm(find_audio(args.inputs), unit="file", desc="tagging", disable=None):
+        try:
+            tags = tag(path, members)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+            skipped.append((str(path), f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
+            continue
+        record = {"file": str(path), "seconds": round(tags["seconds"], 3),
+                  "tags": [{"label": lab, "probability": round(p, 4)} for lab, p in top(tags["probs"], labels, args.top_k)]}
+        if args.per_window:
+            record["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
+                                  "tags": [{"label": lab, "probability": round(p, 4)}
+                                           for lab, p in top(w, labels, args.top_k)]}
+                                 for (a, b), w in zip(tags["spans"], tags["windows"])]
+        results.append(record)
+        print(f"{path}: " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in record["tags"]))
+        for window in record.get("windows", []):
+            print(f"  {window['start']:8.2f}-{window['end']:<8.2f} "
+                  + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in window["tags"]))
+    for path, why in skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    if args.csv:
+        rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
+                 **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
+        pd.DataFrame(rows).to_csv(args.csv, index=False)
+    if args.json:
+        args.json.write_text(json.dumps({"files": results, "skipped": [{"file": f, "reason": w} for f, w in skipped]},
+                                        indent=2) + "\n")
+    return 0 if results or not skipped else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
