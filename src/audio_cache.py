@@ -26,6 +26,7 @@ from .store import PackedStore, locked, params_key, write_rows
 log = logging.getLogger(__name__)
 
 RESAMPLER = "soxr_hq"
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}  # what libsndfile decodes
 EXPECTED = {"samplerate": 44100, "channels": 1, "subtype": "PCM_16"}
 FLUSH_SECONDS = 10
 
@@ -104,7 +105,7 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
-def _process(path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, dict | None, str]:
+def _process(fname: str, path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, dict | None, str]:
     """Decode one clip, resample it to every rate and write each into its reserved slot (data file,
     byte offset, capacity in samples). Returns (fname, {rate: samples written, or the int16 array
     when it outgrew its slot}, note), or (fname, None, why) when it must be skipped. Runs in a worker."""
@@ -112,9 +113,9 @@ def _process(path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, 
         samples, rate, note = decode(path)
     except Exception as error:  # noqa: BLE001 - any decoder failure is a recorded skip
         why = str(error).splitlines()[0] if str(error) else ""
-        return path.name, None, f"unreadable: {type(error).__name__}: {why}"
+        return fname, None, f"unreadable: {type(error).__name__}: {why}"
     if len(samples) == 0:
-        return path.name, None, "empty: no samples"
+        return fname, None, "empty: no samples"
     written = {}
     for target, (data_path, byte_offset, capacity) in slots.items():
         wave = to_int16(resample(samples, rate, target))
@@ -123,7 +124,7 @@ def _process(path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, 
             written[target] = len(wave)
         else:  # the header under-stated its length: hand the samples back to be appended
             written[target] = wave
-    return path.name, written, note
+    return fname, written, note
 
 
 def _capacities(path: Path, rates) -> dict[int, int]:
@@ -170,7 +171,7 @@ def _decode_all(todo: list[str], folder: Path, stores: dict[int, PackedStore], n
         for rate, capacity in _capacities(folder / fname, stores).items():
             offsets[fname][rate] = stores[rate].reserve(capacity)
             slots[fname][rate] = (stores[rate].data_path, offsets[fname][rate] * 2, capacity)
-    jobs = (delayed(_process)(folder / f, slots[f]) for f in todo)
+    jobs = (delayed(_process)(f, folder / f, slots[f]) for f in todo)
     # Unordered: a long clip does not hold back the results finished behind it.
     results = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=8)(jobs)
     last_flush = time.monotonic()

@@ -126,17 +126,21 @@ def validate_submission(submission: pd.DataFrame, test_fnames: list[str], labels
                              f"training labels separated by single spaces")
 
 
-def write_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labels: list[str]) -> Path:
+def write_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labels: list[str]) -> Path | None:
+    """Validate and write the top-3 submission; None (nothing written) when there are no test clips."""
+    if not test_fnames:
+        return None
     submission = pd.DataFrame({"fname": test_fnames, "label": top3_labels(probs, labels)})
     validate_submission(submission, test_fnames, labels)
     atomic_write_csv(submission, path)
     return path
 
 
-def oof_map3(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, int]:
-    """MAP@3 over the rows some fold predicted, and how many rows that is."""
+def oof_scores(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, float, int]:
+    """MAP@3 and top-1 accuracy over the rows some fold predicted, and how many rows that is."""
     rows = ~np.isnan(oof).any(axis=1)
-    return map_at_k(y_true[rows], oof[rows]), int(rows.sum())
+    accuracy = float(np.mean(oof[rows].argmax(axis=1) == y_true[rows])) if rows.any() else float("nan")
+    return map_at_k(y_true[rows], oof[rows]), accuracy, int(rows.sum())
 
 
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
@@ -164,8 +168,9 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
 
 
 def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds) -> dict:
-    score, n = oof_map3(oof, y_train)
-    row = {"name": name, "folds": n_folds, "oof_map3": score, "oof_rows": n, "submission": str(path)}
+    score, accuracy, n = oof_scores(oof, y_train)
+    row = {"name": name, "folds": n_folds, "oof_map3": score, "oof_accuracy": accuracy, "oof_rows": n,
+           "submission": str(path) if path else "-"}
     if y_test is not None:
         known = y_test >= 0
         row["test_map3"] = map_at_k(y_test[known], test_probs[known])
@@ -195,10 +200,12 @@ def main(argv=None) -> int:
         print(error, file=sys.stderr)
         return 2
     has_test = "test_map3" in report["rows"][0]
-    print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'test MAP@3' if has_test else '':>12}  submission")
+    print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'OOF acc':>9}{'test MAP@3' if has_test else '':>12}"
+          f"  submission")
     for row in report["rows"]:
         test = f"{row['test_map3']:.4f}" if has_test else ""
-        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_map3']:>11.4f}{test:>12}  {row['submission']}")
+        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_map3']:>11.4f}{row['oof_accuracy']:>9.4f}"
+              f"{test:>12}  {row['submission']}")
     return 0
 
 

@@ -29,8 +29,6 @@ from .data import DataError
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
-
 
 @dataclass
 class Member:
@@ -132,7 +130,7 @@ def find_audio(inputs: list[Path]) -> list[Path]:
     found = []
     for item in inputs:
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in audio_cache.AUDIO_SUFFIXES)
         else:
             found.append(item)
     return found

@@ -107,10 +107,13 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     fitted = time.time()
     model = keras.models.load_model(checkpoint)  # the best epoch, not the last
 
-    oof = model.predict(ClipSequence(train_source, val_rows.fname, None, config.batch_size, **feed),
-                        verbose=0)
-    test_probs = model.predict(ClipSequence(test_source, test.fname, None, config.batch_size, **feed),
-                               verbose=0)
+    def predict(source, fnames) -> np.ndarray:
+        if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
+            return np.zeros((0, len(labels)), np.float32)
+        return model.predict(ClipSequence(source, fnames, None, config.batch_size, **feed), verbose=0)
+
+    oof = predict(train_source, val_rows.fname)
+    test_probs = predict(test_source, test.fname)
     predicted = time.time()
     write_probabilities(fold_dir / "oof.csv", val_rows.fname, oof, labels)
     write_probabilities(fold_dir / "test.csv", test.fname, test_probs, labels)

@@ -47,9 +47,9 @@ def test_second_run_does_nothing_and_new_clips_are_added(clean_dataset):
 
 def test_a_clip_that_outgrows_its_slot_is_handed_back(clean_dataset, tmp_path):
     path = clean_dataset / "audio_train" / "tone01.wav"
-    fname, written, note = audio_cache._process(path, {16000: (tmp_path / "data.bin", 0, 10)})
+    fname, written, note = audio_cache._process("tone01.wav", path, {16000: (tmp_path / "data.bin", 0, 10)})
     assert fname == "tone01.wav" and note == ""
     assert written[16000].dtype == np.int16 and len(written[16000]) > 10
     assert not (tmp_path / "data.bin").exists()
-    fname, written, _ = audio_cache._process(path, {16000: (tmp_path / "data.bin", 4, 10 ** 6)})
+    fname, written, _ = audio_cache._process("tone01.wav", path, {16000: (tmp_path / "data.bin", 4, 10 ** 6)})
     assert written[16000] == (tmp_path / "data.bin").stat().st_size // 2 - 2

@@ -1,0 +1,85 @@
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from src import adapters, audio_cache, data
+from src.blend import blend
+from src.config import Paths
+
+
+def wav(path, seconds=0.5, rate=44100):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, 0.1 * np.random.default_rng(len(str(path))).standard_normal(int(seconds * rate)), rate)
+
+
+def test_esc50_uses_its_predefined_folds(tmp_path):
+    source = tmp_path / "ESC-50"
+    rows = []
+    for i in range(10):
+        name = f"{i % 5 + 1}-{1000 + i}-A-0.wav"
+        wav(source / "audio" / name)
+        rows.append({"filename": name, "fold": i % 5 + 1, "target": i % 2, "category": ["dog", "rain"][i % 2],
+                     "esc10": True, "src_file": 1000 + i, "take": "A"})
+    (source / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(source / "meta" / "esc50.csv", index=False)
+    out = tmp_path / "esc50"
+    assert adapters.main(["esc50", str(source), str(out)]) == 0
+    assert (out / "audio_train").is_symlink()  # linked, not copied
+    summary = data.check_layout(out)
+    assert summary == {"train": 10, "test": 0, "labels": 2, "unreadable": []}
+    folds = data.load_folds(out, n_folds=10)  # the predefined folds win over the asked number
+    assert folds.fold.tolist() == [i % 5 for i in range(10)]
+
+
+def test_folder_tree_with_speech_commands_lists(tmp_path):
+    source = tmp_path / "speech"
+    for label in ("yes", "no"):
+        for i in range(8):
+            wav(source / label / f"{i:04d}.wav", seconds=0.3, rate=16000)
+    wav(source / "_background_noise_" / "noise.wav")
+    (source / "testing_list.txt").write_text("yes/0000.wav\nno/0000.wav\n")
+    (source / "validation_list.txt").write_text("yes/0001.wav\nno/0001.wav\n")
+    out = tmp_path / "speech_layout"
+    train = adapters.folders(source, out, n_folds=4)
+    assert len(train) == 14 and "no/0005.wav" in set(train.fname)
+    assert set(train.fname[train.fold == 0]) == {"yes/0001.wav", "no/0001.wav"}
+    assert sorted(train.fold.unique()) == [0, 1, 2, 3]
+    truth = pd.read_csv(out / "test_labels.csv")
+    assert truth.set_index("fname").label.to_dict() == {"yes/0000.wav": "yes", "no/0000.wav": "no"}
+    data.check_layout(out)
+    store = audio_cache.build(out, "train", [16000], n_jobs=1)[16000]
+    assert store.length("yes/0003.wav") == 4800  # nested fnames are cache keys like any other
+
+
+def test_csv_of_paths_and_labels(tmp_path):
+    for name in ("a/x.wav", "b/x.wav", "c/y.wav"):
+        wav(tmp_path / "clips" / name)
+    listing = tmp_path / "clips" / "list.csv"
+    pd.DataFrame({"path": ["a/x.wav", "b/x.wav", str(tmp_path / "clips" / "c" / "y.wav")],
+                  "label": ["cat", "cat", "owl"]}).to_csv(listing, index=False)
+    train = adapters.from_csv(listing, tmp_path / "mine")
+    assert train.fname.tolist() == ["000000_x.wav", "000001_x.wav", "y.wav"]
+    assert data.check_layout(tmp_path / "mine")["train"] == 3
+
+
+def test_blend_reports_accuracy_and_needs_no_test_split(tmp_path):
+    from test_blend import write_fold
+
+    source = tmp_path / "src"
+    rows = [{"path": f"c{i}.wav", "label": ["Clicks", "Noise", "Tone"][i % 3], "fold": i % 2} for i in range(6)]
+    for row in rows:
+        wav(source / row["path"])
+    pd.DataFrame(rows).to_csv(source / "list.csv", index=False)
+    adapters.from_csv(source / "list.csv", tmp_path / "ds")
+    paths = Paths(tmp_path / "ds", tmp_path / "out")
+    train = pd.read_csv(paths.data_dir / "train.csv")
+    y = train.label.map(["Clicks", "Noise", "Tone"].index).to_numpy()
+    probs = np.eye(3)[y] * 0.5 + np.eye(3)[(y + 1) % 3] * 0.3 + 0.1
+    probs[0] = np.eye(3)[(y[0] + 1) % 3] * 0.8 + 0.1  # one clip wrong at top-1, right at rank 2
+    for k in (0, 1):
+        rows_k = (train.fold == k).to_numpy()
+        write_fold(paths, "m", k, train.fname[rows_k], probs[rows_k], [], np.zeros((0, 3)))
+    report = blend(paths, ["m"])["rows"][0]
+    assert report["oof_accuracy"] == 5 / 6
+    assert report["oof_map3"] == (5 + 0.5) / 6
+    assert report["submission"] == "-" and not paths.submissions_dir.exists()
