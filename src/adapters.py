@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import audio_cache
 from .config import stage_parser
-from .data import DataError, atomic_write_csv
+from .data import DataError, atomic_write_csv, reports_data_errors
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def from_csv(csv_path: Path, out: Path) -> pd.DataFrame:
     return train
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.adapters", __doc__)
     parser.add_argument("kind", choices=["esc50", "folders", "csv"])
@@ -124,16 +125,12 @@ def main(argv=None) -> int:
     parser.add_argument("--n-folds", type=int, default=5, help="folds when a validation list is given (folders)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.kind == "esc50":
-            train = esc50(args.source, args.out)
-        elif args.kind == "folders":
-            train = folders(args.source, args.out, args.n_folds)
-        else:
-            train = from_csv(args.source, args.out)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    if args.kind == "esc50":
+        train = esc50(args.source, args.out)
+    elif args.kind == "folders":
+        train = folders(args.source, args.out, args.n_folds)
+    else:
+        train = from_csv(args.source, args.out)
     folds = f", folds {sorted(train.fold.unique())}" if "fold" in train.columns else ""
     print(f"{args.out}: {len(train)} train clips in {train.label.nunique()} labels{folds}. "
           f"Check it with `python -m src.data --data-dir {args.out}`.")

@@ -20,7 +20,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .config import stage_parser
-from .data import DataError, class_names, load_test, load_train
+from .data import DataError, class_names, load_test, load_train, reports_data_errors
 from .store import PackedStore, locked, params_key, write_rows
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,7 @@ def _write_report(store: PackedStore) -> None:
     report[["fname", "status", "note"]].to_csv(store.root / "report.csv", index=False)
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.audio_cache", __doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
@@ -214,17 +215,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=-1, help="decoding processes (default: all cores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        for split in args.splits:
-            stores = build(args.data_dir, split, args.rates, args.jobs)
-            for rate, store in stores.items():
-                ok = store.index[store.index.status == "ok"]
-                hours = ok.length.sum() / rate / 3600
-                print(f"{split} @ {rate} Hz: {len(ok)} clips, {hours:.2f} h of audio, "
-                      f"{(store.index.status != 'ok').sum()} skipped -> {store.root}")
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    for split in args.splits:
+        stores = build(args.data_dir, split, args.rates, args.jobs)
+        for rate, store in stores.items():
+            ok = store.index[store.index.status == "ok"]
+            hours = ok.length.sum() / rate / 3600
+            print(f"{split} @ {rate} Hz: {len(ok)} clips, {hours:.2f} h of audio, "
+                  f"{(store.index.status != 'ok').sum()} skipped -> {store.root}")
     return 0
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from .config import Paths, add_path_arguments, paths_from_args, stage_parser
-from .data import DataError, atomic_write_csv, class_names, load_folds, load_test, load_test_labels, load_train
+from .data import (DataError, atomic_write_csv, class_names, load_folds, load_test, load_test_labels, load_train,
+                   reports_data_errors)
 from .metrics import map_at_k, top_k
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds) -> dict:
     return row
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.blend", __doc__)
     parser.add_argument("models", nargs="*", help="model presets (default: every folder in predictions/)")
@@ -194,11 +196,7 @@ def main(argv=None) -> int:
         return 2
     if args.weights and len(args.weights) != len(models):
         parser.error(f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
-    try:
-        report = blend(paths, models, args.weights, args.name, args.allow_partial)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    report = blend(paths, models, args.weights, args.name, args.allow_partial)
     has_test = "test_map3" in report["rows"][0]
     print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'OOF acc':>9}{'test MAP@3' if has_test else '':>12}"
           f"  submission")

@@ -11,6 +11,7 @@ The layout (FSDKaggle2018, or any single-label clip dataset written the same way
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import sys
@@ -29,6 +30,18 @@ COMPETITION = "freesound-audio-tagging"
 
 class DataError(Exception):
     """Bad input that the user must fix; the message names the file, the row and the fix."""
+
+
+def reports_data_errors(main):
+    """Wrap a command's main: a DataError becomes its message on stderr and exit status 2."""
+    @functools.wraps(main)
+    def run(argv=None) -> int:
+        try:
+            return main(argv)
+        except DataError as error:
+            print(error, file=sys.stderr)
+            return 2
+    return run
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -245,6 +258,7 @@ def check_layout(data_dir: Path) -> dict:
     return {"train": len(train), "test": len(test), "labels": len(labels), "unreadable": unreadable}
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.data", __doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
@@ -252,14 +266,10 @@ def main(argv=None) -> int:
                         help=f"first download the {COMPETITION} archive with the kaggle API")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.download:
-            download(args.data_dir)
-        unpack(args.data_dir)
-        check_layout(args.data_dir)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    if args.download:
+        download(args.data_dir)
+    unpack(args.data_dir)
+    check_layout(args.data_dir)
     return 0
 
 

@@ -19,7 +19,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .config import stage_parser
-from .data import DataError, class_names, load_test, load_train
+from .data import class_names, load_test, load_train, reports_data_errors
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.explore", __doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
@@ -156,11 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        table = gather(args.data_dir, args.jobs)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    table = gather(args.data_dir, args.jobs)
     path = write_report(table, args.out or args.data_dir / "report", f"Dataset report: {args.data_dir}")
     print(f"wrote {path}")
     return 0

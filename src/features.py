@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import audio_cache
 from .config import Config, add_config_arguments, config_from_args, stage_parser
-from .data import DataError
+from .data import DataError, reports_data_errors
 from .store import PackedStore, locked, params_key
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
     return store
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.features", __doc__)
     add_config_arguments(parser)
@@ -126,13 +127,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = config_from_args(args)
-    try:
-        for split in ("train", "test"):
-            source = model_input(args.data_dir, split, config, args.jobs)
-            print(f"{split}: {len(source.store.index)} clips -> {source.store.root}")
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    for split in ("train", "test"):
+        source = model_input(args.data_dir, split, config, args.jobs)
+        print(f"{split}: {len(source.store.index)} clips -> {source.store.root}")
     return 0
 
 

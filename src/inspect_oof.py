@@ -17,7 +17,7 @@ import pandas as pd
 
 from .blend import geometric_mean, load_model_predictions
 from .config import add_path_arguments, paths_from_args, stage_parser
-from .data import DataError, class_names, load_folds, load_test, load_train
+from .data import class_names, load_folds, load_test, load_train, reports_data_errors
 from .metrics import per_row_precision, top_k
 
 
@@ -115,6 +115,7 @@ def report(table: pd.DataFrame, labels: list[str], worst: int = 10) -> str:
     return "\n".join(lines)
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.inspect_oof", __doc__)
     parser.add_argument("models", nargs="+", help="model presets; several are blended by geometric mean")
@@ -125,16 +126,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = paths_from_args(args)
-    try:
-        train = load_train(paths.data_dir)
-        labels = class_names(train)
-        test = load_test(paths.data_dir, labels)
-        predictions = [load_model_predictions(paths, m, train, test, labels, args.allow_partial)
-                       for m in args.models]
-        folds = load_folds(paths.data_dir, n_folds=None)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    train = load_train(paths.data_dir)
+    labels = class_names(train)
+    test = load_test(paths.data_dir, labels)
+    predictions = [load_model_predictions(paths, m, train, test, labels, args.allow_partial)
+                   for m in args.models]
+    folds = load_folds(paths.data_dir, n_folds=None)
     name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
     oof = geometric_mean([p.oof for p in predictions], args.weights)
     table = oof_table(train, folds, oof, labels)

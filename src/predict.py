@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import audio_cache
 from .blend import geometric_mean
 from .config import Config, add_path_arguments, paths_from_args, stage_parser
-from .data import DataError
+from .data import DataError, reports_data_errors
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def top(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]
     return [(labels[i], float(probs[i])) for i in order]
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.predict", __doc__)
     parser.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
@@ -152,11 +153,7 @@ def main(argv=None) -> int:
     add_path_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        members = load_members(paths_from_args(args), args.models)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    members = load_members(paths_from_args(args), args.models)
     labels = members[0].labels
     results, skipped = [], []
     for path in tqdm(find_audio(args.inputs), unit="file", desc="tagging", disable=None):

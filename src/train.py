@@ -24,7 +24,8 @@ import pandas as pd
 
 from .config import (Config, Paths, add_config_arguments, add_path_arguments, config_from_args,
                      paths_from_args, stage_parser)
-from .data import DataError, atomic_write_csv, class_names, load_folds, load_test, load_train
+from .data import (DataError, atomic_write_csv, class_names, load_folds, load_test, load_train,
+                   reports_data_errors)
 from .features import model_input
 from .metrics import map_at_k
 
@@ -160,6 +161,7 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
     return all_ok
 
 
+@reports_data_errors
 def main(argv=None) -> int:
     parser = stage_parser("python -m src.train", __doc__)
     add_config_arguments(parser)
@@ -173,18 +175,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     config, paths = config_from_args(args), paths_from_args(args)
-    try:
-        if args.prepare:
-            # Last two lines are read by run_folds.sh: the fold ids, then the model's folder.
-            print(" ".join(map(str, prepare(config, paths))))
-            print(paths.model_dir(config.preset))
-        elif args.summary:
-            return 0 if summarise(paths, config.preset, args.summary) else 1
-        else:
-            train_fold(config, paths, args.fold, args.force)
-    except DataError as error:
-        print(error, file=sys.stderr)
-        return 2
+    if args.prepare:
+        # Last two lines are read by run_folds.sh: the fold ids, then the model's folder.
+        print(" ".join(map(str, prepare(config, paths))))
+        print(paths.model_dir(config.preset))
+    elif args.summary:
+        return 0 if summarise(paths, config.preset, args.summary) else 1
+    else:
+        train_fold(config, paths, args.fold, args.force)
     return 0
 
 
