@@ -92,7 +92,8 @@ def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folde
 
 def report(table: pd.DataFrame, labels: list[str], worst: int = 10) -> str:
     """The printed summary."""
-    lines = [f"OOF MAP@3 {table.precision.mean():.4f} over {len(table)} clips"]
+    accuracy = (table.label == table.predicted).mean()
+    lines = [f"OOF MAP@3 {table.precision.mean():.4f} (top-1 accuracy {accuracy:.4f}) over {len(table)} clips"]
     by_fold = table.groupby("fold").precision.agg(["mean", "size"])
     lines.append("per fold:      " + "  ".join(f"{k}: {r['mean']:.4f}" for k, r in by_fold.iterrows()))
     for flag, name in ((1, "verified"), (0, "unverified")):

@@ -23,6 +23,44 @@ class MinMaxScale(layers.Layer):
         return (waves - low) / (high - low + 1e-6) - 0.5
 
 
+@keras.saving.register_keras_serializable(package="freesound")
+class FloatToInt16(layers.Layer):
+    """Float audio in [-1, 1] to the int16 samples the cache holds (same scale, rounding, clipping)."""
+
+    def call(self, waves):
+        return ops.cast(ops.clip(ops.round(waves * 32768.0), -32768, 32767), "int16")
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class MfccFrontEnd(layers.Layer):
+    """Float audio (batch, samples) to the MFCCs of src.features (batch, n_mfcc, frames, 1): centred
+    zero-padded STFT with a periodic Hann window, power mel spectrogram (librosa's filters), absolute
+    dB, orthonormal DCT-II. Lets a model of MFCC input take raw audio."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, n_mfcc: int, **kwargs):
+        super().__init__(**kwargs)
+        import librosa
+        import scipy
+
+        self.settings = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                             n_mfcc=n_mfcc)
+        self.mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype("float32")
+        self.dct = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].T.astype("float32")
+        self.window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype("float32")
+
+    def call(self, waves):
+        n_fft, hop = self.settings["n_fft"], self.settings["hop_length"]
+        padded = ops.pad(waves, [[0, 0], [n_fft // 2, n_fft // 2]])
+        real, imag = ops.stft(padded, sequence_length=n_fft, sequence_stride=hop, fft_length=n_fft,
+                              window=self.window, center=False)
+        mel = ops.matmul(real ** 2 + imag ** 2, self.mel)
+        mfcc = ops.matmul(10.0 * ops.log10(ops.maximum(mel, 1e-10)), self.dct)
+        return ops.expand_dims(ops.transpose(mfcc, (0, 2, 1)), -1)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
 def conv1d(config: Config, n_classes: int, **_) -> keras.Model:
     """The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel (360,513 parameters
     for 41 classes and 2 s at 16 kHz). Takes int16 samples."""

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT
 
-STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "predict", "adapters", "explore", "demo", "bench"]
+STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "predict", "export", "adapters", "explore", "demo", "bench"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

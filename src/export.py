@@ -1,0 +1,74 @@
+"""Export a trained preset as one inference artifact: its fold models blended by geometric mean, with
+the preset's front end inside, taking raw mono float audio in [-1, 1] at the preset's sample rate,
+crop_seconds long (batch x samples), and giving class probabilities.
+
+    python -m src.export 2d                       # -> exported/2d/ (TensorFlow SavedModel)
+    python -m src.export 1d --out /tmp/tagger_1d
+
+The SavedModel serves `serve(audio)`; its labels are written beside it in labels.txt. Load it with
+`tf.saved_model.load(path)` or `keras.layers.TFSMLayer(path, call_endpoint="serve")`. Longer
+recordings are cut into windows first (src.predict does this for the Keras models).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import Config, Paths, add_path_arguments, paths_from_args, stage_parser
+from .data import reports_data_errors
+from .predict import load_members
+
+log = logging.getLogger(__name__)
+
+
+def inference_model(config: Config, fold_models: list):
+    """raw audio -> front end -> every fold model -> geometric mean, as one keras.Model."""
+    import keras
+    from keras import ops
+
+    from .models import FloatToInt16, MfccFrontEnd
+
+    audio = keras.Input(shape=(config.crop_samples,), name="audio")
+    if config.features == "wave":
+        inputs = FloatToInt16()(keras.layers.Reshape((config.crop_samples, 1))(audio))
+    else:
+        inputs = MfccFrontEnd(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
+                              config.n_mfcc)(audio)
+    # Each fold gets a name of its own: the models all share their network's name.
+    folds = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold{k}") for k, m in enumerate(fold_models)]
+    logs = [ops.log(ops.maximum(fold(inputs), 1e-7)) for fold in folds]
+    mean = ops.exp(sum(logs) / len(logs))
+    probs = mean / ops.sum(mean, axis=-1, keepdims=True)
+    return keras.Model(audio, probs, name=f"tagger_{config.preset}")
+
+
+def export(paths: Paths, preset: str, out: Path) -> Path:
+    """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json."""
+    member = load_members(paths, [preset])[0]
+    model = inference_model(member.config, member.models)
+    out = Path(out)
+    model.export(str(out), format="tf_saved_model", verbose=False)
+    (out / "labels.txt").write_text("\n".join(member.labels) + "\n")
+    (out / "config.json").write_text(json.dumps({**member.config.__dict__, "folds": len(member.models),
+                                                 "input": f"float32 audio (batch, {member.config.crop_samples})"},
+                                                indent=2) + "\n")
+    return out
+
+
+@reports_data_errors
+def main(argv=None) -> int:
+    parser = stage_parser("python -m src.export", __doc__)
+    parser.add_argument("model", help="the preset to export (its finished folds)")
+    parser.add_argument("--out", type=Path, help="folder of the SavedModel (default: exported/MODEL)")
+    add_path_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = export(paths_from_args(args), args.model, args.out or Path("exported") / args.model)
+    print(f"exported {args.model} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

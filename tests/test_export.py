@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from src import export
+from src.blend import geometric_mean
+from src.config import PRESETS, Paths
+from src.features import mfcc
+from src.models import MfccFrontEnd
+from src.predict import load_members
+from test_predict import make_models
+
+
+def test_mfcc_front_end_reproduces_the_cached_features():
+    config = PRESETS["2d"]
+    audio = (0.3 * np.random.default_rng(0).standard_normal(config.crop_samples)).astype(np.float32)
+    front = MfccFrontEnd(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, config.n_mfcc)
+    inside = np.asarray(front(audio[None]))[0, :, :, 0]
+    np.testing.assert_allclose(inside, mfcc(audio, config).T, atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["1d", "2d"])
+def test_exported_artifact_gives_the_keras_models_outputs(tmp_path, preset):
+    import tensorflow as tf
+
+    make_models(tmp_path / "out")
+    paths = Paths(tmp_path / "data", tmp_path / "out")
+    out = export.export(paths, preset, tmp_path / "artifact")
+    assert (out / "labels.txt").read_text().split() == ["Clicks", "Noise", "Tone"]
+
+    member = load_members(paths, [preset])[0]
+    config = member.config
+    audio = (0.2 * np.random.default_rng(1).standard_normal((3, config.crop_samples))).astype(np.float32)
+    artifact = tf.saved_model.load(str(out))  # kept referenced: its variables live as long as it does
+    served = artifact.serve(tf.constant(audio)).numpy()
+    in_keras = np.asarray(export.inference_model(config, member.models)(audio))
+    np.testing.assert_allclose(served, in_keras, atol=1e-5)
+
+    # And the same as the fold models fed the way training fed them, blended like src.blend.
+    if preset == "1d":
+        fed = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)[..., None]
+    else:
+        fed = np.stack([mfcc(a, config).T[..., None] for a in audio])
+    expected = geometric_mean([m.predict(fed, verbose=0) for m in member.models])
+    np.testing.assert_allclose(served, expected, atol=1e-4)
