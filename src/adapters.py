@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         train = folders(args.source, args.out, args.n_folds)
     else:
         train = from_csv(args.source, args.out)
-    folds = f", folds {sorted(train.fold.unique())}" if "fold" in train.columns else ""
+    folds = f", folds {sorted(int(k) for k in train.fold.unique())}" if "fold" in train.columns else ""
     print(f"{args.out}: {len(train)} train clips in {train.label.nunique()} labels{folds}. "
           f"Check it with `python -m src.data --data-dir {args.out}`.")
     return 0

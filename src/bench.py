@@ -212,13 +212,13 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     `epochs` epochs after a first one that traces the model."""
     import keras
 
-    from .data import load_folds
+    from .data import load_folds, with_folds
     from .features import model_input
     from .generator import ClipSequence
     from .models import build_model
 
     config = PRESETS["1d"]
-    train = load_train(data_dir).merge(load_folds(data_dir, n_folds=5), on="fname")
+    train = with_folds(load_train(data_dir), load_folds(data_dir, n_folds=5))
     labels = class_names(train)
     rows = train[train.fold != 0]
     targets = np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]

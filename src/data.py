@@ -161,6 +161,11 @@ def load_folds(data_dir: Path, n_folds: int | None = 10, seed: int = 42) -> pd.D
     return folds
 
 
+def with_folds(train: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
+    """train.csv's rows with their fold from folds.csv (which wins over any fold column of train.csv)."""
+    return train.drop(columns="fold", errors="ignore").merge(folds, on="fname", how="left")
+
+
 def atomic_write_csv(table: pd.DataFrame, path: Path, **kwargs) -> None:
     """Write through a temporary file and rename, so a killed process never leaves half a file."""
     path = Path(path)

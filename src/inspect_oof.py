@@ -17,14 +17,14 @@ import pandas as pd
 
 from .blend import geometric_mean, load_model_predictions
 from .config import add_path_arguments, paths_from_args, stage_parser
-from .data import class_names, load_folds, load_test, load_train, reports_data_errors
+from .data import class_names, load_folds, load_test, load_train, reports_data_errors, with_folds
 from .metrics import per_row_precision, top_k
 
 
 def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str]) -> pd.DataFrame:
     """One row per predicted train clip: fold, label, verified, precision@3, p(true label), top-3."""
     rows = ~np.isnan(oof).any(axis=1)
-    table = train[rows].merge(folds, on="fname", how="left").reset_index(drop=True)
+    table = with_folds(train[rows], folds).reset_index(drop=True)
     probs = oof[rows]
     y = table.label.map(labels.index).to_numpy()
     table["precision"] = per_row_precision(y, probs)

@@ -25,7 +25,7 @@ import pandas as pd
 from .config import (Config, Paths, add_config_arguments, add_path_arguments, config_from_args,
                      paths_from_args, stage_parser)
 from .data import (DataError, atomic_write_csv, class_names, load_folds, load_test, load_train,
-                   reports_data_errors)
+                   reports_data_errors, with_folds)
 from .features import model_input
 from .metrics import map_at_k
 
@@ -67,7 +67,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     train_source = model_input(paths.data_dir, "train", config, n_jobs=1)
     test_source = model_input(paths.data_dir, "test", config, n_jobs=1)
 
-    train = train.merge(folds, on="fname")
+    train = with_folds(train, folds)
     usable = train.fname.map(lambda f: train_source.store.status(f) == "ok")
     if not usable.all():
         log.warning("leaving out %d train clip(s) the audio cache skipped: %s", (~usable).sum(),

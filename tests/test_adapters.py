@@ -83,3 +83,25 @@ def test_blend_reports_accuracy_and_needs_no_test_split(tmp_path):
     assert report["oof_accuracy"] == 5 / 6
     assert report["oof_map3"] == (5 + 0.5) / 6
     assert report["submission"] == "-" and not paths.submissions_dir.exists()
+
+
+def test_a_dataset_with_its_own_folds_and_no_test_split_trains_and_blends(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_dataset
+
+    generated = write_dataset(tmp_path / "gen", per_class=4, bad_inputs=False)
+    train = pd.read_csv(generated / "train.csv")
+    pd.DataFrame({"path": [str(generated / "audio_train" / f) for f in train.fname], "label": train.label,
+                  "fold": [i % 2 for i in range(len(train))]}).to_csv(tmp_path / "list.csv", index=False)
+    adapters.from_csv(tmp_path / "list.csv", tmp_path / "ds")
+    options = ["--data-dir", str(tmp_path / "ds"), "--out-dir", str(tmp_path / "out")]
+    run = subprocess.run([str(ROOT / "run_folds.sh"), "1d", "--", *options, "--epochs", "1", "--batch-size", "4",
+                          "--crop-seconds", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHON=sys.executable, NVIDIA_SMI="false", CPU_JOBS="2", THREADS="1"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 fold(s) on CPU" in run.stdout
+    report = blend(Paths(tmp_path / "ds", tmp_path / "out"), ["1d"])["rows"][0]
+    assert report["folds"] == 2 and report["oof_rows"] == 12 and report["submission"] == "-"
