@@ -88,3 +88,50 @@ def test_unfinished_folds_are_named_unless_partial_is_allowed(clean_dataset, tmp
         blend.blend(paths, ["a"])
     report = blend.blend(paths, ["a"], allow_partial=True)
     assert report["rows"][0]["oof_rows"] == rows.sum()
+
+
+def test_fitted_weights_favour_the_informative_model():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    good = np.eye(3)[y] * 0.6 + 0.4 / 3 + rng.uniform(0, 0.05, (300, 3))
+    noise = rng.dirichlet(np.ones(3), 300)
+    weights = blend.fit_weights([good / good.sum(1, keepdims=True), noise], y)
+    assert weights.sum() == pytest.approx(1) and weights[0] > 0.8
+
+
+def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean_dataset, tmp_path, caplog):
+    paths = Paths(clean_dataset, tmp_path / "out")
+    folds = load_folds(clean_dataset, n_folds=2, seed=0)
+    train = pd.read_csv(clean_dataset / "train.csv")
+    test = pd.read_csv(clean_dataset / "sample_submission.csv")
+    y = train.label.map(LABELS.index).to_numpy()
+    oof = {"a": np.eye(3)[y] * 0.5 + 0.5 / 3, "b": np.eye(3)[(y + 1) % 3] * 0.5 + 0.5 / 3}
+
+    def fitted_weights(test_probs):
+        for model in ("a", "b"):
+            for k in (0, 1):
+                folder = paths.fold_dir(model, k)
+                if folder.exists():
+                    import shutil
+                    shutil.rmtree(folder)
+                rows = (folds.fold == k).to_numpy()
+                write_fold(paths, model, k, train.fname[rows], oof[model][rows], test.fname, test_probs[model])
+        return [r for r in blend.blend(paths, ["a", "b"], fit=True)["rows"] if "weights" in r][0]
+
+    first = fitted_weights({m: np.tile([0.2, 0.3, 0.5], (len(test), 1)) for m in "ab"})
+    other_test = fitted_weights({m: np.random.default_rng(3).dirichlet(np.ones(3), len(test)) for m in "ab"})
+    assert first["weights"] == other_test["weights"]  # the test predictions play no part
+    assert first["weights"]["a"] > 0.9 and first["oof_map3"] == pytest.approx(1.0)
+    assert (paths.submissions_dir / "blend_a_b_fitted.csv").exists()
+
+    # Two equal models, right first on fold 0 and third on fold 1: the fit gains nothing, the folds
+    # differ by a lot, so the report warns.
+    caplog.clear()
+    last = (y + 2) % 3, (y + 1) % 3
+    ranked = np.eye(3)[y] * 0.2 + np.eye(3)[last[0]] * 0.3 + np.eye(3)[last[1]] * 0.5
+    oof["a"] = np.where((folds.fold == 0).to_numpy()[:, None], np.eye(3)[y] * 0.5 + 0.5 / 3, ranked)
+    oof["b"] = oof["a"].copy()
+    row = fitted_weights({m: np.tile([0.2, 0.3, 0.5], (len(test), 1)) for m in "ab"})
+    assert row["gain_over_equal"] == pytest.approx(0.0)
+    assert row["fold_spread"] == pytest.approx(np.std([1.0, 1 / 3]))
+    assert "less than the fold-to-fold spread" in caplog.text
