@@ -22,23 +22,12 @@ import pandas as pd
 from .config import Paths, add_path_arguments, paths_from_args, stage_parser
 from .data import (DataError, atomic_write_csv, class_names, load_folds, load_test, load_test_labels, load_train,
                    reports_data_errors, with_folds)
-from .metrics import map_at_k, top_k
+from .metrics import geometric_mean, map_at_k, top_k
 
 log = logging.getLogger(__name__)
 
-EPS = 1e-7
 # Settings that change how fast a fold is fed, not what it learns: they may differ between folds.
 FEED_SETTINGS = {"workers", "use_multiprocessing", "max_queue_size"}
-
-
-def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
-    """Weighted geometric mean of probability matrices, each row renormalised to sum to 1."""
-    weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
-    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
-    log_mean = sum(w * np.log(np.clip(p, EPS, 1.0)) for w, p in zip(weights, probs)) / weights.sum()
-    mean = np.exp(log_mean)
-    return mean / mean.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -150,7 +139,7 @@ def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray) -> np.ndarray:
     from scipy.optimize import minimize
 
     rows = ~np.any([np.isnan(o).any(axis=1) for o in oofs], axis=0)
-    logs = np.stack([np.log(np.clip(o[rows], EPS, 1.0)) for o in oofs])  # models x rows x classes
+    logs = np.stack([np.log(np.clip(o[rows], 1e-7, 1.0)) for o in oofs])  # models x rows x classes
     y = y_true[rows]
 
     def loss(theta: np.ndarray) -> float:

@@ -46,12 +46,22 @@ class Config:
     """StratifiedKFold splits; fixed once data/folds.csv is written."""
     seed: int = 42
     """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
+    prediction: str = "crop"
+    """Validation and test prediction: crop (one centred/first crop) or windows (covering the clip)."""
+    combine: str = "mean"
+    """How windows' probabilities combine into a clip's: mean or geometric."""
     workers: int = 1
     """PyDataset workers feeding the model."""
     use_multiprocessing: bool = False
     """Feed from processes rather than threads."""
     max_queue_size: int = 10
     """Batches prepared ahead of the model."""
+
+    def __post_init__(self):
+        for name, allowed in (("features", ("wave", "mfcc")), ("prediction", ("crop", "windows")),
+                              ("combine", ("mean", "geometric"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
     @property
     def crop_samples(self) -> int:

@@ -3,7 +3,8 @@
 
 Training batches take a random crop of long clips and pad short ones at a random offset, and the
 order is reshuffled every epoch. Validation and test batches are the same every time: long clips give
-their first crop, short clips are padded evenly on both sides.
+their first crop, short clips are padded evenly on both sides. `predict_clips` predicts over windows
+covering each whole clip instead.
 """
 from __future__ import annotations
 
@@ -38,6 +39,26 @@ def crop_or_pad(clip: np.ndarray, length: int, pad_row: np.ndarray,
     start, before = crop_plan(len(clip), length, rng)
     out = np.empty((length, len(pad_row)), pad_row.dtype)
     return place(clip[start:start + length].reshape(-1, len(pad_row)), before, pad_row, out)
+
+
+def window_starts(n: int, length: int, hop: int) -> list[int]:
+    """Window starts covering n rows with windows of `length` every `hop` rows, the last one ending at
+    the clip's end; a single window (start 0) for a clip no longer than one window."""
+    if n <= length:
+        return [0]
+    starts = list(range(0, n - length + 1, hop))
+    if starts[-1] != n - length:
+        starts.append(n - length)
+    return starts
+
+
+def windows(rows: np.ndarray, length: int, hop: int, pad_row: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """(windows x length x width) covering the clip, short clips padded centred as in validation."""
+    rows = rows.reshape(len(rows), len(pad_row))
+    starts = window_starts(len(rows), length, hop)
+    if len(rows) <= length:
+        return crop_or_pad(rows, length, pad_row)[None], starts
+    return np.stack([rows[s:s + length] for s in starts]), starts
 
 
 class ClipSequence(keras.utils.PyDataset):
@@ -87,3 +108,23 @@ class ClipSequence(keras.utils.PyDataset):
         if self.train:
             self.epoch += 1
             self.order = self._order()
+
+
+def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch_size: int = 64,
+                  combine: str = "mean", chunk: int = 256) -> np.ndarray:
+    """Class probabilities per clip from windows covering the whole clip (a crop long, every half
+    crop, the last flush with the end), combined by their mean or geometric mean. Clips go through
+    `chunk` at a time, so memory stays bounded on long test sets."""
+    from .metrics import geometric_mean
+
+    length = source.crop_length
+    out = []
+    for first in range(0, len(fnames), chunk):
+        stacks = [windows(source.store.read(f), length, length // 2, source.pad_row)[0]
+                  for f in fnames[first:first + chunk]]
+        probs = model.predict(source.finish(np.concatenate(stacks)), batch_size=batch_size, verbose=0)
+        bounds = np.cumsum([0] + [len(s) for s in stacks])
+        for a, b in zip(bounds, bounds[1:]):
+            part = probs[a:b]
+            out.append(part.mean(axis=0) if combine == "mean" else geometric_mean([p[None] for p in part])[0])
+    return np.array(out).reshape(len(fnames), -1)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .blend import geometric_mean, load_model_predictions
+from .blend import load_model_predictions
 from .config import add_path_arguments, paths_from_args, stage_parser
 from .data import class_names, load_folds, load_test, load_train, reports_data_errors, with_folds
-from .metrics import per_row_precision, top_k
+from .metrics import geometric_mean, per_row_precision, top_k
 
 
 def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str]) -> pd.DataFrame:

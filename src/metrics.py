@@ -1,4 +1,5 @@
-"""MAP@3, the competition metric: 1, 1/2 or 1/3 when the true label is 1st, 2nd or 3rd of the top three."""
+"""MAP@3, the competition metric (1, 1/2 or 1/3 when the true label is 1st, 2nd or 3rd of the top
+three), and the geometric mean that blends probability matrices."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,3 +36,13 @@ def per_row_precision(y_true: np.ndarray, probs: np.ndarray, k: int = 3) -> np.n
 def map_at_k_labels(actual: list[str], predicted: list[list[str]], k: int = 3) -> float:
     """MAP@k from label strings, e.g. a submission's space-separated guesses against true labels."""
     return float(np.mean([average_precision_at_k(a, p, k) for a, p in zip(actual, predicted)]))
+
+
+def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """Weighted geometric mean of probability matrices, each row renormalised to sum to 1."""
+    weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
+    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
+    log_mean = sum(w * np.log(np.clip(p, 1e-7, 1.0)) for w, p in zip(weights, probs)) / weights.sum()
+    mean = np.exp(log_mean)
+    return mean / mean.sum(axis=1, keepdims=True)

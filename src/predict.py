@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import audio_cache
-from .blend import geometric_mean
+from .metrics import geometric_mean
 from .config import Config, add_path_arguments, paths_from_args, stage_parser
 from .data import DataError, reports_data_errors
 
@@ -64,31 +64,10 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
     return members
 
 
-def window_starts(n: int, length: int, hop: int) -> list[int]:
-    """Window starts covering n rows with windows of `length` every `hop` rows, the last one ending at
-    the clip's end; a single window (start 0) for a clip no longer than one window."""
-    if n <= length:
-        return [0]
-    starts = list(range(0, n - length + 1, hop))
-    if starts[-1] != n - length:
-        starts.append(n - length)
-    return starts
-
-
-def windows(rows: np.ndarray, length: int, hop: int, pad_row: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """(windows x length x width) covering the clip, short clips padded centred as in validation."""
-    from .generator import crop_or_pad
-
-    rows = rows.reshape(len(rows), -1)
-    starts = window_starts(len(rows), length, hop)
-    if len(rows) <= length:
-        return crop_or_pad(rows, length, pad_row)[None], starts
-    return np.stack([rows[s:s + length] for s in starts]), starts
-
-
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
     from .features import mfcc
+    from .generator import windows
 
     wave = audio_cache.resample(samples, rate, config.sample_rate)
     if config.features == "wave":

@@ -55,7 +55,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
 
     import keras
 
-    from .generator import ClipSequence
+    from .generator import ClipSequence, predict_clips
     from .models import build_model
 
     train = load_train(paths.data_dir)
@@ -111,6 +111,8 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     def predict(source, fnames) -> np.ndarray:
         if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
             return np.zeros((0, len(labels)), np.float32)
+        if config.prediction == "windows":
+            return predict_clips(model, source, list(fnames), config.batch_size, config.combine)
         return model.predict(ClipSequence(source, fnames, None, config.batch_size, **feed), verbose=0)
 
     oof = predict(train_source, val_rows.fname)

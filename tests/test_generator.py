@@ -73,3 +73,32 @@ def test_validation_is_the_same_every_epoch_and_training_reshuffles(clean_datase
     train.on_epoch_end()
     epoch1 = order()
     assert sorted(epoch1) == sorted(epoch0) and epoch1 != epoch0
+
+
+def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset):
+    import keras
+
+    from src.generator import predict_clips, windows
+    from src.metrics import geometric_mean
+    from src.models import MinMaxScale
+
+    config, fnames, _ = make_sequence(clean_dataset, "1d", train=False)
+    source = model_input(clean_dataset, "train", config, n_jobs=1)
+    inputs = keras.Input((config.crop_samples, 1), dtype="int16")
+    hidden = keras.layers.GlobalAveragePooling1D()(MinMaxScale()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(
+        3, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=50.0, seed=0))(hidden))
+    chosen = ["tone00.wav", "noise01.wav", "clicks02.wav"]
+    assert not np.allclose(model.predict(np.zeros((1, config.crop_samples, 1), np.int16), verbose=0), 1 / 3)
+    for combine in ("mean", "geometric"):
+        probs = predict_clips(model, source, chosen, batch_size=4, combine=combine, chunk=2)
+        for fname, row in zip(chosen, probs):
+            stack = windows(source.store.read(fname), config.crop_samples, config.crop_samples // 2,
+                            source.pad_row)[0]
+            per_window = model.predict(stack, verbose=0)
+            assert len(stack) == max(1, int(np.ceil((source.store.length(fname) - config.crop_samples)
+                                                    / (config.crop_samples // 2))) + 1)
+            expected = per_window.mean(axis=0) if combine == "mean" else \
+                geometric_mean([p[None] for p in per_window])[0]
+            np.testing.assert_allclose(row, expected, rtol=1e-5)
+            assert np.ptp(per_window.max(axis=1)) > 0 or len(stack) == 1  # windows do differ

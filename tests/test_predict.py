@@ -6,6 +6,7 @@ import pandas as pd
 import soundfile as sf
 
 from src import predict
+from src.generator import window_starts, windows
 from src.config import PRESETS
 from src.models import build_model
 
@@ -13,10 +14,10 @@ LABELS = ["Clicks", "Noise", "Tone"]
 
 
 def test_windows_cover_the_whole_clip():
-    assert predict.window_starts(10, 4, 2) == [0, 2, 4, 6]
-    assert predict.window_starts(11, 4, 2) == [0, 2, 4, 6, 7]  # the last window ends at the clip's end
-    assert predict.window_starts(3, 4, 2) == [0]
-    batch, starts = predict.windows(np.arange(3)[:, None], 4, 2, np.array([-1]))
+    assert window_starts(10, 4, 2) == [0, 2, 4, 6]
+    assert window_starts(11, 4, 2) == [0, 2, 4, 6, 7]  # the last window ends at the clip's end
+    assert window_starts(3, 4, 2) == [0]
+    batch, starts = windows(np.arange(3)[:, None], 4, 2, np.array([-1]))
     assert batch.shape == (1, 4, 1) and batch[0, :, 0].tolist() == [0, 1, 2, -1]  # centred: 0 before, 1 after
 
 
