@@ -46,6 +46,8 @@ class Config:
     """StratifiedKFold splits; fixed once data/folds.csv is written."""
     seed: int = 42
     """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
+    mixup: float = 0.0
+    """Mixup alpha: training clips mixed in pairs with Beta(alpha, alpha) weights, labels alike; 0 = off."""
     prediction: str = "crop"
     """Validation and test prediction: crop (one centred/first crop) or windows (covering the clip)."""
     combine: str = "mean"

@@ -65,7 +65,8 @@ class ClipSequence(keras.utils.PyDataset):
     """(inputs, one-hot targets) batches for training, or inputs alone for prediction."""
 
     def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
-                 batch_size: int = 64, train: bool = False, seed: int = 0, **pydataset_kwargs):
+                 batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
+                 **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
         self.source = source
@@ -74,6 +75,7 @@ class ClipSequence(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.train = train
         self.seed = seed
+        self.mixup = mixup
         self.epoch = 0
         self.order = self._order()
 
@@ -92,10 +94,11 @@ class ClipSequence(keras.utils.PyDataset):
         batch = np.empty((len(rows), self.source.crop_length, len(self.source.pad_row)), self.source.dtype)
         for out, i in zip(batch, rows):
             self._crop(self.fnames[i], rng, out)
+        targets = None if self.targets is None else self.targets[rows]
+        if self.train and self.mixup > 0 and targets is not None:
+            batch, targets = mix(batch, targets, self.mixup, rng)
         inputs = self.source.finish(batch)
-        if self.targets is None:
-            return inputs
-        return inputs, self.targets[rows]
+        return inputs if targets is None else (inputs, targets)
 
     def _crop(self, fname: str, rng: np.random.Generator | None, out: np.ndarray) -> None:
         # Only the rows of the crop are read from the cache, never the whole clip.
@@ -108,6 +111,20 @@ class ClipSequence(keras.utils.PyDataset):
         if self.train:
             self.epoch += 1
             self.order = self._order()
+
+
+def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
+    """Mixup: each example becomes lam * itself + (1 - lam) * a random partner of the batch, its
+    targets with the same lam, lam ~ Beta(alpha, alpha). Integer inputs are rounded back."""
+    lam = rng.beta(alpha, alpha, size=len(batch)).astype(np.float32)
+    partner = rng.permutation(len(batch))
+    shape = (-1,) + (1,) * (batch.ndim - 1)
+    mixed = lam.reshape(shape) * batch + (1 - lam.reshape(shape)) * batch[partner]
+    if np.issubdtype(batch.dtype, np.integer):
+        info = np.iinfo(batch.dtype)
+        mixed = np.clip(np.round(mixed), info.min, info.max)
+    lam = lam[:, None]
+    return mixed.astype(batch.dtype), lam * targets + (1 - lam) * targets[partner]
 
 
 def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch_size: int = 64,

@@ -90,7 +90,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     feed = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
                 max_queue_size=config.max_queue_size)
     fit_seq = ClipSequence(train_source, fit_rows.fname, one_hot(fit_rows), config.batch_size,
-                           train=True, seed=config.seed + fold, **feed)
+                           train=True, seed=config.seed + fold, mixup=config.mixup, **feed)
     val_seq = ClipSequence(train_source, val_rows.fname, one_hot(val_rows), config.batch_size, **feed)
 
     checkpoint = fold_dir / "best.keras"

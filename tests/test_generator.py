@@ -102,3 +102,31 @@ def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset
                 geometric_mean([p[None] for p in per_window])[0]
             np.testing.assert_allclose(row, expected, rtol=1e-5)
             assert np.ptp(per_window.max(axis=1)) > 0 or len(stack) == 1  # windows do differ
+
+
+def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
+    from src.features import WaveInput
+    from src.store import PackedStore
+
+    source_file = tmp_path / "x.wav"
+    source_file.write_bytes(b"x")
+    store = PackedStore(tmp_path / "store", "int16", 1, {"test": 1})
+    values = [0, 1000, 2000, 3000, 4000, 5000]
+    for k, value in enumerate(values):  # constant clips: a mixed input reveals its weights
+        store.append(f"c{k}", np.full(400, value, np.int16), source_file)
+    store.flush()
+    config = dataclasses.replace(PRESETS["1d"], sample_rate=1000, crop_seconds=0.2)
+    fnames = [f"c{k}" for k in range(6)]
+    seq = ClipSequence(WaveInput(store, config), fnames, np.eye(6, dtype=np.float32), batch_size=6,
+                       train=True, seed=5, mixup=0.4)
+    x, y = seq[0]
+    assert x.dtype == np.int16
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-6)
+    assert (np.sort(y, axis=1)[:, :-2] == 0).all()  # each row mixes at most two clips
+    expected = y @ np.array(values, np.float32)      # the label weights applied to the clip values
+    np.testing.assert_allclose(x[:, :, 0], np.round(expected)[:, None].repeat(200, axis=1), atol=1)
+    assert ((y > 0.02) & (y < 0.98)).any()           # and some rows really are mixed
+
+    plain = ClipSequence(WaveInput(store, config), fnames, np.eye(6, dtype=np.float32), batch_size=6,
+                         train=False, mixup=0.4)
+    assert set(np.unique(plain[0][1])) == {0.0, 1.0}  # never at validation or test time
