@@ -35,7 +35,11 @@ class Config:
     hop_length: int = 512
     """STFT hop, samples (features=mfcc)."""
     learning_rate: float = 1e-3
-    """Adam learning rate."""
+    """Adam learning rate (the start of the schedule)."""
+    optimizer: str = "adam"
+    """adam, or amsgrad (Adam with the AMSGrad correction)."""
+    schedule: str = "constant"
+    """Learning rate over training: constant, or cosine (decays to 0 over all epochs)."""
     epochs: int = 50
     """Maximum epochs; early stopping usually ends sooner."""
     batch_size: int = 64
@@ -46,6 +50,8 @@ class Config:
     """StratifiedKFold splits; fixed once data/folds.csv is written."""
     seed: int = 42
     """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
+    unverified_weight: float = 1.0
+    """Loss weight of training clips with manually_verified=0 (1 = as is, 0 = left out of the loss)."""
     mixup: float = 0.0
     """Mixup alpha: training clips mixed in pairs with Beta(alpha, alpha) weights, labels alike; 0 = off."""
     prediction: str = "crop"
@@ -61,7 +67,8 @@ class Config:
 
     def __post_init__(self):
         for name, allowed in (("features", ("wave", "mfcc")), ("prediction", ("crop", "windows")),
-                              ("combine", ("mean", "geometric"))):
+                              ("combine", ("mean", "geometric")), ("optimizer", ("adam", "amsgrad")),
+                              ("schedule", ("constant", "cosine"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
 

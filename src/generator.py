@@ -62,11 +62,12 @@ def windows(rows: np.ndarray, length: int, hop: int, pad_row: np.ndarray) -> tup
 
 
 class ClipSequence(keras.utils.PyDataset):
-    """(inputs, one-hot targets) batches for training, or inputs alone for prediction."""
+    """(inputs, one-hot targets[, sample weights]) batches for training, or inputs alone for
+    prediction."""
 
     def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
                  batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
-                 **pydataset_kwargs):
+                 weights: np.ndarray | None = None, **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
         self.source = source
@@ -76,6 +77,7 @@ class ClipSequence(keras.utils.PyDataset):
         self.train = train
         self.seed = seed
         self.mixup = mixup
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
         self.epoch = 0
         self.order = self._order()
 
@@ -98,7 +100,9 @@ class ClipSequence(keras.utils.PyDataset):
         if self.train and self.mixup > 0 and targets is not None:
             batch, targets = mix(batch, targets, self.mixup, rng)
         inputs = self.source.finish(batch)
-        return inputs if targets is None else (inputs, targets)
+        if targets is None:
+            return inputs
+        return (inputs, targets) if self.weights is None else (inputs, targets, self.weights[rows])
 
     def _crop(self, fname: str, rng: np.random.Generator | None, out: np.ndarray) -> None:
         # Only the rows of the crop are read from the cache, never the whole clip.

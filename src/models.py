@@ -109,11 +109,16 @@ def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
 NETWORKS = {"conv1d": conv1d, "mfcc2d": mfcc2d}
 
 
-def build_model(config: Config, n_classes: int, **statistics) -> keras.Model:
-    """The preset's network, compiled with Adam and categorical cross-entropy."""
+def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, **statistics) -> keras.Model:
+    """The preset's network, compiled with Adam (or AMSGrad), its learning-rate schedule and
+    categorical cross-entropy."""
     if config.network not in NETWORKS:
         raise ValueError(f"unknown network {config.network!r}; known: {sorted(NETWORKS)}")
     model = NETWORKS[config.network](config, n_classes, **statistics)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+    learning_rate = config.learning_rate
+    if config.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -85,12 +85,14 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
         # Statistics of the fold's training rows only: validation rows must not leak into them.
         mean, variance = train_source.statistics(list(fit_rows.fname))
         statistics = {"mean": mean, "variance": variance}
-    model = build_model(config, len(labels), **statistics)
+    steps_per_epoch = -(-len(fit_rows) // config.batch_size)
+    model = build_model(config, len(labels), steps_per_epoch, **statistics)
     one_hot = lambda rows: np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
     feed = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
                 max_queue_size=config.max_queue_size)
     fit_seq = ClipSequence(train_source, fit_rows.fname, one_hot(fit_rows), config.batch_size,
-                           train=True, seed=config.seed + fold, mixup=config.mixup, **feed)
+                           train=True, seed=config.seed + fold, mixup=config.mixup,
+                           weights=_loss_weights(fit_rows, config), **feed)
     val_seq = ClipSequence(train_source, val_rows.fname, one_hot(val_rows), config.batch_size, **feed)
 
     checkpoint = fold_dir / "best.keras"
@@ -137,6 +139,13 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
              fold, config.preset, result["val_map3"], len(val_rows), result["best_epoch"],
              result["epochs_run"], result["minutes"])
     return result
+
+
+def _loss_weights(rows: pd.DataFrame, config: Config) -> np.ndarray | None:
+    """Per-clip loss weights: unverified clips count unverified_weight times (None when it is 1)."""
+    if config.unverified_weight == 1.0:
+        return None
+    return np.where(rows.manually_verified.to_numpy() == 1, 1.0, config.unverified_weight)
 
 
 def write_probabilities(path: Path, fnames, probs: np.ndarray, labels: list[str]) -> None:

@@ -130,3 +130,21 @@ def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
     plain = ClipSequence(WaveInput(store, config), fnames, np.eye(6, dtype=np.float32), batch_size=6,
                          train=False, mixup=0.4)
     assert set(np.unique(plain[0][1])) == {0.0, 1.0}  # never at validation or test time
+
+
+def test_loss_weights_follow_their_clips_through_the_shuffle(clean_dataset):
+    import pandas as pd
+
+    from src.train import _loss_weights
+
+    config, fnames, _ = make_sequence(clean_dataset, "1d", train=True)
+    table = pd.DataFrame({"fname": fnames, "manually_verified": [i % 2 for i in range(len(fnames))]})
+    weights = _loss_weights(table, dataclasses.replace(config, unverified_weight=0.25))
+    assert weights.tolist() == [0.25 if i % 2 == 0 else 1.0 for i in range(len(fnames))]
+    assert _loss_weights(table, config) is None
+    source = model_input(clean_dataset, "train", config, n_jobs=1)
+    seq = ClipSequence(source, fnames, np.eye(len(fnames), dtype=np.float32), batch_size=5, train=True,
+                       seed=1, weights=weights)
+    for i in range(len(seq)):
+        _, y, w = seq[i]
+        np.testing.assert_array_equal(w, weights[np.argmax(y, axis=1)])

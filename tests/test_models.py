@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from src.config import PRESETS
 from src.models import build_model
@@ -30,3 +31,20 @@ def test_waves_are_min_max_scaled_inside_the_model():
     scaled = np.asarray(MinMaxScale()(waves))
     np.testing.assert_allclose(scaled[0, :, 0], [-0.5, -0.25, 0.5], atol=1e-6)
     np.testing.assert_allclose(scaled[1, :, 0], [-0.5, -0.5, -0.5], atol=1e-6)  # silence: no division by 0
+
+
+def test_optimizer_and_schedule_options():
+    import dataclasses
+
+    import keras
+
+    config = dataclasses.replace(PRESETS["1d"], optimizer="amsgrad", schedule="cosine", epochs=4,
+                                 learning_rate=0.01)
+    model = build_model(config, 3, steps_per_epoch=5)
+    assert model.optimizer.amsgrad
+    schedule = model.optimizer.learning_rate if callable(model.optimizer.learning_rate) else \
+        model.optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(20)) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        dataclasses.replace(PRESETS["1d"], optimizer="sgd")
