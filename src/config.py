@@ -52,6 +52,14 @@ class Config:
     """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
     unverified_weight: float = 1.0
     """Loss weight of training clips with manually_verified=0 (1 = as is, 0 = left out of the loss)."""
+    time_masks: int = 0
+    """SpecAugment on MFCC training crops: time masks per crop, each up to mask_fraction of the frames."""
+    freq_masks: int = 0
+    """SpecAugment on MFCC training crops: coefficient masks per crop, each up to mask_fraction of them."""
+    mask_fraction: float = 0.1
+    """Largest share of frames (or coefficients) one mask covers."""
+    noise_snr: float = 0.0
+    """White noise on wave training crops at a random SNR between this and 40 dB; 0 = off."""
     mixup: float = 0.0
     """Mixup alpha: training clips mixed in pairs with Beta(alpha, alpha) weights, labels alike; 0 = off."""
     prediction: str = "crop"

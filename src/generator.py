@@ -67,7 +67,7 @@ class ClipSequence(keras.utils.PyDataset):
 
     def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
                  batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
-                 weights: np.ndarray | None = None, **pydataset_kwargs):
+                 weights: np.ndarray | None = None, augment=None, **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
         self.source = source
@@ -78,6 +78,7 @@ class ClipSequence(keras.utils.PyDataset):
         self.seed = seed
         self.mixup = mixup
         self.weights = None if weights is None else np.asarray(weights, np.float32)
+        self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
         self.epoch = 0
         self.order = self._order()
 
@@ -97,6 +98,8 @@ class ClipSequence(keras.utils.PyDataset):
         for out, i in zip(batch, rows):
             self._crop(self.fnames[i], rng, out)
         targets = None if self.targets is None else self.targets[rows]
+        if self.train and self.augment is not None:
+            batch = self.augment(batch, rng)
         if self.train and self.mixup > 0 and targets is not None:
             batch, targets = mix(batch, targets, self.mixup, rng)
         inputs = self.source.finish(batch)
@@ -115,6 +118,36 @@ class ClipSequence(keras.utils.PyDataset):
         if self.train:
             self.epoch += 1
             self.order = self._order()
+
+
+def spec_masks(batch: np.ndarray, rng: np.random.Generator, time_masks: int, freq_masks: int,
+               fraction: float) -> np.ndarray:
+    """SpecAugment-style masks on (B, frames, coefficients) crops: each mask sets a random run of up
+    to `fraction` of the frames (or coefficients) to that crop's mean, in place."""
+    for crop in batch:
+        fill = crop.mean()
+        for axis, count in ((0, time_masks), (1, freq_masks)):
+            size = crop.shape[axis]
+            for _ in range(count):
+                width = int(rng.integers(0, max(1, int(fraction * size)) + 1))
+                start = int(rng.integers(0, size - width + 1))
+                if axis == 0:
+                    crop[start:start + width] = fill
+                else:
+                    crop[:, start:start + width] = fill
+    return batch
+
+
+def add_noise(batch: np.ndarray, rng: np.random.Generator, min_snr: float, max_snr: float = 40.0) -> np.ndarray:
+    """White noise on each (B, samples, 1) crop at an SNR drawn from [min_snr, max_snr] dB."""
+    signal = batch.astype(np.float32)
+    power = (signal ** 2).mean(axis=(1, 2), keepdims=True)
+    snr = rng.uniform(min_snr, max_snr, size=(len(batch), 1, 1))
+    noisy = signal + rng.standard_normal(signal.shape).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+    if np.issubdtype(batch.dtype, np.integer):
+        info = np.iinfo(batch.dtype)
+        noisy = np.clip(np.round(noisy), info.min, info.max)
+    return noisy.astype(batch.dtype)
 
 
 def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):

@@ -92,7 +92,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
                 max_queue_size=config.max_queue_size)
     fit_seq = ClipSequence(train_source, fit_rows.fname, one_hot(fit_rows), config.batch_size,
                            train=True, seed=config.seed + fold, mixup=config.mixup,
-                           weights=_loss_weights(fit_rows, config), **feed)
+                           weights=_loss_weights(fit_rows, config), augment=augmentation(config), **feed)
     val_seq = ClipSequence(train_source, val_rows.fname, one_hot(val_rows), config.batch_size, **feed)
 
     checkpoint = fold_dir / "best.keras"
@@ -139,6 +139,20 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
              fold, config.preset, result["val_map3"], len(val_rows), result["best_epoch"],
              result["epochs_run"], result["minutes"])
     return result
+
+
+def augmentation(config: Config):
+    """The preset's training augmentation as a function (batch, rng) -> batch, or None."""
+    from functools import partial
+
+    from .generator import add_noise, spec_masks
+
+    if config.features == "mfcc" and (config.time_masks or config.freq_masks):
+        return partial(spec_masks, time_masks=config.time_masks, freq_masks=config.freq_masks,
+                       fraction=config.mask_fraction)
+    if config.features == "wave" and config.noise_snr:
+        return partial(add_noise, min_snr=config.noise_snr)
+    return None
 
 
 def _loss_weights(rows: pd.DataFrame, config: Config) -> np.ndarray | None:

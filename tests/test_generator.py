@@ -148,3 +148,32 @@ def test_loss_weights_follow_their_clips_through_the_shuffle(clean_dataset):
     for i in range(len(seq)):
         _, y, w = seq[i]
         np.testing.assert_array_equal(w, weights[np.argmax(y, axis=1)])
+
+
+def test_spec_masks_mask_runs_of_frames_and_coefficients():
+    from src.generator import spec_masks
+
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((4, 100, 40)).astype(np.float32) + 5
+    original = batch.copy()
+    spec_masks(batch, rng, time_masks=2, freq_masks=2, fraction=0.1)
+    for before, after in zip(original, batch):
+        changed = after != before
+        frames = np.flatnonzero(changed.all(axis=1))      # whole frames masked
+        coeffs = np.flatnonzero(changed.all(axis=0))      # whole coefficients masked
+        assert changed.any()
+        assert np.allclose(after[changed], before.mean())  # masked with the crop's mean
+        assert len(frames) <= 2 * 10 and len(coeffs) <= 2 * 4
+        assert (changed == (np.isin(np.arange(100), frames)[:, None] | np.isin(np.arange(40), coeffs))).all()
+
+
+def test_noise_is_added_at_the_drawn_snr():
+    from src.generator import add_noise
+
+    rng = np.random.default_rng(0)
+    clean = (8000 * np.sin(np.arange(32000) / 10)).astype(np.int16)[None, :, None].repeat(50, axis=0)
+    noisy = add_noise(clean, rng, min_snr=10, max_snr=20)
+    assert noisy.dtype == np.int16
+    noise = noisy.astype(np.float64) - clean
+    snr = 10 * np.log10((clean.astype(np.float64) ** 2).mean(axis=(1, 2)) / (noise ** 2).mean(axis=(1, 2)))
+    assert snr.min() > 9.5 and snr.max() < 20.5 and np.ptp(snr) > 3
