@@ -186,18 +186,18 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
         path = write_submission(paths.submissions_dir / f"{name}.csv", probs, list(test.fname), labels)
         rows.append(_report_row(name, oof, probs, y_train, y_test, path, None))
         if fit:
-            rows.append(_fitted_blend(paths, name, predictions, rows[-1], y_train, y_test, test, labels))
+            rows.append(_fitted_blend(paths, name, predictions, rows[-1], train, y_train, y_test, test, labels))
     return {"rows": rows}
 
 
-def _fitted_blend(paths, name, predictions, equal_row, y_train, y_test, test, labels) -> dict:
+def _fitted_blend(paths, name, predictions, equal_row, train, y_train, y_test, test, labels) -> dict:
     fitted = fit_weights([p.oof for p in predictions], y_train)
     oof = geometric_mean([p.oof for p in predictions], fitted)
     probs = geometric_mean([p.test for p in predictions], fitted)
     path = write_submission(paths.submissions_dir / f"{name}_fitted.csv", probs, list(test.fname), labels)
     row = _report_row(f"{name}_fitted", oof, probs, y_train, y_test, path, None)
     row["weights"] = {p.name: round(float(w), 4) for p, w in zip(predictions, fitted)}
-    folds = with_folds(load_train(paths.data_dir), load_folds(paths.data_dir, n_folds=None)).fold.to_numpy()
+    folds = with_folds(train, load_folds(paths.data_dir, n_folds=None)).fold.to_numpy()
     spread = fold_spread(geometric_mean([p.oof for p in predictions]), y_train, folds)
     gain = row["oof_map3"] - equal_row["oof_map3"]
     row["gain_over_equal"], row["fold_spread"] = gain, spread

@@ -37,6 +37,11 @@ def mfcc(samples: np.ndarray, config: Config) -> np.ndarray:
     return librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc).T.astype(np.float32)
 
 
+def silence_frame(config: Config) -> np.ndarray:
+    """The MFCC frame of digital silence: what pads a clip shorter than a crop."""
+    return mfcc(np.zeros(config.n_fft, np.float32), config)[0]
+
+
 def _mfcc_of_int16(samples: np.ndarray, config: Config) -> np.ndarray:
     return mfcc(samples.astype(np.float32) / audio_cache.INT16_SCALE, config)
 
@@ -63,7 +68,7 @@ class MfccInput:
     def __init__(self, store: PackedStore, config: Config):
         self.store = store
         self.crop_length = config.crop_frames
-        self.pad_row = mfcc(np.zeros(config.n_fft, np.float32), config)[0]
+        self.pad_row = silence_frame(config)
 
     def finish(self, batch: np.ndarray) -> np.ndarray:
         """(B, frames, n_mfcc) -> (B, n_mfcc, frames, 1), the layout of the kernel's 2D net."""

@@ -66,7 +66,7 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
-    from .features import mfcc
+    from .features import mfcc, silence_frame
     from .generator import windows
 
     wave = audio_cache.resample(samples, rate, config.sample_rate)
@@ -75,8 +75,7 @@ def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.nd
         batch, starts = windows(audio_cache.to_int16(wave), length, length // 2, np.zeros(1, np.int16))
     else:
         length, seconds_per_row = config.crop_frames, config.hop_length / config.sample_rate
-        silence = mfcc(np.zeros(config.n_fft, np.float32), config)[0]
-        batch, starts = windows(mfcc(wave, config), length, length // 2, silence)
+        batch, starts = windows(mfcc(wave, config), length, length // 2, silence_frame(config))
         batch = np.transpose(batch, (0, 2, 1))[..., None]
     clip_seconds = len(samples) / rate
     spans = np.array([(s * seconds_per_row, min(clip_seconds, (s + length) * seconds_per_row)) for s in starts])
