@@ -19,9 +19,9 @@ class Config:
     preset: str = "1d"
     """Preset name; also the folder under predictions/."""
     network: str = "conv1d"
-    """Builder in src.models: conv1d (raw wave) or mfcc2d."""
+    """Builder in src.models: conv1d, envnet (raw wave), logmel_cnn (wave, mel spectrogram in the model) or mfcc2d."""
     features: str = "wave"
-    """Model input: wave (min-max normalised samples) or mfcc (cached MFCC frames)."""
+    """Model input: wave (cached int16 samples) or mfcc (cached MFCC frames)."""
     sample_rate: int = 16000
     """Rate the audio cache is resampled to, Hz."""
     crop_seconds: float = 2.0
@@ -29,11 +29,11 @@ class Config:
     n_mfcc: int = 40
     """MFCC coefficients (features=mfcc)."""
     n_mels: int = 128
-    """Mel bands the MFCCs are taken from (features=mfcc)."""
+    """Mel bands (of the MFCCs, or of logmel_cnn's spectrogram)."""
     n_fft: int = 2048
-    """STFT window, samples (features=mfcc)."""
+    """STFT window, samples (MFCCs and mel spectrograms)."""
     hop_length: int = 512
-    """STFT hop, samples (features=mfcc)."""
+    """STFT hop, samples (MFCCs and mel spectrograms)."""
     learning_rate: float = 1e-3
     """Adam learning rate (the start of the schedule)."""
     optimizer: str = "adam"
@@ -52,10 +52,20 @@ class Config:
     """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
     unverified_weight: float = 1.0
     """Loss weight of training clips with manually_verified=0 (1 = as is, 0 = left out of the loss)."""
+    drop_unverified: float = 0.0
+    """Share of each batch's unverified clips with the highest loss left out of it; 0 = none."""
+    min_crop_seconds: float = 0.0
+    """Random crop lengths: training crops last between this and crop_seconds, padded; 0 = off."""
+    gain_db: float = 0.0
+    """Wave training crops: random gain within +-this many dB; 0 = off."""
+    time_shift: float = 0.0
+    """Wave training crops: rolled in time by up to this share of the crop; 0 = off."""
+    stretch: float = 0.0
+    """Wave training crops: sped up or slowed by a factor within 1 +- this (resampled; pitch moves too)."""
     time_masks: int = 0
-    """SpecAugment on MFCC training crops: time masks per crop, each up to mask_fraction of the frames."""
+    """SpecAugment in training (mfcc2d, logmel_cnn): time masks per crop, each up to mask_fraction of the frames."""
     freq_masks: int = 0
-    """SpecAugment on MFCC training crops: coefficient masks per crop, each up to mask_fraction of them."""
+    """SpecAugment in training (mfcc2d, logmel_cnn): masks of MFCCs / mel bands, each up to mask_fraction of them."""
     mask_fraction: float = 0.1
     """Largest share of frames (or coefficients) one mask covers."""
     noise_snr: float = 0.0
@@ -79,6 +89,11 @@ class Config:
                               ("schedule", ("constant", "cosine"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if not 0 <= self.min_crop_seconds <= self.crop_seconds:
+            raise ValueError(f"min_crop_seconds must be within [0, crop_seconds={self.crop_seconds}], "
+                             f"not {self.min_crop_seconds}")
+        if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:
+            raise ValueError("drop_unverified and stretch must be in [0, 1), time_shift in [0, 1]")
 
     @property
     def crop_samples(self) -> int:
@@ -109,6 +124,16 @@ PRESETS = {
     "1d": Config(preset="1d", network="conv1d", features="wave", sample_rate=16000, crop_seconds=2.0),
     # The kernel's MFCC Conv2D net.
     "2d": Config(preset="2d", network="mfcc2d", features="mfcc", sample_rate=44100, crop_seconds=2.0),
+    # A VGG-style log-mel CNN with the 2018 winners' training: mixup, random crops of random length,
+    # gain, SpecAugment masks, AMSGrad with a cosine schedule, whole-clip prediction.
+    "logmel": Config(preset="logmel", network="logmel_cnn", features="wave", sample_rate=22050,
+                     crop_seconds=2.0, n_mels=64, n_fft=1024, hop_length=512, optimizer="amsgrad",
+                     schedule="cosine", epochs=40, patience=10, mixup=0.4, min_crop_seconds=1.0,
+                     gain_db=6.0, time_masks=1, freq_masks=1, prediction="windows", combine="mean"),
+    # EnvNet: 1.5 s raw-wave crops, probability voting over sliding windows at test time.
+    "envnet": Config(preset="envnet", network="envnet", features="wave", sample_rate=16000,
+                     crop_seconds=1.5, optimizer="amsgrad", schedule="cosine", epochs=40, patience=10,
+                     gain_db=6.0, time_shift=0.1, prediction="windows", combine="mean"),
 }
 
 

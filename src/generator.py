@@ -67,7 +67,8 @@ class ClipSequence(keras.utils.PyDataset):
 
     def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
                  batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
-                 weights: np.ndarray | None = None, augment=None, **pydataset_kwargs):
+                 weights: np.ndarray | None = None, augment=None, min_length: int | None = None,
+                 **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
         self.source = source
@@ -79,6 +80,7 @@ class ClipSequence(keras.utils.PyDataset):
         self.mixup = mixup
         self.weights = None if weights is None else np.asarray(weights, np.float32)
         self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
+        self.min_length = min_length  # training crops of random length from here to crop_length
         self.epoch = 0
         self.order = self._order()
 
@@ -111,8 +113,14 @@ class ClipSequence(keras.utils.PyDataset):
         # Only the rows of the crop are read from the cache, never the whole clip.
         store, length = self.source.store, self.source.crop_length
         n = store.length(fname)
-        start, before = crop_plan(n, length, rng)
-        place(store.read(fname, start, min(n, length)), before, self.source.pad_row, out)
+        if rng is not None and self.min_length:
+            # A random-length crop at a random place in the padded window.
+            take = min(n, int(rng.integers(self.min_length, length + 1)))
+            start, before = int(rng.integers(0, n - take + 1)), int(rng.integers(0, length - take + 1))
+        else:
+            start, before = crop_plan(n, length, rng)
+            take = min(n, length)
+        place(store.read(fname, start, take), before, self.source.pad_row, out)
 
     def on_epoch_end(self) -> None:
         if self.train:
@@ -120,22 +128,12 @@ class ClipSequence(keras.utils.PyDataset):
             self.order = self._order()
 
 
-def spec_masks(batch: np.ndarray, rng: np.random.Generator, time_masks: int, freq_masks: int,
-               fraction: float) -> np.ndarray:
-    """SpecAugment-style masks on (B, frames, coefficients) crops: each mask sets a random run of up
-    to `fraction` of the frames (or coefficients) to that crop's mean, in place."""
-    for crop in batch:
-        fill = crop.mean()
-        for axis, count in ((0, time_masks), (1, freq_masks)):
-            size = crop.shape[axis]
-            for _ in range(count):
-                width = int(rng.integers(0, max(1, int(fraction * size)) + 1))
-                start = int(rng.integers(0, size - width + 1))
-                if axis == 0:
-                    crop[start:start + width] = fill
-                else:
-                    crop[:, start:start + width] = fill
-    return batch
+def as_dtype(values: np.ndarray, dtype) -> np.ndarray:
+    """Float results back to the batch's dtype: integer samples are rounded and clipped to range."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.round(values), info.min, info.max)
+    return values.astype(dtype)
 
 
 def add_noise(batch: np.ndarray, rng: np.random.Generator, min_snr: float, max_snr: float = 40.0) -> np.ndarray:
@@ -143,11 +141,37 @@ def add_noise(batch: np.ndarray, rng: np.random.Generator, min_snr: float, max_s
     signal = batch.astype(np.float32)
     power = (signal ** 2).mean(axis=(1, 2), keepdims=True)
     snr = rng.uniform(min_snr, max_snr, size=(len(batch), 1, 1))
-    noisy = signal + rng.standard_normal(signal.shape).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
-    if np.issubdtype(batch.dtype, np.integer):
-        info = np.iinfo(batch.dtype)
-        noisy = np.clip(np.round(noisy), info.min, info.max)
-    return noisy.astype(batch.dtype)
+    noise = rng.standard_normal(signal.shape).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+    return as_dtype(signal + noise, batch.dtype)
+
+
+def gain(batch: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:
+    """Each (B, samples, 1) crop scaled by a gain drawn from [-max_db, max_db] dB."""
+    db = rng.uniform(-max_db, max_db, size=(len(batch), 1, 1))
+    return as_dtype(batch.astype(np.float32) * (10 ** (db / 20)).astype(np.float32), batch.dtype)
+
+
+def time_shift(batch: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Each crop rolled in time by up to `fraction` of its length, either way (what leaves one end
+    comes in at the other)."""
+    limit = int(fraction * batch.shape[1])
+    for k, shift in enumerate(rng.integers(-limit, limit + 1, size=len(batch))):
+        batch[k] = np.roll(batch[k], int(shift), axis=0)
+    return batch
+
+
+def stretch(batch: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Each crop played faster or slower by a factor drawn from [1 - amount, 1 + amount] about its
+    centre, by linear interpolation (the pitch moves with it, as in speed perturbation); what a faster
+    crop leaves uncovered at the ends is silence."""
+    length = batch.shape[1]
+    centre = (length - 1) / 2
+    out = np.empty_like(batch)
+    for k, factor in enumerate(rng.uniform(1 - amount, 1 + amount, size=len(batch))):
+        positions = centre + (np.arange(length) - centre) * factor
+        out[k, :, 0] = as_dtype(np.interp(positions, np.arange(length), batch[k, :, 0], left=0, right=0),
+                                batch.dtype)
+    return out
 
 
 def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
@@ -157,11 +181,8 @@ def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gen
     partner = rng.permutation(len(batch))
     shape = (-1,) + (1,) * (batch.ndim - 1)
     mixed = lam.reshape(shape) * batch + (1 - lam.reshape(shape)) * batch[partner]
-    if np.issubdtype(batch.dtype, np.integer):
-        info = np.iinfo(batch.dtype)
-        mixed = np.clip(np.round(mixed), info.min, info.max)
     lam = lam[:, None]
-    return mixed.astype(batch.dtype), lam * targets + (1 - lam) * targets[partner]
+    return as_dtype(mixed, batch.dtype), lam * targets + (1 - lam) * targets[partner]
 
 
 def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch_size: int = 64,

@@ -92,7 +92,9 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
                 max_queue_size=config.max_queue_size)
     fit_seq = ClipSequence(train_source, fit_rows.fname, one_hot(fit_rows), config.batch_size,
                            train=True, seed=config.seed + fold, mixup=config.mixup,
-                           weights=_loss_weights(fit_rows, config), augment=augmentation(config), **feed)
+                           weights=_unverified_flags(fit_rows, config), augment=augmentation(config),
+                           min_length=round(config.min_crop_seconds / config.crop_seconds * train_source.crop_length),
+                           **feed)
     val_seq = ClipSequence(train_source, val_rows.fname, one_hot(val_rows), config.batch_size, **feed)
 
     checkpoint = fold_dir / "best.keras"
@@ -142,24 +144,33 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
 
 
 def augmentation(config: Config):
-    """The preset's training augmentation as a function (batch, rng) -> batch, or None."""
+    """The preset's waveform augmentation as one function (batch, rng) -> batch, or None. (SpecAugment
+    masks live in the model: src.models.layers.SpecMask.)"""
     from functools import partial
 
-    from .generator import add_noise, spec_masks
+    from . import generator
 
-    if config.features == "mfcc" and (config.time_masks or config.freq_masks):
-        return partial(spec_masks, time_masks=config.time_masks, freq_masks=config.freq_masks,
-                       fraction=config.mask_fraction)
-    if config.features == "wave" and config.noise_snr:
-        return partial(add_noise, min_snr=config.noise_snr)
-    return None
-
-
-def _loss_weights(rows: pd.DataFrame, config: Config) -> np.ndarray | None:
-    """Per-clip loss weights: unverified clips count unverified_weight times (None when it is 1)."""
-    if config.unverified_weight == 1.0:
+    if config.features != "wave":
         return None
-    return np.where(rows.manually_verified.to_numpy() == 1, 1.0, config.unverified_weight)
+    steps = [partial(f, **{name: value}) for f, name, value in (
+        (generator.stretch, "amount", config.stretch), (generator.time_shift, "fraction", config.time_shift),
+        (generator.gain, "max_db", config.gain_db), (generator.add_noise, "min_snr", config.noise_snr)) if value]
+    if not steps:
+        return None
+
+    def augment(batch, rng):
+        for step in steps:
+            batch = step(batch, rng)
+        return batch
+    return augment
+
+
+def _unverified_flags(rows: pd.DataFrame, config: Config) -> np.ndarray | None:
+    """Per-clip unverified flags for UnverifiedLoss (as sample weights), or None when unverified clips
+    are treated as is."""
+    if config.unverified_weight == 1.0 and config.drop_unverified == 0:
+        return None
+    return (rows.manually_verified.to_numpy() == 0).astype(np.float32)
 
 
 def write_probabilities(path: Path, fnames, probs: np.ndarray, labels: list[str]) -> None:

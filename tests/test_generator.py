@@ -3,8 +3,9 @@ import dataclasses
 import numpy as np
 
 from src.config import PRESETS
-from src.features import model_input
+from src.features import WaveInput, model_input
 from src.generator import ClipSequence, crop_or_pad
+from src.store import PackedStore
 
 PAD = np.array([-9.0, -9.0], np.float32)
 
@@ -104,17 +105,20 @@ def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset
             assert np.ptp(per_window.max(axis=1)) > 0 or len(stack) == 1  # windows do differ
 
 
-def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
-    from src.features import WaveInput
-    from src.store import PackedStore
-
+def constant_store(tmp_path, values, length):
+    """A wave store of clips c0, c1, ... each `length` samples of one constant value."""
     source_file = tmp_path / "x.wav"
     source_file.write_bytes(b"x")
     store = PackedStore(tmp_path / "store", "int16", 1, {"test": 1})
-    values = [0, 1000, 2000, 3000, 4000, 5000]
-    for k, value in enumerate(values):  # constant clips: a mixed input reveals its weights
-        store.append(f"c{k}", np.full(400, value, np.int16), source_file)
+    for k, value in enumerate(values):
+        store.append(f"c{k}", np.full(length, value, np.int16), source_file)
     store.flush()
+    return store
+
+
+def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
+    values = [0, 1000, 2000, 3000, 4000, 5000]
+    store = constant_store(tmp_path, values, 400)  # constant clips: a mixed input reveals its weights
     config = dataclasses.replace(PRESETS["1d"], sample_rate=1000, crop_seconds=0.2)
     fnames = [f"c{k}" for k in range(6)]
     seq = ClipSequence(WaveInput(store, config), fnames, np.eye(6, dtype=np.float32), batch_size=6,
@@ -132,39 +136,57 @@ def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
     assert set(np.unique(plain[0][1])) == {0.0, 1.0}  # never at validation or test time
 
 
-def test_loss_weights_follow_their_clips_through_the_shuffle(clean_dataset):
+def test_unverified_flags_follow_their_clips_through_the_shuffle(clean_dataset):
     import pandas as pd
 
-    from src.train import _loss_weights
+    from src.train import _unverified_flags
 
     config, fnames, _ = make_sequence(clean_dataset, "1d", train=True)
     table = pd.DataFrame({"fname": fnames, "manually_verified": [i % 2 for i in range(len(fnames))]})
-    weights = _loss_weights(table, dataclasses.replace(config, unverified_weight=0.25))
-    assert weights.tolist() == [0.25 if i % 2 == 0 else 1.0 for i in range(len(fnames))]
-    assert _loss_weights(table, config) is None
+    flags = _unverified_flags(table, dataclasses.replace(config, unverified_weight=0.25))
+    assert flags.tolist() == [1.0 if i % 2 == 0 else 0.0 for i in range(len(fnames))]
+    assert _unverified_flags(table, dataclasses.replace(config, drop_unverified=0.5)).tolist() == flags.tolist()
+    assert _unverified_flags(table, config) is None
     source = model_input(clean_dataset, "train", config, n_jobs=1)
     seq = ClipSequence(source, fnames, np.eye(len(fnames), dtype=np.float32), batch_size=5, train=True,
-                       seed=1, weights=weights)
+                       seed=1, weights=flags)
     for i in range(len(seq)):
         _, y, w = seq[i]
-        np.testing.assert_array_equal(w, weights[np.argmax(y, axis=1)])
+        np.testing.assert_array_equal(w, flags[np.argmax(y, axis=1)])
 
 
-def test_spec_masks_mask_runs_of_frames_and_coefficients():
-    from src.generator import spec_masks
+def test_random_crop_lengths_leave_the_rest_padded(tmp_path):
+    fnames = [f"c{k}" for k in range(8)]
+    source = WaveInput(constant_store(tmp_path, [1000] * 8, 4000),
+                       dataclasses.replace(PRESETS["1d"], sample_rate=1000, crop_seconds=2.0))
+    seq = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3, min_length=500)
+    lengths = []
+    for _ in range(5):
+        lengths += list((seq[0][:, :, 0] != 0).sum(axis=1))
+        seq.on_epoch_end()
+    assert min(lengths) >= 500 and max(lengths) <= 2000 and len(set(lengths)) > 10
+    fixed = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3)
+    assert ((fixed[0][:, :, 0] != 0).sum(axis=1) == 2000).all()
+    validation = ClipSequence(source, fnames, None, batch_size=8, min_length=500)
+    assert ((validation[0][:, :, 0] != 0).sum(axis=1) == 2000).all()   # whole crops outside training
+
+
+def test_gain_time_shift_and_stretch():
+    from src.generator import gain, stretch, time_shift
 
     rng = np.random.default_rng(0)
-    batch = rng.standard_normal((4, 100, 40)).astype(np.float32) + 5
-    original = batch.copy()
-    spec_masks(batch, rng, time_masks=2, freq_masks=2, fraction=0.1)
-    for before, after in zip(original, batch):
-        changed = after != before
-        frames = np.flatnonzero(changed.all(axis=1))      # whole frames masked
-        coeffs = np.flatnonzero(changed.all(axis=0))      # whole coefficients masked
-        assert changed.any()
-        assert np.allclose(after[changed], before.mean())  # masked with the crop's mean
-        assert len(frames) <= 2 * 10 and len(coeffs) <= 2 * 4
-        assert (changed == (np.isin(np.arange(100), frames)[:, None] | np.isin(np.arange(40), coeffs))).all()
+    ramp = np.arange(1000, dtype=np.int16)[None, :, None].repeat(40, axis=0) + 100
+    louder = gain(ramp.copy(), rng, max_db=6)
+    ratios = louder[:, 500, 0] / ramp[:, 500, 0]
+    assert louder.dtype == np.int16 and 0.49 < ratios.min() < ratios.max() < 2.0 and np.ptp(ratios) > 0.5
+    shifted = time_shift(ramp.copy(), rng, fraction=0.1)
+    shifts = [(int(np.argmin(c[:, 0])) % 1000) for c in shifted]       # where the ramp now starts
+    assert all(s <= 100 or s >= 900 for s in shifts) and len(set(shifts)) > 10
+    assert all(sorted(c[:, 0]) == sorted(ramp[0, :, 0]) for c in shifted)   # rolled, nothing lost
+    stretched = stretch(ramp.copy(), rng, amount=0.2)
+    slopes = [np.polyfit(np.arange(400, 600), c[400:600, 0], 1)[0] for c in stretched]
+    assert 0.79 < min(slopes) < max(slopes) < 1.21 and np.ptp(slopes) > 0.1
+    assert np.allclose([c[500, 0] for c in stretched], ramp[0, 500, 0], atol=1)   # about the centre
 
 
 def test_noise_is_added_at_the_drawn_snr():

@@ -48,3 +48,91 @@ def test_optimizer_and_schedule_options():
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(20)) == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         dataclasses.replace(PRESETS["1d"], optimizer="sgd")
+
+
+@pytest.mark.parametrize("preset", ["logmel", "envnet"])
+def test_new_presets_take_int16_crops_and_give_probabilities(preset):
+    config = PRESETS[preset]
+    model = build_model(config, 7)
+    assert model.input_shape == (None, config.crop_samples, 1) and model.output_shape == (None, 7)
+    waves = np.random.default_rng(0).integers(-3000, 3000, (3, config.crop_samples, 1), dtype=np.int16)
+    probs = model.predict(waves, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    # A clip's prediction does not depend on the rest of its batch (no batch-wide dB clamp).
+    np.testing.assert_allclose(model.predict(waves[:1], verbose=0), probs[:1], rtol=1e-4, atol=1e-6)
+
+
+def test_logmel_front_end_is_a_mel_spectrogram_in_db():
+    import librosa
+
+    from src.models.layers import Int16ToFloat, log_mel
+
+    config = PRESETS["logmel"]
+    tone = (0.25 * np.sin(2 * np.pi * 440 * np.arange(config.crop_samples) / config.sample_rate))
+    mel = np.asarray(log_mel(config)(Int16ToFloat()((tone * 32768).astype(np.int16)[None, :, None])))[0]
+    assert mel.shape == (config.n_mels, 1 + config.crop_samples // config.hop_length)
+    bands = librosa.mel_frequencies(n_mels=config.n_mels + 2, fmin=20, fmax=config.sample_rate / 2,
+                                     htk=True)[1:-1]                  # Keras uses the HTK mel scale
+    loudest = int(np.argmax(mel[:, 10]))
+    assert abs(bands[loudest] - 440) < 0.15 * 440     # the tone's energy lands in its own mel band
+    assert mel[loudest, 10] - np.median(mel[:, 10]) > 40
+
+
+def test_unverified_loss_weights_and_drops_the_highest_loss_unverified_clips():
+    from src.models import UnverifiedLoss
+
+    y_true = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]
+    y_pred = np.full((6, 4), 0.1, np.float32)
+    right = [0.7, 0.6, 0.5, 0.4, 0.3, 0.2]          # probability of the true class: rising losses
+    for k, p in enumerate(right):
+        y_pred[k] = (1 - p) / 3
+        y_pred[k, np.argmax(y_true[k])] = p
+    losses = -np.log(right)
+    flags = np.array([0, 1, 0, 1, 1, 1], np.float32)  # clips 1, 3, 4, 5 unverified
+    plain = UnverifiedLoss()
+    assert float(plain(y_true, y_pred)) == pytest.approx(losses.mean(), rel=1e-5)
+    assert float(plain(y_true, y_pred, flags)) == pytest.approx(losses.mean(), rel=1e-5)
+    weighted = UnverifiedLoss(weight=0.5)
+    assert float(weighted(y_true, y_pred, flags)) == pytest.approx(
+        (losses * np.where(flags > 0, 0.5, 1)).sum() / 6, rel=1e-5)
+    dropping = UnverifiedLoss(drop=0.5)              # half of the 4 unverified: the two highest losses
+    kept = np.array([1, 1, 1, 1, 0, 0], np.float32)
+    assert float(dropping(y_true, y_pred, flags)) == pytest.approx((losses * kept).sum() / 6, rel=1e-5)
+    restored = keras_roundtrip(dropping)
+    assert (restored.weight, restored.drop) == (1.0, 0.5)
+
+
+def keras_roundtrip(obj):
+    import keras
+
+    return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+
+
+def test_unverified_loss_trains_through_fit():
+    import dataclasses
+
+    config = dataclasses.replace(PRESETS["1d"], drop_unverified=0.5, unverified_weight=0.5, crop_seconds=0.5)
+    model = build_model(config, 3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3000, 3000, (8, config.crop_samples, 1), dtype=np.int16)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    history = model.fit(x, y, sample_weight=np.array([0, 1] * 4, np.float32), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_spec_mask_layer_masks_runs_of_frames_and_bands_in_training_only():
+    from src.models import SpecMask
+
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((4, 40, 100, 1)).astype(np.float32) + 5
+    layer = SpecMask(time_masks=2, freq_masks=2, fraction=0.1, seed=0)
+    np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
+    masked = np.asarray(layer(batch, training=True))[..., 0]
+    for before, after in zip(batch[..., 0], masked):
+        changed = after != before
+        bands = np.flatnonzero(changed.all(axis=1))      # whole mel bands / coefficients masked
+        frames = np.flatnonzero(changed.all(axis=0))     # whole frames masked
+        assert changed.any()
+        assert np.allclose(after[changed], before.mean(), atol=1e-5)  # filled with the crop's mean
+        assert len(frames) <= 2 * 10 and len(bands) <= 2 * 4
+        assert (changed == (np.isin(np.arange(40), bands)[:, None] | np.isin(np.arange(100), frames))).all()

@@ -1,0 +1,32 @@
+"""Stage 5, models: one file per network, each builder returning a keras.Model; `build_model` compiles
+the preset's network with its optimizer, schedule and loss.
+
+Written with `keras` and `keras.ops` only, so they run under the TensorFlow, JAX or PyTorch backend.
+"""
+from __future__ import annotations
+
+import keras
+
+from ..config import Config
+from .conv1d import conv1d
+from .envnet import envnet
+from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask, UnverifiedLoss
+from .logmel_cnn import logmel_cnn
+from .mfcc2d import mfcc2d
+
+NETWORKS = {"conv1d": conv1d, "mfcc2d": mfcc2d, "logmel_cnn": logmel_cnn, "envnet": envnet}
+
+
+def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, **statistics) -> keras.Model:
+    """The preset's network, compiled with Adam (or AMSGrad), its learning-rate schedule and
+    categorical cross-entropy that treats unverified clips as the preset says (UnverifiedLoss)."""
+    if config.network not in NETWORKS:
+        raise ValueError(f"unknown network {config.network!r}; known: {sorted(NETWORKS)}")
+    model = NETWORKS[config.network](config, n_classes, **statistics)
+    learning_rate = config.learning_rate
+    if config.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
+                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified), metrics=["accuracy"])
+    return model

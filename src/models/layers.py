@@ -1,0 +1,151 @@
+"""Layers the networks share: front ends that turn int16 or float audio into what a network reads, and
+the training loss that knows which clips are unverified. Registered, so saved models load anywhere."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from ..config import Config
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class MinMaxScale(layers.Layer):
+    """Scale each example to [-0.5, 0.5] by its own minimum and maximum (the kernel's audio_norm).
+    Inside the model, so that batches travel as int16 samples and saved models take raw audio."""
+
+    def call(self, waves):
+        waves = ops.cast(waves, "float32")
+        low = ops.min(waves, axis=(1, 2), keepdims=True)
+        high = ops.max(waves, axis=(1, 2), keepdims=True)
+        return (waves - low) / (high - low + 1e-6) - 0.5
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class FloatToInt16(layers.Layer):
+    """Float audio in [-1, 1] to the int16 samples the cache holds (same scale, rounding, clipping)."""
+
+    def call(self, waves):
+        return ops.cast(ops.clip(ops.round(waves * 32768.0), -32768, 32767), "int16")
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class MfccFrontEnd(layers.Layer):
+    """Float audio (batch, samples) to the MFCCs of src.features (batch, n_mfcc, frames, 1): centred
+    zero-padded STFT with a periodic Hann window, power mel spectrogram (librosa's filters), absolute
+    dB, orthonormal DCT-II. Lets a model of MFCC input take raw audio."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, n_mfcc: int, **kwargs):
+        super().__init__(**kwargs)
+        import librosa
+        import scipy
+
+        self.settings = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                             n_mfcc=n_mfcc)
+        self.mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T.astype("float32")
+        self.dct = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].T.astype("float32")
+        self.window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype("float32")
+
+    def call(self, waves):
+        n_fft, hop = self.settings["n_fft"], self.settings["hop_length"]
+        padded = ops.pad(waves, [[0, 0], [n_fft // 2, n_fft // 2]])
+        real, imag = ops.stft(padded, sequence_length=n_fft, sequence_stride=hop, fft_length=n_fft,
+                              window=self.window, center=False)
+        mel = ops.matmul(real ** 2 + imag ** 2, self.mel)
+        mfcc = ops.matmul(10.0 * ops.log10(ops.maximum(mel, 1e-10)), self.dct)
+        return ops.expand_dims(ops.transpose(mfcc, (0, 2, 1)), -1)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class Int16ToFloat(layers.Layer):
+    """int16 samples (batch, samples, 1) to float audio in [-1, 1) (batch, samples): the cache's scale
+    undone, level kept (unlike MinMaxScale), so gain augmentation means something."""
+
+    def call(self, waves):
+        return ops.squeeze(ops.cast(waves, "float32"), -1) / 32768.0
+
+
+def log_mel(config: Config, name: str = "log_mel") -> layers.Layer:
+    """Keras's MelSpectrogram for float audio (batch, samples) -> (batch, n_mels, frames) in dB. Its
+    per-batch top_db clamp is set out of reach: a clip's features must not depend on its batch."""
+    return layers.MelSpectrogram(fft_length=config.n_fft, sequence_stride=config.hop_length,
+                                 sampling_rate=config.sample_rate, num_mel_bins=config.n_mels,
+                                 min_freq=20.0, power_to_db=True, top_db=1000.0, name=name)
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class UnverifiedLoss(keras.losses.Loss):
+    """Categorical cross-entropy that treats unverified clips apart. Its sample_weight is not a weight
+    but each clip's unverified flag (1 = manually_verified is 0): flagged clips count `weight` times,
+    and in every batch the `drop` share of flagged clips with the highest loss are left out (their
+    labels are the likeliest to be wrong). Without flags (validation) it is the plain mean."""
+
+    def __init__(self, weight: float = 1.0, drop: float = 0.0, name: str = "unverified_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weight, self.drop = float(weight), float(drop)
+
+    def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(y_true, y_pred)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        losses = self.call(y_true, y_pred)
+        if sample_weight is None:
+            return ops.mean(losses)
+        flagged = ops.reshape(ops.cast(sample_weight, losses.dtype), (-1,)) > 0.5
+        weights = ops.where(flagged, self.weight, 1.0)
+        if self.drop > 0:
+            # Rank the flagged clips by loss (0 = highest); unflagged ones rank last.
+            ranked = ops.where(flagged, ops.stop_gradient(losses), -1.0)
+            rank = ops.argsort(ops.argsort(-ranked))
+            n_drop = ops.floor(self.drop * ops.sum(ops.cast(flagged, losses.dtype)))
+            dropped = ops.logical_and(flagged, ops.cast(rank, losses.dtype) < n_drop)
+            weights = ops.where(dropped, 0.0, weights)
+        return ops.sum(losses * weights) / ops.cast(ops.shape(losses)[0], losses.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight, "drop": self.drop}
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class SpecMask(layers.Layer):
+    """SpecAugment-style masks, in training only. On (batch, bands, frames, 1) inputs, each example
+    gets `time_masks` runs of up to `fraction` of its frames and `freq_masks` runs of up to `fraction`
+    of its bands set to its own mean. Inside the model so that it serves cached MFCCs and in-model
+    spectrograms alike; at inference it passes inputs through."""
+
+    def __init__(self, time_masks: int = 0, freq_masks: int = 0, fraction: float = 0.1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.time_masks, self.freq_masks, self.fraction, self.seed = time_masks, freq_masks, fraction, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training:
+            return x
+        fill = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        for axis, count in ((2, self.time_masks), (1, self.freq_masks)):
+            size = x.shape[axis]
+            longest = max(1, int(self.fraction * size))
+            positions = ops.arange(size, dtype="float32")
+            shape = (-1, size, 1, 1) if axis == 1 else (-1, 1, size, 1)
+            for _ in range(count):
+                width = ops.floor(keras.random.uniform((ops.shape(x)[0], 1), 0, longest + 1,
+                                                       seed=self.seed_generator))
+                start = ops.floor(keras.random.uniform((ops.shape(x)[0], 1), seed=self.seed_generator)
+                                  * (size - width + 1))
+                inside = ops.logical_and(positions >= start, positions < start + width)
+                x = ops.where(ops.reshape(inside, shape), fill, x)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "time_masks": self.time_masks, "freq_masks": self.freq_masks,
+                "fraction": self.fraction, "seed": self.seed}
+
+
+def spec_mask(config: Config):
+    """The preset's SpecMask layer, or None when it masks nothing."""
+    if not (config.time_masks or config.freq_masks):
+        return None
+    return SpecMask(config.time_masks, config.freq_masks, config.mask_fraction, name="spec_mask")
