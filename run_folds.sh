@@ -6,11 +6,14 @@ set -u
 
 usage() {
   cat <<'TXT'
-usage: ./run_folds.sh MODEL [FOLD ...] [-- TRAIN_OPTIONS ...]
+usage: ./run_folds.sh MODEL [--cluster ADDRESS] [FOLD ...] [-- TRAIN_OPTIONS ...]
 
-  MODEL          a preset of src.config (1d, 2d)
+  MODEL          a preset of src.config (1d, 2d, logmel, envnet)
   FOLD ...       folds to train (default: all folds in data/folds.csv)
   TRAIN_OPTIONS  passed to every `python -m src.train` (e.g. --epochs 20 --data-dir data --force)
+  --cluster ADDRESS
+                 send the folds to the Dask scheduler at ADDRESS (tcp://HOST:8786) instead of local
+                 processes: one fold per worker offering GPU=1 (see `python -m src.cluster --help`)
 
 Environment:
   PYTHON      interpreter (default: python3)
@@ -30,13 +33,24 @@ TXT
   || { echo "run_folds.sh needs bash >= 5.1 (for wait -n -p); this is $BASH_VERSION" >&2; exit 2; }
 
 model=$1; shift
+cluster=
+if [[ ${1:-} == --cluster ]]; then
+  [[ $# -ge 2 ]] || { echo "--cluster needs the scheduler's address, e.g. tcp://HOST:8786" >&2; exit 2; }
+  cluster=$2; shift 2
+fi
 folds=()
 while [[ $# -gt 0 && $1 != -- ]]; do folds+=("$1"); shift; done
 [[ $# -gt 0 ]] && shift
 options=("$@")
 PYTHON=${PYTHON:-python3}
+THREADS_SET=${THREADS:+1}
 THREADS=${THREADS:-2}
 cd "$(dirname "$0")" || exit 2
+
+if [[ -n $cluster ]]; then  # the same fold job, scheduled by Dask instead of this script
+  exec "$PYTHON" -m src.cluster "$cluster" --model "$model" ${THREADS_SET:+--threads "$THREADS"} \
+    ${folds[@]+--folds "${folds[@]}"} -- "${options[@]}"
+fi
 
 # Build caches and folds once, before fold processes start reading them.
 prepared=$("$PYTHON" -m src.train --model "$model" --prepare "${options[@]}") || exit 2

@@ -197,8 +197,7 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
     return all_ok
 
 
-@reports_data_errors
-def main(argv=None) -> int:
+def train_parser() -> argparse.ArgumentParser:
     parser = stage_parser("python -m src.train", __doc__)
     add_config_arguments(parser)
     add_path_arguments(parser)
@@ -208,7 +207,12 @@ def main(argv=None) -> int:
                         help="build the caches and folds the preset needs; print its fold ids")
     action.add_argument("--summary", type=Path, metavar="STATUS_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true", help="retrain a finished fold")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@reports_data_errors
+def main(argv=None) -> int:
+    args = train_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     config, paths = config_from_args(args), paths_from_args(args)
     if args.prepare:

@@ -1,0 +1,203 @@
+"""Train one preset's folds on a Dask cluster: the same fold job as run_folds.sh, one fold per GPU worker.
+
+    ./run_folds.sh 2d --cluster tcp://HOST:8786 [FOLD ...] [-- TRAIN_OPTIONS]
+    python -m src.cluster tcp://HOST:8786 --model 2d [--folds 0 1] [--copy-back] [-- TRAIN_OPTIONS]
+
+Needs `pip install -r requirements-cluster.txt` here and on every worker. Workers run from a checkout
+of this repository (same commit), one per GPU, started with `--nthreads 1 --resources GPU=1` and their
+own CUDA_VISIBLE_DEVICES. The audio cache is built through the cluster (joblib's dask backend); each
+fold runs `python -m src.train --fold K` on a worker, the code run_folds.sh runs locally. A worker lost
+mid-fold has its fold re-run elsewhere (Dask retries tasks of lost workers); finished folds (with
+result.json) are never run again. Logs come back to predictions/MODEL/logs/foldK.log as in a local run.
+
+Storage: data/ (audio, folds.csv, cache) and predictions/ must be visible to every worker at the same
+path (checked before anything runs). Without shared storage: build the cache here
+(`python -m src.train --model M --prepare`), copy data/ to every worker at the same path, and run with
+--copy-back, which sends each fold's files back here; the workers' copies of folds.csv and of the cache
+index are checked against this machine's first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from .config import Paths, add_config_arguments, add_path_arguments, config_from_args, stage_parser
+from .data import DataError, reports_data_errors
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parent.parent
+INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
+
+
+def _die_with_parent() -> None:
+    """Runs in the fold process before exec: SIGKILL it if the worker that started it dies, so a lost
+    worker never leaves a fold process writing beside its re-run."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def run_fold(train_argv: list[str], preset: str, paths: Paths, fold: int, threads: int | None,
+             copy_back: bool) -> dict:
+    """The cluster task: train one fold in a fresh process on this worker, as run_folds.sh does locally.
+    Returns the exit code, the log, the seconds it took and, with copy_back, the fold's files."""
+    started = time.time()
+    fold_dir = (REPO / paths.fold_dir(preset, fold)).resolve()
+    note = INTERRUPTED_NOTE + "\n" if (fold_dir / "config.json").exists() and \
+        not (fold_dir / "result.json").exists() else ""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
+                   TF_NUM_INTEROP_THREADS=str(threads))
+    done = subprocess.run([sys.executable, "-m", "src.train", *train_argv, "--fold", str(fold)], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=_die_with_parent)
+    files = {}
+    if copy_back and done.returncode == 0:
+        files = {str(p.relative_to(fold_dir)): p.read_bytes() for p in sorted(fold_dir.rglob("*")) if p.is_file()}
+    return {"fold": fold, "code": done.returncode, "seconds": time.time() - started,
+            "host": socket.gethostname(), "log": note + done.stdout, "files": files}
+
+
+def _can_read(path: str, token: str) -> bool:
+    return Path(path).is_file() and Path(path).read_text() == token
+
+
+def _digests(root: str, names: list[str]) -> dict[str, str | None]:
+    """sha1 of each named file under root (None where it is missing)."""
+    return {n: hashlib.sha1((Path(root) / n).read_bytes()).hexdigest() if (Path(root) / n).is_file() else None
+            for n in names}
+
+
+def check_storage(client, paths: Paths, shared: bool) -> None:
+    """Stop early, naming the worker and the fix, when a worker does not see what it needs."""
+    if shared:
+        for folder in (paths.data_dir, paths.predictions_dir):
+            folder = (REPO / folder).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".cluster-check-{uuid.uuid4().hex}"
+            probe.write_text(probe.name)
+            try:
+                seen = client.run(_can_read, str(probe), probe.name)
+            finally:
+                probe.unlink()
+            blind = [w for w, ok in seen.items() if not ok]
+            if blind:
+                raise DataError(f"worker(s) {', '.join(blind)} cannot see {folder}: put it on storage "
+                                f"every worker mounts at the same path, or copy data/ to the workers and "
+                                f"run with --copy-back (see `python -m src.cluster --help`)")
+        return
+    data = (REPO / paths.data_dir).resolve()
+    names = [str(p.relative_to(data)) for p in [data / "folds.csv", *sorted((data / "cache").rglob("index.csv"))]]
+    mine = _digests(str(data), names)
+    for worker, theirs in client.run(_digests, str(data), names).items():
+        differ = [n for n in names if theirs[n] != mine[n]]
+        if differ:
+            raise DataError(f"worker {worker} has other copies of {', '.join(differ[:3])} under {data}: "
+                            f"copy this machine's data/ (folds.csv and cache/) to every worker first")
+
+
+def run(address: str, train_argv: list[str], folds: list[int] | None, threads: int | None = None,
+        copy_back: bool = False, resource: str = "GPU") -> bool:
+    """Train the folds through the scheduler at `address`; write logs (and, with copy_back, fold files)
+    under predictions/; print run_folds.sh's closing table. True when every fold finished."""
+    import joblib
+    from distributed import Client, as_completed
+
+    from .train import prepare, summarise, train_parser
+
+    args = train_parser().parse_args([*train_argv, "--prepare"])
+    config, paths = config_from_args(args), Paths(args.data_dir, args.out_dir)
+    worker_argv = [a for a in train_argv if a != "--force"]  # a retried fold must never redo a finished one
+    with Client(address) as client:
+        offered = [w for w in client.scheduler_info()["workers"].values() if resource in w.get("resources", {})]
+        if not offered:
+            raise DataError(f"no worker of {address} offers the resource {resource!r}: start one worker per "
+                            f"GPU with `dask worker {address} --nthreads 1 --resources {resource}=1`")
+        check_storage(client, paths, shared=not copy_back)
+        if copy_back:
+            all_folds = prepare(config, paths)
+        else:
+            with joblib.parallel_config(backend="dask"):  # decode and resample on the workers
+                all_folds = prepare(config, paths)
+        folds = all_folds if folds is None else folds
+        if "--force" in train_argv:
+            for fold in folds:
+                paths.fold_dir(config.preset, fold).joinpath("result.json").unlink(missing_ok=True)
+        log_dir = paths.model_dir(config.preset) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        todo = [f for f in folds if not (paths.fold_dir(config.preset, f) / "result.json").exists()]
+        print(f"{config.preset}: {len(todo)} fold(s) on {len(offered)} worker(s) of {address}"
+              + (f"; {len(folds) - len(todo)} already finished" if len(todo) < len(folds) else ""))
+        futures = {client.submit(run_fold, worker_argv, config.preset, paths, f, threads, copy_back,
+                                 key=f"{config.preset}-fold{f}-{uuid.uuid4().hex[:8]}", pure=False,
+                                 resources={resource: 1}): f for f in todo}
+        status = []
+        for future in as_completed(futures):
+            fold = futures[future]
+            try:
+                record = future.result()
+            except Exception as error:  # noqa: BLE001 - e.g. KilledWorker after repeated losses
+                status.append(f"{fold} lost 0")
+                print(f"fold {fold} FAILED on the cluster: {type(error).__name__}: {error}")
+                continue
+            (log_dir / f"fold{fold}.log").write_text(f"# on {record['host']}\n{record['log']}")
+            if record["files"]:
+                _write_fold(paths.fold_dir(config.preset, fold), record["files"])
+            status.append(f"{fold} {record['code']} {int(record['seconds'])}")
+            print(f"fold {fold} " + ("done" if record["code"] == 0 else
+                                     f"FAILED (exit {record['code']}): see {log_dir / f'fold{fold}.log'}")
+                  + f" on {record['host']}")
+    skipped = [f"{f} 0 0" for f in folds if f not in todo]
+    with tempfile.NamedTemporaryFile("w", suffix=".status", delete=False) as handle:
+        handle.write("\n".join(skipped + status) + "\n")
+    try:
+        return summarise(paths, config.preset, Path(handle.name))
+    finally:
+        os.unlink(handle.name)
+
+
+def _write_fold(fold_dir: Path, files: dict[str, bytes]) -> None:
+    """A fold's files, copied back from a worker; result.json last, so the fold looks finished only
+    when the rest is in place."""
+    for name in sorted(files, key=lambda n: n == "result.json"):
+        target = fold_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(files[name])
+        tmp.replace(target)
+
+
+@reports_data_errors
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, train_argv = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = stage_parser("python -m src.cluster", __doc__)
+    parser.add_argument("address", help="the Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--model", required=True, help="the preset to train")
+    parser.add_argument("--folds", type=int, nargs="*", help="folds to train (default: all)")
+    parser.add_argument("--threads", type=int, help="threads per fold process on CPU workers (default: all)")
+    parser.add_argument("--copy-back", action="store_true",
+                        help="workers do not share predictions/: send each fold's files back here")
+    parser.add_argument("--resource", default="GPU",
+                        help="the worker resource one fold takes (default: GPU; workers declare GPU=1)")
+    parser.epilog = (parser.epilog or "") + "\nTRAIN_OPTIONS: those of `python -m src.train` (e.g. --epochs 20)."
+    args = parser.parse_args(own)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    ok = run(args.address, ["--model", args.model, *train_argv], args.folds or None, args.threads,
+             args.copy_back, args.resource)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

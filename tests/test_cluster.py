@@ -1,0 +1,117 @@
+"""run_folds.sh --cluster on a real Dask LocalCluster of 2 worker processes on this machine: the same OOF
+predictions as the local runner, and every fold done once when a worker is killed mid-fold."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, write_dataset
+from src.config import Paths
+
+distributed = pytest.importorskip("distributed")
+
+TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
+ENV = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2")
+
+
+def run_folds(*args, **popen):
+    return subprocess.Popen([str(ROOT / "run_folds.sh"), *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={"GPU": 1},
+                                  dashboard_address=None) as local, distributed.Client(local) as client:
+        yield local, client
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("cluster") / "data", bad_inputs=False)
+
+
+def options(data_dir, out_dir):
+    return ["--", *TRAIN_OPTIONS, "--data-dir", str(data_dir), "--out-dir", str(out_dir)]
+
+
+def oof(paths):
+    return pd.concat([pd.read_csv(paths.fold_dir("1d", k) / "oof.csv") for k in (0, 1)]).set_index("fname")
+
+
+def test_cluster_run_matches_the_local_runner(cluster, data_dir):
+    local, _ = cluster
+    here, there = Paths(data_dir, data_dir.parent / "local"), Paths(data_dir, data_dir.parent / "cluster")
+    local_run = run_folds("1d", *options(data_dir, here.out_dir))
+    assert local_run.wait(600) == 0, local_run.stdout.read()
+    cluster_run = run_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, there.out_dir))
+    output = cluster_run.communicate(timeout=600)[0]
+    assert cluster_run.returncode == 0, output
+    assert "2 fold(s) on 2 worker(s)" in output and "failed" not in output
+    mine, theirs = oof(here), oof(there)
+    assert len(mine) > 0
+    np.testing.assert_allclose(theirs.loc[mine.index].to_numpy(), mine.to_numpy(), atol=1e-5)
+    for fold in (0, 1):
+        for name in ("config.json", "best.keras", "oof.csv", "test.csv", "result.json"):
+            assert (there.fold_dir("1d", fold) / name).exists()
+        assert "validation MAP@3" in (there.model_dir("1d") / "logs" / f"fold{fold}.log").read_text()
+
+    # Run again: both folds are finished, nothing is trained.
+    again = run_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, there.out_dir))
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0 and "0 fold(s) on 2 worker(s)" in output, output
+
+
+def test_a_killed_worker_leaves_every_fold_done_once(cluster, data_dir):
+    local, client = cluster
+    paths = Paths(data_dir, data_dir.parent / "killed")
+    run = run_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, paths.out_dir))
+    victim_fold, other_fold = 0, 1
+    deadline = time.time() + 300
+    # Wait until fold 0 is under way on a worker (its fold process has written config.json).
+    while not (paths.fold_dir("1d", victim_fold) / "config.json").exists():
+        assert time.time() < deadline and run.poll() is None, run.stdout.read()
+        time.sleep(0.2)
+    processing = client.processing()
+    victim = next(w for w, keys in processing.items() if any(f"1d-fold{victim_fold}-" in k for k in keys))
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)  # mid-fold: its nanny restarts it and the scheduler reschedules the fold
+    other_result = paths.fold_dir("1d", other_fold) / "result.json"
+    first_write = None
+    while run.poll() is None:
+        if first_write is None and other_result.exists():
+            first_write = other_result.stat().st_mtime_ns
+        assert time.time() < deadline
+        time.sleep(0.2)
+    output = run.stdout.read()
+    assert run.returncode == 0, output
+    for fold in (victim_fold, other_fold):
+        assert (paths.fold_dir("1d", fold) / "result.json").exists()
+    logs = paths.model_dir("1d") / "logs"
+    assert "interrupted" in (logs / f"fold{victim_fold}.log").read_text()    # trained again, to the end
+    assert "interrupted" not in (logs / f"fold{other_fold}.log").read_text()
+    assert first_write is None or other_result.stat().st_mtime_ns == first_write  # never redone
+
+
+def test_audio_cache_builds_on_the_cluster_as_it_does_locally(cluster, tmp_path):
+    import joblib
+
+    from src import audio_cache
+
+    _, client = cluster
+    here, there = write_dataset(tmp_path / "here"), write_dataset(tmp_path / "there")
+    local = audio_cache.build(here, "train", [16000], n_jobs=1)[16000]
+    with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
+        remote = audio_cache.build(there, "train", [16000])[16000]
+    assert len(stream.data) > 0                                   # the decoding ran on the workers
+    fnames = list(local.index.fname)
+    assert sorted(remote.index.fname) == sorted(fnames)
+    assert [remote.status(f) for f in fnames] == [local.status(f) for f in fnames]  # bad inputs skipped alike
+    for fname in fnames:
+        if local.status(fname) == "ok":
+            np.testing.assert_array_equal(remote.read(fname), local.read(fname))
