@@ -19,7 +19,6 @@ index are checked against this machine's first.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -31,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .config import Paths, add_config_arguments, add_path_arguments, config_from_args, stage_parser
+from .config import Paths, config_from_args, stage_parser
 from .data import DataError, reports_data_errors
 
 log = logging.getLogger(__name__)

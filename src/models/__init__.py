@@ -14,6 +14,9 @@ from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecM
 from .logmel_cnn import logmel_cnn
 from .mfcc2d import mfcc2d
 
+__all__ = ["NETWORKS", "build_model", "FloatToInt16", "Int16ToFloat", "MfccFrontEnd", "MinMaxScale",
+           "SpecMask", "UnverifiedLoss"]
+
 NETWORKS = {"conv1d": conv1d, "mfcc2d": mfcc2d, "logmel_cnn": logmel_cnn, "envnet": envnet}
 
 

@@ -15,7 +15,7 @@ from .layers import Int16ToFloat
 
 
 def _conv_bn_relu(x, conv):
-    return layers.Activation("relu")(layers.BatchNormalization()(conv(x)))
+    return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(conv(x)))
 
 
 def envnet(config: Config, n_classes: int, **_) -> keras.Model:

@@ -68,12 +68,33 @@ class Int16ToFloat(layers.Layer):
         return ops.squeeze(ops.cast(waves, "float32"), -1) / 32768.0
 
 
-def log_mel(config: Config, name: str = "log_mel") -> layers.Layer:
-    """Keras's MelSpectrogram for float audio (batch, samples) -> (batch, n_mels, frames) in dB. Its
-    per-batch top_db clamp is set out of reach: a clip's features must not depend on its batch."""
-    return layers.MelSpectrogram(fft_length=config.n_fft, sequence_stride=config.hop_length,
-                                 sampling_rate=config.sample_rate, num_mel_bins=config.n_mels,
-                                 min_freq=20.0, power_to_db=True, top_db=1000.0, name=name)
+@keras.saving.register_keras_serializable(package="freesound")
+class LogMel(layers.Layer):
+    """Float audio (batch, samples) -> log-mel spectrogram (batch, n_mels, frames) in dB relative to the
+    clip's own loudest bin, floored `top_db` below it (librosa's power_to_db(ref=np.max)). Per clip,
+    unlike keras.layers.MelSpectrogram's batch-wide clamp: a clip's features never depend on its batch,
+    and the silence padding short clips sits at the floor instead of 100 dB under everything else."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, top_db: float = 80.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.settings = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                             top_db=top_db)
+        self.mel = layers.MelSpectrogram(fft_length=n_fft, sequence_stride=hop_length, sampling_rate=sample_rate,
+                                         num_mel_bins=n_mels, min_freq=20.0, power_to_db=False)
+
+    def call(self, waves):
+        db = 10.0 * ops.log10(ops.maximum(self.mel(waves), 1e-10))
+        db = db - ops.max(db, axis=(1, 2), keepdims=True)
+        return ops.maximum(db, -self.settings["top_db"])
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+def log_mel(config: Config, name: str = "log_mel") -> LogMel:
+    """The preset's LogMel front end."""
+    return LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, name=name)
 
 
 @keras.saving.register_keras_serializable(package="freesound")
