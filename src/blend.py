@@ -39,6 +39,8 @@ class ModelPredictions:
     folds: list[int]
     oof: np.ndarray
     test: np.ndarray
+    minutes: float = 0.0
+    """Training time of its folds, summed (fit, prediction, start-up: result.json's minutes)."""
 
 
 def load_model_predictions(paths: Paths, name: str, train: pd.DataFrame, test: pd.DataFrame,
@@ -56,8 +58,9 @@ def load_model_predictions(paths: Paths, name: str, train: pd.DataFrame, test: p
     _check_same_config(model_dir, finished)
     oof = np.full((len(train), len(labels)), np.nan)
     position = pd.Series(np.arange(len(train)), index=train.fname)
-    tests = []
+    tests, minutes = [], 0.0
     for k in finished:
+        minutes += json.loads((model_dir / f"fold{k}" / "result.json").read_text()).get("minutes", 0.0)
         fold_oof = _read_probabilities(model_dir / f"fold{k}" / "oof.csv", labels)
         unknown = ~fold_oof.index.isin(position.index)
         if unknown.any():
@@ -69,7 +72,7 @@ def load_model_predictions(paths: Paths, name: str, train: pd.DataFrame, test: p
             raise DataError(f"{model_dir}/fold{k}/test.csv does not list sample_submission.csv's fnames "
                             f"in order: retrain that fold (--force) on this dataset.")
         tests.append(fold_test.to_numpy())
-    return ModelPredictions(name, finished, oof, geometric_mean(tests))
+    return ModelPredictions(name, finished, oof, geometric_mean(tests), minutes)
 
 
 def _read_probabilities(path: Path, labels: list[str]) -> pd.DataFrame:
@@ -178,13 +181,14 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
     rows = []
     for p in predictions:
         path = write_submission(paths.submissions_dir / f"{p.name}.csv", p.test, list(test.fname), labels)
-        rows.append(_report_row(p.name, p.oof, p.test, y_train, y_test, path, len(p.folds)))
+        rows.append(_report_row(p.name, p.oof, p.test, y_train, y_test, path, len(p.folds), p.minutes))
     if len(predictions) > 1:
         name = name or "blend_" + "_".join(models)
         oof = geometric_mean([p.oof for p in predictions], weights)
         probs = geometric_mean([p.test for p in predictions], weights)
         path = write_submission(paths.submissions_dir / f"{name}.csv", probs, list(test.fname), labels)
-        rows.append(_report_row(name, oof, probs, y_train, y_test, path, None))
+        rows.append(_report_row(name, oof, probs, y_train, y_test, path, None,
+                                sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], train, y_train, y_test, test, labels))
     return {"rows": rows}
@@ -195,7 +199,7 @@ def _fitted_blend(paths, name, predictions, equal_row, train, y_train, y_test, t
     oof = geometric_mean([p.oof for p in predictions], fitted)
     probs = geometric_mean([p.test for p in predictions], fitted)
     path = write_submission(paths.submissions_dir / f"{name}_fitted.csv", probs, list(test.fname), labels)
-    row = _report_row(f"{name}_fitted", oof, probs, y_train, y_test, path, None)
+    row = _report_row(f"{name}_fitted", oof, probs, y_train, y_test, path, None, equal_row["train_minutes"])
     row["weights"] = {p.name: round(float(w), 4) for p, w in zip(predictions, fitted)}
     folds = with_folds(train, load_folds(paths.data_dir, n_folds=None)).fold.to_numpy()
     spread = fold_spread(geometric_mean([p.oof for p in predictions]), y_train, folds)
@@ -208,10 +212,10 @@ def _fitted_blend(paths, name, predictions, equal_row, train, y_train, y_test, t
     return row
 
 
-def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds) -> dict:
+def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds, minutes) -> dict:
     score, accuracy, n = oof_scores(oof, y_train)
     row = {"name": name, "folds": n_folds, "oof_map3": score, "oof_accuracy": accuracy, "oof_rows": n,
-           "submission": str(path) if path else "-"}
+           "train_minutes": minutes, "submission": str(path) if path else "-"}
     if y_test is not None:
         known = y_test >= 0
         row["test_map3"] = map_at_k(y_test[known], test_probs[known])
@@ -241,11 +245,11 @@ def main(argv=None) -> int:
     report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights)
     has_test = "test_map3" in report["rows"][0]
     print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'OOF acc':>9}{'test MAP@3' if has_test else '':>12}"
-          f"  submission")
+          f"{'minutes':>9}  submission")
     for row in report["rows"]:
         test = f"{row['test_map3']:.4f}" if has_test else ""
         print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_map3']:>11.4f}{row['oof_accuracy']:>9.4f}"
-              f"{test:>12}  {row['submission']}")
+              f"{test:>12}{row['train_minutes']:>9.1f}  {row['submission']}")
         if "weights" in row:
             print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF MAP@3 gain over equal weights "
                   f"{row['gain_over_equal']:+.4f}, fold-to-fold spread (std) {row['fold_spread']:.4f}")

@@ -48,7 +48,7 @@ def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
     PRESETS["1d"].to_json(folder / "config.json")
     write_probabilities(folder / "oof.csv", oof_fnames, oof, LABELS)
     write_probabilities(folder / "test.csv", test_fnames, test, LABELS)
-    (folder / "result.json").write_text(json.dumps({"val_map3": 0}))
+    (folder / "result.json").write_text(json.dumps({"val_map3": 0, "minutes": 1.5}))
 
 
 def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset, tmp_path):
@@ -71,6 +71,7 @@ def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset,
     assert rows["b"]["oof_map3"] == pytest.approx(0.5)
     assert rows["a"]["oof_rows"] == len(train)
     assert "test_map3" in rows["a"]
+    assert rows["a"]["train_minutes"] == 3.0 and rows["blend_a_b"]["train_minutes"] == 6.0  # fold minutes summed
     submission = pd.read_csv(paths.submissions_dir / "blend_a_b.csv")
     assert submission.fname.tolist() == test.fname.tolist()
     assert set(submission.label) == {"Tone Noise Clicks"}

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import ROOT
 
-STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "predict", "export", "adapters", "explore", "demo", "bench"]
+STAGES = ["data", "audio_cache", "features", "train", "cluster", "blend", "inspect_oof", "predict", "export", "adapters",
+          "explore", "demo", "bench"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

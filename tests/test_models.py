@@ -55,6 +55,7 @@ def test_new_presets_take_int16_crops_and_give_probabilities(preset):
     config = PRESETS[preset]
     model = build_model(config, 7)
     assert model.input_shape == (None, config.crop_samples, 1) and model.output_shape == (None, 7)
+    assert build_model(config, 41).count_params() == {"logmel": 1_195_849, "envnet": 3_976_541}[preset]
     waves = np.random.default_rng(0).integers(-3000, 3000, (3, config.crop_samples, 1), dtype=np.int16)
     probs = model.predict(waves, verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
