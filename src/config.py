@@ -94,6 +94,14 @@ class Config:
                              f"not {self.min_crop_seconds}")
         if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:
             raise ValueError("drop_unverified and stretch must be in [0, 1), time_shift in [0, 1]")
+        # An option the preset's input cannot take is an error, not a silent no-op.
+        wave_options = [n for n in ("gain_db", "time_shift", "stretch", "noise_snr") if getattr(self, n)]
+        if wave_options and self.features != "wave":
+            raise ValueError(f"{', '.join(wave_options)} augment raw waves; preset {self.preset} reads "
+                             f"{self.features} features")
+        if (self.time_masks or self.freq_masks) and self.network not in ("mfcc2d", "logmel_cnn"):
+            raise ValueError(f"SpecAugment masks need a spectrogram (mfcc2d, logmel_cnn); preset "
+                             f"{self.preset} uses {self.network}")
 
     @property
     def crop_samples(self) -> int:

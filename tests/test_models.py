@@ -48,6 +48,10 @@ def test_optimizer_and_schedule_options():
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(20)) == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         dataclasses.replace(PRESETS["1d"], optimizer="sgd")
+    with pytest.raises(ValueError, match="gain_db augment raw waves"):
+        dataclasses.replace(PRESETS["2d"], gain_db=6)
+    with pytest.raises(ValueError, match="masks need a spectrogram"):
+        dataclasses.replace(PRESETS["envnet"], time_masks=1)
 
 
 @pytest.mark.parametrize("preset", ["logmel", "envnet"])
