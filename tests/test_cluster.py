@@ -115,3 +115,17 @@ def test_audio_cache_builds_on_the_cluster_as_it_does_locally(cluster, tmp_path)
     for fname in fnames:
         if local.status(fname) == "ok":
             np.testing.assert_array_equal(remote.read(fname), local.read(fname))
+
+
+def test_copy_back_brings_a_fold_home(cluster, data_dir):
+    local, _ = cluster
+    paths = Paths(data_dir, data_dir.parent / "copied")
+    done = subprocess.run([sys.executable, "-m", "src.cluster", local.scheduler_address, "--model", "1d",
+                           "--folds", "1", "--copy-back", "--threads", "1",
+                           *options(data_dir, paths.out_dir)], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("config.json", "best.keras", "oof.csv", "test.csv", "result.json", "log.csv"):
+        assert (paths.fold_dir("1d", 1) / name).exists(), name
+    assert not list(paths.fold_dir("1d", 1).rglob("*.tmp"))
+    assert not paths.fold_dir("1d", 0).exists()      # only the fold asked for
