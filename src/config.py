@@ -149,6 +149,8 @@ PRESETS = {
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--model` plus one override flag per Config field (default: the preset's value)."""
     parser.add_argument("--model", required=True, choices=sorted(PRESETS), help="model preset")
+    parser.add_argument("--name", help="folder under predictions/ for a variant of the preset made with the "
+                                       "flags below (default: the preset's name)")
     group = parser.add_argument_group("preset overrides (default: the preset's value)")
     for f in dataclasses.fields(Config):
         if f.name in ("preset",):
@@ -165,6 +167,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The chosen preset with every flag that was given applied."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                  if f.name != "preset" and getattr(args, f.name, None) is not None}
+    if getattr(args, "name", None):
+        overrides["preset"] = args.name
     return dataclasses.replace(PRESETS[args.model], **overrides)
 
 

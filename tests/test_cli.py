@@ -29,3 +29,15 @@ def test_train_help_lists_the_preset_overrides():
     done = subprocess.run([sys.executable, "-m", "src.train", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert "--crop-seconds CROP_SECONDS" in done.stdout and "Length of each training" in done.stdout
+
+
+def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
+    from src.config import Paths
+    from src.train import train_parser
+    from src.config import config_from_args
+
+    args = train_parser().parse_args(["--model", "logmel", "--name", "logmel44", "--sample-rate", "44100",
+                                      "--prepare"])
+    config = config_from_args(args)
+    assert (config.preset, config.network, config.sample_rate) == ("logmel44", "logmel_cnn", 44100)
+    assert Paths().model_dir(config.preset).name == "logmel44"

@@ -2,8 +2,10 @@
 
 Two 1D convolutions learn a filter bank over the raw wave and max pooling over 10 ms makes a
 filter-by-time map, which 2D convolutions then read like a spectrogram. Trained on 1.5 s crops; at test
-time the preset votes over sliding windows (the mean of their probabilities). Batch norm after every
-convolution as in EnvNet-v2, and 512-unit dense layers instead of 4096: the data sets here are small.
+time the preset votes over sliding windows (the mean of their probabilities). As in EnvNet-v2: batch
+norm after every convolution and a stride of 2 in the first (half the cost, the same map). Dense layers
+of 512 units with dropout 0.2 instead of 4096 with 0.5: on a few hundred clips the original barely
+left chance level in 10 epochs (measured on fsd-dev), this learns.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ def _conv_bn_relu(x, conv):
 
 
 def envnet(config: Config, n_classes: int, **_) -> keras.Model:
-    pool = max(1, config.sample_rate // 100)                   # 10 ms of samples: the map's time step
-    if config.crop_samples // pool < 60:
+    pool = max(1, config.sample_rate // 200)                   # 10 ms of the first conv's output
+    if config.crop_samples // 2 // pool < 60:
         raise ValueError(f"envnet needs crops of >= 0.6 s, got {config.crop_seconds} s; raise --crop-seconds")
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
     x = ops.expand_dims(Int16ToFloat(name="int16_to_float")(inputs), -1)
-    x = _conv_bn_relu(x, layers.Conv1D(40, 8, use_bias=False))
+    x = _conv_bn_relu(x, layers.Conv1D(40, 8, strides=2, use_bias=False))
     x = _conv_bn_relu(x, layers.Conv1D(40, 8, use_bias=False))
     x = layers.MaxPooling1D(pool)(x)                            # (batch, time, 40 filters)
     x = ops.expand_dims(ops.transpose(x, (0, 2, 1)), -1)        # (batch, 40 filters, time, 1)
@@ -34,6 +36,6 @@ def envnet(config: Config, n_classes: int, **_) -> keras.Model:
     x = layers.MaxPooling2D((1, 3))(x)
     x = layers.Flatten()(x)
     for _ in range(2):
-        x = layers.Dropout(0.5)(layers.Dense(512, activation="relu")(x))
+        x = layers.Dropout(0.2)(layers.Dense(512, activation="relu")(x))
     outputs = layers.Dense(n_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="envnet")
