@@ -83,6 +83,9 @@ class LogMel(layers.Layer):
         self.mel = layers.MelSpectrogram(fft_length=n_fft, sequence_stride=hop_length, sampling_rate=sample_rate,
                                          num_mel_bins=n_mels, min_freq=20.0, power_to_db=False)
 
+    def build(self, input_shape):
+        self.mel.build(input_shape)
+
     def call(self, waves):
         db = 10.0 * ops.log10(ops.maximum(self.mel(waves), 1e-10))
         db = db - ops.max(db, axis=(1, 2), keepdims=True)
