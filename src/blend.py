@@ -3,6 +3,7 @@ submissions, with the out-of-fold (OOF) MAP@3 of each model and of the blend.
 
     python -m src.blend                      # every model under predictions/, equal weights
     python -m src.blend 1d 2d --weights 1 2  # chosen models and weights
+    python -m src.blend --search             # the equal-weight subset with the best OOF MAP@3
 
 Writes submissions/<model>.csv for each model and submissions/<name>.csv for the blend. Each
 submission is validated before it is written: its rows and fnames are sample_submission.csv's, and
@@ -10,6 +11,7 @@ each row holds exactly three distinct training labels.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -166,10 +168,32 @@ def fold_spread(oof: np.ndarray, y_true: np.ndarray, folds: np.ndarray) -> float
     return float(np.std(scores))
 
 
+# 2^15 - 1 subsets is still quick; more models than that want a greedy search.
+MAX_SEARCH_MODELS = 15
+
+
+def search_blends(predictions: list[ModelPredictions], y_true: np.ndarray) -> list[tuple[float, list[str]]]:
+    """Every non-empty subset of the models, blended with equal weights, ranked by OOF MAP@3 over the
+    rows every model predicted (best first; on a tie, fewer models first). Only OOF rows: the test set
+    plays no part in the choice."""
+    if len(predictions) > MAX_SEARCH_MODELS:
+        raise DataError(f"--search tries every subset: at most {MAX_SEARCH_MODELS} models, not "
+                        f"{len(predictions)}. Name the candidates on the command line.")
+    rows = ~np.any([np.isnan(p.oof).any(axis=1) for p in predictions], axis=0)
+    ranking = []
+    for size in range(1, len(predictions) + 1):
+        for subset in itertools.combinations(predictions, size):
+            oof = geometric_mean([p.oof[rows] for p in subset])
+            ranking.append((map_at_k(y_true[rows], oof), [p.name for p in subset]))
+    ranking.sort(key=lambda entry: (-entry[0], len(entry[1])))
+    return ranking
+
+
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
-          allow_partial: bool = False, fit: bool = False) -> dict:
+          allow_partial: bool = False, fit: bool = False, search: bool = False) -> dict:
     """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3;
-    with fit, also a blend whose weights are fitted on the OOF matrix."""
+    with fit, also a blend whose weights are fitted on the OOF matrix; with search, the models are
+    first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported)."""
     train = load_train(paths.data_dir)
     labels = class_names(train)
     test = load_test(paths.data_dir, labels)
@@ -178,6 +202,11 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
     y_test = None if truth is None else \
         test.fname.map(truth.set_index("fname").label).map(labels.index).to_numpy()
     predictions = [load_model_predictions(paths, m, train, test, labels, allow_partial) for m in models]
+    ranking = None
+    if search:
+        ranking = search_blends(predictions, y_train)
+        models = ranking[0][1]
+        predictions = [p for p in predictions if p.name in models]
     rows = []
     for p in predictions:
         path = write_submission(paths.submissions_dir / f"{p.name}.csv", p.test, list(test.fname), labels)
@@ -191,7 +220,7 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
                                 sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], train, y_train, y_test, test, labels))
-    return {"rows": rows}
+    return {"rows": rows, "search": ranking}
 
 
 def _fitted_blend(paths, name, predictions, equal_row, train, y_train, y_test, test, labels) -> dict:
@@ -231,6 +260,8 @@ def main(argv=None) -> int:
     parser.add_argument("--allow-partial", action="store_true", help="blend models with unfinished folds")
     parser.add_argument("--fit-weights", action="store_true", help="also blend with weights fitted on the "
                         "OOF predictions (log loss), written as <name>_fitted.csv")
+    parser.add_argument("--search", action="store_true", help="blend the equal-weight subset of the models "
+                        "with the best OOF MAP@3 (every subset is tried; the test set plays no part)")
     add_path_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -240,9 +271,16 @@ def main(argv=None) -> int:
     if not models:
         print(f"no finished folds under {paths.predictions_dir}: run ./run_folds.sh first", file=sys.stderr)
         return 2
-    if args.weights and len(args.weights) != len(models):
-        parser.error(f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
-    report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights)
+    if args.weights and (args.search or len(args.weights) != len(models)):
+        parser.error("--search blends with equal weights" if args.search else
+                     f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
+    report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search)
+    if report["search"]:
+        print(f"equal-weight subsets by OOF MAP@3 (best {min(10, len(report['search']))} "
+              f"of {len(report['search'])}):")
+        for score, subset in report["search"][:10]:
+            print(f"  {score:.4f}  {' '.join(subset)}")
+        print()
     has_test = "test_map3" in report["rows"][0]
     print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'OOF acc':>9}{'test MAP@3' if has_test else '':>12}"
           f"{'minutes':>9}  submission")

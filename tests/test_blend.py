@@ -136,3 +136,34 @@ def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean
     assert row["gain_over_equal"] == pytest.approx(0.0)
     assert row["fold_spread"] == pytest.approx(np.std([1.0, 1 / 3]))
     assert "less than the fold-to-fold spread" in caplog.text
+
+
+def test_search_picks_the_subset_with_the_best_oof_and_ignores_test(clean_dataset, tmp_path):
+    paths = Paths(clean_dataset, tmp_path / "out")
+    folds = load_folds(clean_dataset, n_folds=2, seed=0)
+    train = pd.read_csv(clean_dataset / "train.csv")
+    test = pd.read_csv(clean_dataset / "sample_submission.csv")
+    y = train.label.map(LABELS.index).to_numpy()
+    first = np.eye(3)[y] * 0.7 + 0.1
+    third = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[(y + 2) % 3] * 0.4 + np.eye(3)[y] * 0.1
+    on_fold0 = (folds.fold == 0).to_numpy()[:, None]
+    # a is right on fold 0 only, b on fold 1 only (each 2/3 alone, 1.0 together); c is always third.
+    oof = {"a": np.where(on_fold0, first, third), "b": np.where(on_fold0, third, first), "c": third}
+    # On the test split c is perfect and a, b always wrong: a choice made there would be c.
+    truth = pd.read_csv(clean_dataset / "test_labels.csv").set_index("fname").label
+    y_test = test.fname.map(truth).map(LABELS.index).to_numpy()
+    tests = {"a": np.eye(3)[(y_test + 1) % 3] * 0.9 + 0.05, "c": np.eye(3)[y_test] * 0.9 + 0.05}
+    tests["b"] = tests["a"]
+    for model in oof:
+        for k in (0, 1):
+            rows = (folds.fold == k).to_numpy()
+            write_fold(paths, model, k, train.fname[rows], oof[model][rows], test.fname, tests[model])
+    report = blend.blend(paths, ["a", "b", "c"], search=True)
+    ranking = report["search"]
+    assert len(ranking) == 7
+    assert ranking[0] == (pytest.approx(1.0), ["a", "b"])
+    assert dict((" ".join(names), score) for score, names in ranking)["c"] == pytest.approx(1 / 3)
+    assert [r["name"] for r in report["rows"]] == ["a", "b", "blend_a_b"]
+    assert (paths.submissions_dir / "blend_a_b.csv").exists()
+    assert not (paths.submissions_dir / "c.csv").exists()
+    assert report["rows"][-1]["test_map3"] < 0.5   # scored on test, not chosen there
