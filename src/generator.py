@@ -16,13 +16,21 @@ import numpy as np
 from .features import MfccInput, WaveInput
 
 
-def crop_plan(n: int, length: int, rng: np.random.Generator | None = None) -> tuple[int, int]:
-    """Where a crop of `length` rows comes from a clip of n rows: (first clip row, rows of padding
-    before it). Long clips: a random crop with rng, else the first. Short clips: padded at a random
-    offset with rng, else centred."""
+def crop_plan(n: int, length: int, rng: np.random.Generator | None = None,
+              min_take: int = 0) -> tuple[int, int, int]:
+    """Which rows of a clip of n rows fill a crop of `length` rows: (first clip row, rows taken, rows
+    of padding before them). Long clips: a random crop with rng, else the first. Short clips: padded
+    at a random offset with rng, else centred. With rng and min_take, the crop's own length is random
+    too (min_take to length rows, the rest padded: random crop lengths)."""
+    if rng is None:
+        take = min(n, length)
+        return 0, take, (length - take) // 2
+    if min_take:
+        take = min(n, int(rng.integers(min_take, length + 1)))
+        return int(rng.integers(0, n - take + 1)), take, int(rng.integers(0, length - take + 1))
     if n >= length:
-        return (int(rng.integers(0, n - length + 1)) if rng is not None else 0), 0
-    return 0, (int(rng.integers(0, length - n + 1)) if rng is not None else (length - n) // 2)
+        return int(rng.integers(0, n - length + 1)), length, 0
+    return 0, n, int(rng.integers(0, length - n + 1))
 
 
 def place(rows: np.ndarray, before: int, pad_row: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -36,9 +44,9 @@ def place(rows: np.ndarray, before: int, pad_row: np.ndarray, out: np.ndarray) -
 def crop_or_pad(clip: np.ndarray, length: int, pad_row: np.ndarray,
                 rng: np.random.Generator | None = None) -> np.ndarray:
     """Exactly `length` rows of an in-memory clip, by crop_plan."""
-    start, before = crop_plan(len(clip), length, rng)
+    start, take, before = crop_plan(len(clip), length, rng)
     out = np.empty((length, len(pad_row)), pad_row.dtype)
-    return place(clip[start:start + length].reshape(-1, len(pad_row)), before, pad_row, out)
+    return place(clip[start:start + take].reshape(-1, len(pad_row)), before, pad_row, out)
 
 
 def window_starts(n: int, length: int, hop: int) -> list[int]:
@@ -112,14 +120,7 @@ class ClipSequence(keras.utils.PyDataset):
     def _crop(self, fname: str, rng: np.random.Generator | None, out: np.ndarray) -> None:
         # Only the rows of the crop are read from the cache, never the whole clip.
         store, length = self.source.store, self.source.crop_length
-        n = store.length(fname)
-        if rng is not None and self.min_length:
-            # A random-length crop at a random place in the padded window.
-            take = min(n, int(rng.integers(self.min_length, length + 1)))
-            start, before = int(rng.integers(0, n - take + 1)), int(rng.integers(0, length - take + 1))
-        else:
-            start, before = crop_plan(n, length, rng)
-            take = min(n, length)
+        start, take, before = crop_plan(store.length(fname), length, rng, self.min_length or 0)
         place(store.read(fname, start, take), before, self.source.pad_row, out)
 
     def on_epoch_end(self) -> None:
