@@ -271,6 +271,8 @@ def main(argv=None) -> int:
     if not models:
         print(f"no finished folds under {paths.predictions_dir}: run ./run_folds.sh first", file=sys.stderr)
         return 2
+    if len(set(models)) < len(models):
+        parser.error(f"a model named twice ({' '.join(models)}): weight it with --weights instead")
     if args.weights and (args.search or len(args.weights) != len(models)):
         parser.error("--search blends with equal weights" if args.search else
                      f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")

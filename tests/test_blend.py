@@ -167,3 +167,9 @@ def test_search_picks_the_subset_with_the_best_oof_and_ignores_test(clean_datase
     assert (paths.submissions_dir / "blend_a_b.csv").exists()
     assert not (paths.submissions_dir / "c.csv").exists()
     assert report["rows"][-1]["test_map3"] < 0.5   # scored on test, not chosen there
+
+
+def test_a_model_named_twice_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        blend.main(["a", "b", "a"])
+    assert "a model named twice" in capsys.readouterr().err
