@@ -138,12 +138,17 @@ def oof_scores(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, float, int]:
     return map_at_k(y_true[rows], oof[rows]), accuracy, int(rows.sum())
 
 
+def predicted_rows(oofs: list[np.ndarray]) -> np.ndarray:
+    """Mask of the OOF rows that every one of the matrices predicted (unfinished folds leave NaN)."""
+    return ~np.any([np.isnan(o).any(axis=1) for o in oofs], axis=0)
+
+
 def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray) -> np.ndarray:
     """Blend weights (non-negative, summing to 1) that minimise the log loss of the weighted geometric
     mean of OOF matrices, over the rows every model predicted. Only OOF rows: never the test set."""
     from scipy.optimize import minimize
 
-    rows = ~np.any([np.isnan(o).any(axis=1) for o in oofs], axis=0)
+    rows = predicted_rows(oofs)
     logs = np.stack([np.log(np.clip(o[rows], 1e-7, 1.0)) for o in oofs])  # models x rows x classes
     y = y_true[rows]
 
@@ -179,12 +184,12 @@ def search_blends(predictions: list[ModelPredictions], y_true: np.ndarray) -> li
     if len(predictions) > MAX_SEARCH_MODELS:
         raise DataError(f"--search tries every subset: at most {MAX_SEARCH_MODELS} models, not "
                         f"{len(predictions)}. Name the candidates on the command line.")
-    rows = ~np.any([np.isnan(p.oof).any(axis=1) for p in predictions], axis=0)
+    rows = predicted_rows([p.oof for p in predictions])
+    oofs, y = {p.name: p.oof[rows] for p in predictions}, y_true[rows]
     ranking = []
-    for size in range(1, len(predictions) + 1):
-        for subset in itertools.combinations(predictions, size):
-            oof = geometric_mean([p.oof[rows] for p in subset])
-            ranking.append((map_at_k(y_true[rows], oof), [p.name for p in subset]))
+    for size in range(1, len(oofs) + 1):
+        for subset in itertools.combinations(oofs, size):
+            ranking.append((map_at_k(y, geometric_mean([oofs[name] for name in subset])), list(subset)))
     ranking.sort(key=lambda entry: (-entry[0], len(entry[1])))
     return ranking
 
