@@ -42,6 +42,13 @@ def test_validation_rejects_bad_submissions(change, message):
         blend.validate_submission(change(good_submission()), ["a.wav", "b.wav"], LABELS)
 
 
+def two_folds(clean_dataset, tmp_path):
+    """Paths with an empty output root, 2 folds, train.csv, the test fnames and the train label indices."""
+    train = pd.read_csv(clean_dataset / "train.csv")
+    return (Paths(clean_dataset, tmp_path / "out"), load_folds(clean_dataset, n_folds=2, seed=0), train,
+            pd.read_csv(clean_dataset / "sample_submission.csv"), train.label.map(LABELS.index).to_numpy())
+
+
 def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
     folder = paths.fold_dir(model, fold)
     folder.mkdir(parents=True)
@@ -52,11 +59,7 @@ def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
 
 
 def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset, tmp_path):
-    paths = Paths(clean_dataset, tmp_path / "out")
-    folds = load_folds(clean_dataset, n_folds=2, seed=0)
-    train = pd.read_csv(clean_dataset / "train.csv")
-    test = pd.read_csv(clean_dataset / "sample_submission.csv")
-    y = train.label.map(LABELS.index).to_numpy()
+    paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     right = np.eye(3)[y] * 0.8 + 0.1      # true label first
     second = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[y] * 0.3 + 0.1  # true label second
     test_probs = np.tile([0.2, 0.3, 0.5], (len(test), 1))
@@ -78,10 +81,7 @@ def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset,
 
 
 def test_unfinished_folds_are_named_unless_partial_is_allowed(clean_dataset, tmp_path):
-    paths = Paths(clean_dataset, tmp_path / "out")
-    folds = load_folds(clean_dataset, n_folds=2, seed=0)
-    train = pd.read_csv(clean_dataset / "train.csv")
-    test = pd.read_csv(clean_dataset / "sample_submission.csv")
+    paths, folds, train, test, _ = two_folds(clean_dataset, tmp_path)
     rows = (folds.fold == 1).to_numpy()
     probs = np.full((rows.sum(), 3), 1 / 3)
     write_fold(paths, "a", 1, train.fname[rows], probs, test.fname, np.full((len(test), 3), 1 / 3))
@@ -101,11 +101,7 @@ def test_fitted_weights_favour_the_informative_model():
 
 
 def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean_dataset, tmp_path, caplog):
-    paths = Paths(clean_dataset, tmp_path / "out")
-    folds = load_folds(clean_dataset, n_folds=2, seed=0)
-    train = pd.read_csv(clean_dataset / "train.csv")
-    test = pd.read_csv(clean_dataset / "sample_submission.csv")
-    y = train.label.map(LABELS.index).to_numpy()
+    paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     oof = {"a": np.eye(3)[y] * 0.5 + 0.5 / 3, "b": np.eye(3)[(y + 1) % 3] * 0.5 + 0.5 / 3}
 
     def fitted_weights(test_probs):
@@ -139,11 +135,7 @@ def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean
 
 
 def test_search_picks_the_subset_with_the_best_oof_and_ignores_test(clean_dataset, tmp_path):
-    paths = Paths(clean_dataset, tmp_path / "out")
-    folds = load_folds(clean_dataset, n_folds=2, seed=0)
-    train = pd.read_csv(clean_dataset / "train.csv")
-    test = pd.read_csv(clean_dataset / "sample_submission.csv")
-    y = train.label.map(LABELS.index).to_numpy()
+    paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     first = np.eye(3)[y] * 0.7 + 0.1
     third = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[(y + 2) % 3] * 0.4 + np.eye(3)[y] * 0.1
     on_fold0 = (folds.fold == 0).to_numpy()[:, None]
