@@ -29,7 +29,7 @@ from .metrics import geometric_mean, map_at_k, top_k
 log = logging.getLogger(__name__)
 
 # Settings that change how fast a fold is fed, not what it learns: they may differ between folds.
-FEED_SETTINGS = {"workers", "use_multiprocessing", "max_queue_size"}
+FEED_SETTINGS = {"workers", "use_multiprocessing", "max_queue_size", "feed", "steps_per_execution"}
 
 
 @dataclass

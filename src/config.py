@@ -82,11 +82,18 @@ class Config:
     """Feed from processes rather than threads."""
     max_queue_size: int = 10
     """Batches prepared ahead of the model."""
+    feed: str = "auto"
+    """Where training crops are cut: host (src.generator), device (the audio cache on the accelerator, src.device_feed) or auto (device on a GPU when the preset allows it)."""
+    steps_per_execution: int = 0
+    """Training steps per call into the compiled step (fewer host round trips); 0 = auto: 8 on a GPU, 1 on the CPU."""
+    precision: str = "float32"
+    """float32, or bfloat16: mixed precision (weights, mel front end, softmax and loss stay float32)."""
 
     def __post_init__(self):
         for name, allowed in (("features", ("wave", "mfcc")), ("prediction", ("crop", "windows")),
                               ("combine", ("mean", "geometric")), ("optimizer", ("adam", "amsgrad")),
-                              ("schedule", ("constant", "cosine"))):
+                              ("schedule", ("constant", "cosine")), ("feed", ("auto", "host", "device")),
+                              ("precision", ("float32", "bfloat16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if not 0 <= self.min_crop_seconds <= self.crop_seconds:

@@ -16,21 +16,27 @@ import numpy as np
 from .features import MfccInput, WaveInput
 
 
+def crop_plans(lengths, length: int, rng: np.random.Generator | None = None,
+               min_take: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which rows of clips of `lengths` rows fill crops of `length` rows, for a whole batch at once:
+    arrays of (first clip row, rows taken, rows of padding before them). Long clips: a random crop
+    with rng, else the first. Short clips: padded at a random offset with rng, else centred. With rng
+    and min_take, each crop's own length is random too (min_take to length rows, the rest padded:
+    random crop lengths). The one place that decides where a crop comes from, for the host feed and
+    the device feed alike."""
+    n = np.asarray(lengths, np.int64)
+    if rng is None:
+        take = np.minimum(n, length)
+        return np.zeros_like(n), take, (length - take) // 2
+    wanted = rng.integers(min_take, length + 1, size=len(n)) if min_take else length
+    take = np.minimum(n, wanted)
+    return rng.integers(0, n - take + 1), take, rng.integers(0, length - take + 1)
+
+
 def crop_plan(n: int, length: int, rng: np.random.Generator | None = None,
               min_take: int = 0) -> tuple[int, int, int]:
-    """Which rows of a clip of n rows fill a crop of `length` rows: (first clip row, rows taken, rows
-    of padding before them). Long clips: a random crop with rng, else the first. Short clips: padded
-    at a random offset with rng, else centred. With rng and min_take, the crop's own length is random
-    too (min_take to length rows, the rest padded: random crop lengths)."""
-    if rng is None:
-        take = min(n, length)
-        return 0, take, (length - take) // 2
-    if min_take:
-        take = min(n, int(rng.integers(min_take, length + 1)))
-        return int(rng.integers(0, n - take + 1)), take, int(rng.integers(0, length - take + 1))
-    if n >= length:
-        return int(rng.integers(0, n - length + 1)), length, 0
-    return 0, n, int(rng.integers(0, length - n + 1))
+    """crop_plans for one clip of n rows."""
+    return tuple(int(v[0]) for v in crop_plans([n], length, rng, min_take))
 
 
 def place(rows: np.ndarray, before: int, pad_row: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -76,7 +82,7 @@ class ClipSequence(keras.utils.PyDataset):
     def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
                  batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
                  weights: np.ndarray | None = None, augment=None, min_length: int | None = None,
-                 **pydataset_kwargs):
+                 full_batches: bool | None = None, **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
         self.source = source
@@ -89,6 +95,7 @@ class ClipSequence(keras.utils.PyDataset):
         self.weights = None if weights is None else np.asarray(weights, np.float32)
         self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
         self.min_length = min_length  # training crops of random length from here to crop_length
+        self.full_batches = train if full_batches is None else full_batches
         self.epoch = 0
         self.order = self._order()
 
@@ -100,13 +107,25 @@ class ClipSequence(keras.utils.PyDataset):
             return np.arange(len(self.fnames))
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.fnames))
 
-    def __getitem__(self, index: int):
+    def rows(self, index: int) -> np.ndarray:
+        """The clips of batch `index`. Training batches are always full (the last one is topped up
+        from the start of the epoch's order), so a compiled step sees one shape; so are prediction
+        batches with full_batches (predict_sequence drops the extra rows)."""
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        if self.full_batches and len(rows) < self.batch_size:
+            rows = np.concatenate([rows, np.resize(self.order, self.batch_size - len(rows))])
+        return rows
+
+    def __getitem__(self, index: int):
+        rows = self.rows(index)
         # One generator per (epoch, batch): the same crops whatever worker serves the batch.
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        batch = np.empty((len(rows), self.source.crop_length, len(self.source.pad_row)), self.source.dtype)
-        for out, i in zip(batch, rows):
-            self._crop(self.fnames[i], rng, out)
+        store, length = self.source.store, self.source.crop_length
+        plans = crop_plans([store.length(self.fnames[i]) for i in rows], length, rng, self.min_length or 0)
+        batch = np.empty((len(rows), length, len(self.source.pad_row)), self.source.dtype)
+        # Only the rows of each crop are read from the cache, never the whole clip.
+        for out, i, start, take, before in zip(batch, rows, *plans):
+            place(store.read(self.fnames[i], int(start), int(take)), int(before), self.source.pad_row, out)
         targets = None if self.targets is None else self.targets[rows]
         if self.train and self.augment is not None:
             batch = self.augment(batch, rng)
@@ -116,12 +135,6 @@ class ClipSequence(keras.utils.PyDataset):
         if targets is None:
             return inputs
         return (inputs, targets) if self.weights is None else (inputs, targets, self.weights[rows])
-
-    def _crop(self, fname: str, rng: np.random.Generator | None, out: np.ndarray) -> None:
-        # Only the rows of the crop are read from the cache, never the whole clip.
-        store, length = self.source.store, self.source.crop_length
-        start, take, before = crop_plan(store.length(fname), length, rng, self.min_length or 0)
-        place(store.read(fname, start, take), before, self.source.pad_row, out)
 
     def on_epoch_end(self) -> None:
         if self.train:
@@ -186,6 +199,20 @@ def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gen
     return as_dtype(mixed, batch.dtype), lam * targets + (1 - lam) * targets[partner]
 
 
+def predict_padded(model, inputs, batch_size: int) -> np.ndarray:
+    """model.predict on inputs padded to whole batches (one compiled shape, however many rows)."""
+    n = len(inputs)
+    extra = -n % batch_size
+    if extra:
+        inputs = np.concatenate([inputs, np.repeat(inputs[:1], extra, axis=0)])
+    return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))[:n]
+
+
+def predict_sequence(model, sequence: ClipSequence) -> np.ndarray:
+    """Predictions for every clip of a non-training sequence made with full_batches=True."""
+    return np.asarray(model.predict(sequence, verbose=0))[:len(sequence.fnames)]
+
+
 def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch_size: int = 64,
                   combine: str = "mean", chunk: int = 256) -> np.ndarray:
     """Class probabilities per clip from windows covering the whole clip (a crop long, every half
@@ -198,7 +225,7 @@ def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch
     for first in range(0, len(fnames), chunk):
         stacks = [windows(source.store.read(f), length, length // 2, source.pad_row)[0]
                   for f in fnames[first:first + chunk]]
-        probs = model.predict(source.finish(np.concatenate(stacks)), batch_size=batch_size, verbose=0)
+        probs = predict_padded(model, source.finish(np.concatenate(stacks)), batch_size)
         bounds = np.cumsum([0] + [len(s) for s in stacks])
         for a, b in zip(bounds, bounds[1:]):
             part = probs[a:b]

@@ -12,7 +12,6 @@ a fold that looks finished.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import sys
@@ -55,9 +54,13 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
 
     import keras
 
-    from .generator import ClipSequence, predict_clips
+    from . import BACKEND, backend
+    from .callbacks import EpochTimer, EpochValidation
+    from .generator import ClipSequence, predict_clips, predict_sequence
     from .models import build_model
 
+    log.info("%s; %s", backend.configure(paths.out_dir), BACKEND.reason)
+    on_gpu = backend.accelerator()
     train = load_train(paths.data_dir)
     labels = class_names(train)
     test = load_test(paths.data_dir, labels)
@@ -86,29 +89,30 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
         mean, variance = train_source.statistics(list(fit_rows.fname))
         statistics = {"mean": mean, "variance": variance}
     steps_per_epoch = -(-len(fit_rows) // config.batch_size)
-    model = build_model(config, len(labels), steps_per_epoch, **statistics)
+    steps_per_execution = config.steps_per_execution or (8 if on_gpu else 1)
+    model = build_model(config, len(labels), steps_per_epoch, steps_per_execution, **statistics)
     one_hot = lambda rows: np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
-    feed = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
-                max_queue_size=config.max_queue_size)
-    fit_seq = ClipSequence(train_source, fit_rows.fname, one_hot(fit_rows), config.batch_size,
-                           train=True, seed=config.seed + fold, mixup=config.mixup,
-                           weights=_unverified_flags(fit_rows, config), augment=augmentation(config),
-                           min_length=round(config.min_crop_seconds / config.crop_seconds * train_source.crop_length),
-                           **feed)
-    val_seq = ClipSequence(train_source, val_rows.fname, one_hot(val_rows), config.batch_size, **feed)
+    fit_seq, val_seq = feeds(config, train_source, fit_rows, val_rows, one_hot(fit_rows), fold, on_gpu)
+    log.info("fold %d: %d training clips, %d validation clips; %s feed, %d step(s) per execution, %s",
+             fold, len(fit_rows), len(val_rows), "device" if hasattr(fit_seq, "bank") else "host",
+             steps_per_execution, config.precision)
 
     checkpoint = fold_dir / "best.keras"
+    timer = EpochTimer()
     callbacks = [
+        EpochValidation(val_seq, one_hot(val_rows)),  # first: the callbacks after it read its val_loss
+        timer,
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         keras.callbacks.CSVLogger(fold_dir / "log.csv"),
     ]
-    if importlib.util.find_spec("tensorflow") is not None:  # TensorBoard writes through tf.summary
+    if backend.has_tensorflow():  # TensorBoard writes through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "tensorboard")))
+    else:
+        log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
     verbose = 2 if not sys.stdout.isatty() else "auto"
     fit_started = time.time()
-    history = model.fit(fit_seq, validation_data=val_seq, epochs=config.epochs, callbacks=callbacks,
-                        verbose=verbose)
+    history = model.fit(fit_seq, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     fitted = time.time()
     model = keras.models.load_model(checkpoint)  # the best epoch, not the last
 
@@ -117,7 +121,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
             return np.zeros((0, len(labels)), np.float32)
         if config.prediction == "windows":
             return predict_clips(model, source, list(fnames), config.batch_size, config.combine)
-        return model.predict(ClipSequence(source, fnames, None, config.batch_size, **feed), verbose=0)
+        return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))
 
     oof = predict(train_source, val_rows.fname)
     test_probs = predict(test_source, test.fname)
@@ -130,7 +134,8 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
         "val_map3": map_at_k(val_rows.label.map(labels.index).to_numpy(), oof),
         "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
         "n_train": len(fit_rows), "n_val": len(val_rows), "skipped_train": int((~usable).sum()),
-        "silent_test": len(silent), "backend": keras.backend.backend(),
+        "silent_test": len(silent), "backend": keras.backend.backend(), "device": "gpu" if on_gpu else "cpu",
+        "first_epoch_seconds": timer.first_epoch, "epoch_seconds": timer.median_epoch(),
         "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (predicted - fitted) / 60,
         "minutes": (time.time() - started) / 60,
     }
@@ -141,6 +146,34 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
              fold, config.preset, result["val_map3"], len(val_rows), result["best_epoch"],
              result["epochs_run"], result["minutes"])
     return result
+
+
+def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame, targets: np.ndarray,
+          fold: int, on_gpu: bool):
+    """The training and validation sequences: cut on the accelerator (src.device_feed) when the preset
+    asks for it, or on auto with a GPU when the preset allows it; else on the host (src.generator)."""
+    from .device_feed import ClipBank, DeviceClipSequence, supports
+    from .generator import ClipSequence
+
+    why_not = supports(config)
+    if config.feed == "device" and why_not:
+        raise DataError(f"--feed device cannot serve preset {config.preset}: {why_not}; use --feed host")
+    min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
+    common = dict(train=True, seed=config.seed + fold, mixup=config.mixup, min_length=min_length,
+                  weights=_unverified_flags(fit_rows, config))
+    if config.feed == "device" or (config.feed == "auto" and on_gpu and not why_not):
+        bank = ClipBank(source)
+        log.info("device feed: %.2f GB of audio on the %s", bank.nbytes / 1e9, "GPU" if on_gpu else "CPU")
+        return (DeviceClipSequence(bank, fit_rows.fname, targets, config.batch_size, time_shift=config.time_shift,
+                                   gain_db=config.gain_db, **common),
+                DeviceClipSequence(bank, val_rows.fname, None, config.batch_size, full_batches=True))
+    if config.feed == "auto" and on_gpu:
+        log.info("host feed: %s", why_not)
+    pydataset = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
+                     max_queue_size=config.max_queue_size)
+    return (ClipSequence(source, fit_rows.fname, targets, config.batch_size, augment=augmentation(config),
+                         **common, **pydataset),
+            ClipSequence(source, val_rows.fname, None, config.batch_size, full_batches=True, **pydataset))
 
 
 def augmentation(config: Config):

@@ -20,16 +20,25 @@ __all__ = ["NETWORKS", "build_model", "FloatToInt16", "Int16ToFloat", "MfccFront
 NETWORKS = {"conv1d": conv1d, "mfcc2d": mfcc2d, "logmel_cnn": logmel_cnn, "envnet": envnet}
 
 
-def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, **statistics) -> keras.Model:
-    """The preset's network, compiled with Adam (or AMSGrad), its learning-rate schedule and
-    categorical cross-entropy that treats unverified clips as the preset says (UnverifiedLoss)."""
+def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_per_execution: int = 1,
+                **statistics) -> keras.Model:
+    """The preset's network in its precision, compiled with Adam (or AMSGrad), its learning-rate
+    schedule and categorical cross-entropy that treats unverified clips as the preset says
+    (UnverifiedLoss); `steps_per_execution` training steps per call into the compiled step."""
     if config.network not in NETWORKS:
         raise ValueError(f"unknown network {config.network!r}; known: {sorted(NETWORKS)}")
-    model = NETWORKS[config.network](config, n_classes, **statistics)
+    previous = keras.config.dtype_policy()
+    # Layers take the policy when they are made; float32 pieces (front ends, softmax) say so themselves.
+    keras.config.set_dtype_policy("mixed_bfloat16" if config.precision == "bfloat16" else "float32")
+    try:
+        model = NETWORKS[config.network](config, n_classes, **statistics)
+    finally:
+        keras.config.set_dtype_policy(previous)
     learning_rate = config.learning_rate
     if config.schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
-                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified), metrics=["accuracy"])
+                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified), metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
     return model

@@ -5,7 +5,7 @@ import keras
 from keras import layers
 
 from ..config import Config
-from .layers import MinMaxScale
+from .layers import MinMaxScale, class_probabilities
 
 
 def conv1d(config: Config, n_classes: int, **_) -> keras.Model:
@@ -24,5 +24,5 @@ def conv1d(config: Config, n_classes: int, **_) -> keras.Model:
     x = layers.Dropout(0.2)(x)
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dense(1028, activation="relu")(x)
-    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    outputs = class_probabilities(n_classes)(x)
     return keras.Model(inputs, outputs, name="conv1d")

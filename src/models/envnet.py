@@ -13,7 +13,7 @@ import keras
 from keras import layers, ops
 
 from ..config import Config
-from .layers import Int16ToFloat
+from .layers import Int16ToFloat, class_probabilities
 
 
 def _conv_bn_relu(x, conv):
@@ -37,5 +37,5 @@ def envnet(config: Config, n_classes: int, **_) -> keras.Model:
     x = layers.Flatten()(x)
     for _ in range(2):
         x = layers.Dropout(0.2)(layers.Dense(512, activation="relu")(x))
-    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    outputs = class_probabilities(n_classes)(x)
     return keras.Model(inputs, outputs, name="envnet")

@@ -81,7 +81,7 @@ class LogMel(layers.Layer):
         self.settings = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                              top_db=top_db)
         self.mel = layers.MelSpectrogram(fft_length=n_fft, sequence_stride=hop_length, sampling_rate=sample_rate,
-                                         num_mel_bins=n_mels, min_freq=20.0, power_to_db=False)
+                                         num_mel_bins=n_mels, min_freq=20.0, power_to_db=False, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.mel.build(input_shape)
@@ -96,8 +96,14 @@ class LogMel(layers.Layer):
 
 
 def log_mel(config: Config, name: str = "log_mel") -> LogMel:
-    """The preset's LogMel front end."""
-    return LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, name=name)
+    """The preset's LogMel front end, in float32 whatever the precision: dB of tiny powers need it."""
+    return LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, name=name, dtype="float32")
+
+
+def class_probabilities(n_classes: int) -> layers.Dense:
+    """The softmax output every network ends with, in float32 whatever the precision, so that the
+    loss and the saved probabilities are computed at full precision."""
+    return layers.Dense(n_classes, activation="softmax", dtype="float32")
 
 
 @keras.saving.register_keras_serializable(package="freesound")

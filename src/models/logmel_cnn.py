@@ -10,7 +10,7 @@ import keras
 from keras import layers, ops
 
 from ..config import Config
-from .layers import Int16ToFloat, log_mel, spec_mask
+from .layers import Int16ToFloat, class_probabilities, log_mel, spec_mask
 
 
 def logmel_cnn(config: Config, n_classes: int, **_) -> keras.Model:
@@ -36,5 +36,5 @@ def logmel_cnn(config: Config, n_classes: int, **_) -> keras.Model:
     x = ops.mean(x, axis=1)                                                  # over mel bands
     x = layers.Concatenate()([layers.GlobalMaxPooling1D()(x), layers.GlobalAveragePooling1D()(x)])
     x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    outputs = class_probabilities(n_classes)(x)
     return keras.Model(inputs, outputs, name="logmel_cnn")

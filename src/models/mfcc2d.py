@@ -6,7 +6,7 @@ import numpy as np
 from keras import layers
 
 from ..config import Config
-from .layers import spec_mask
+from .layers import class_probabilities, spec_mask
 
 
 def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
@@ -33,5 +33,5 @@ def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
     x = layers.Dense(64)(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
-    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    outputs = class_probabilities(n_classes)(x)
     return keras.Model(inputs, outputs, name="mfcc2d")

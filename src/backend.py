@@ -1,0 +1,137 @@
+"""Which Keras backend runs, on which device, chosen once before Keras is imported.
+
+The rule: a backend named in KERAS_BACKEND wins. Otherwise the best one installed for the device:
+with an NVIDIA GPU, JAX, then PyTorch, then TensorFlow (on an H200, `logmel` trains 8.8x faster under
+JAX than under PyTorch; docs/speed.md); on the CPU, TensorFlow, then JAX, then PyTorch. Keras itself
+defaults to TensorFlow and fails to import without it, so the choice is written to KERAS_BACKEND
+when the `src` package is imported, before any module imports Keras.
+
+GPU_SHARE (set by run_folds.sh from FOLDS_PER_GPU) is the share of a GPU's memory this process may
+take: JAX would otherwise take 75 % per process, so a second fold process on the same GPU would fail.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("tensorflow", "jax", "torch")
+PREFERENCE = {"gpu": ("jax", "torch", "tensorflow"), "cpu": ("tensorflow", "jax", "torch")}
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    device: str   # gpu or cpu: what the rule saw, before the backend was imported
+    reason: str
+
+    def describe(self) -> str:
+        return f"Keras backend {self.backend} ({self.reason})"
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA GPU is installed and not hidden by CUDA_VISIBLE_DEVICES (checked without importing a
+    framework: the driver's /proc entries)."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def choose(environ=os.environ, has_gpu=None, is_installed=installed) -> Choice:
+    """The backend by the rule above (pure: the environment, device and packages are arguments)."""
+    device = "gpu" if (gpu_visible() if has_gpu is None else has_gpu) else "cpu"
+    named = environ.get("KERAS_BACKEND", "").strip()
+    if named:
+        if named not in BACKENDS:
+            raise SystemExit(f"KERAS_BACKEND={named!r} is not a backend this project runs on: use one of "
+                             f"{', '.join(BACKENDS)}, or unset it to let src.backend choose")
+        return Choice(named, device, "named in KERAS_BACKEND")
+    for name in PREFERENCE[device]:
+        if is_installed(name):
+            return Choice(name, device, f"the best installed for the {device.upper()}; "
+                                        f"KERAS_BACKEND=... names another")
+    raise SystemExit("no Keras backend is installed: pip install tensorflow (CPU), or jax / torch "
+                     "(see README, 'On a GPU')")
+
+
+def select() -> Choice:
+    """Apply the choice to this process's environment (before Keras is imported) and return it."""
+    choice = choose()
+    os.environ["KERAS_BACKEND"] = choice.backend
+    share = os.environ.get("GPU_SHARE")
+    if share and choice.backend == "jax":
+        # Preallocation of a fixed share keeps several fold processes on one GPU from starving each other.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.95 * float(share):.3f}")
+    if choice.backend == "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return choice
+
+
+def configure(out_dir: Path | None = None) -> str:
+    """After Keras is imported: per-backend settings that need the framework (GPU memory share for
+    PyTorch and TensorFlow, JAX's persistent compilation cache under out_dir/compile-cache). Returns a
+    line for the run's log."""
+    import keras
+
+    backend = keras.backend.backend()
+    notes = []
+    share = os.environ.get("GPU_SHARE")
+    if backend == "jax":
+        import jax
+
+        platform = jax.default_backend()
+        if out_dir is not None:
+            cache = Path(out_dir) / "compile-cache" / "jax"
+            cache.mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", str(cache))
+            # Keep every compiled step, however quick to build: the point is that no fold pays twice.
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            notes.append(f"compilation cache {cache}")
+    elif backend == "torch":
+        import torch
+
+        platform = "gpu" if torch.cuda.is_available() else "cpu"
+        if share and platform == "gpu":
+            torch.cuda.set_per_process_memory_fraction(min(1.0, float(share)))
+        notes.append("no persistent compilation cache under torch")
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        platform = "gpu" if gpus else "cpu"
+        for gpu in gpus:  # grow as needed instead of taking the whole GPU
+            tf.config.experimental.set_memory_growth(gpu, True)
+    if share and platform == "gpu":
+        notes.append(f"GPU memory share {float(share):.2f}")
+    return f"backend {backend} on {platform}" + (f"; {', '.join(notes)}" if notes else "")
+
+
+def accelerator() -> bool:
+    """The running backend computes on a GPU (Keras must be imported)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+        return torch.cuda.is_available()
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def has_tensorflow() -> bool:
+    """TensorFlow-only pieces (TensorBoard logs, SavedModel export) need it installed."""
+    return installed("tensorflow")

@@ -1,0 +1,49 @@
+"""Callbacks of a fold's training: validation by prediction, and epoch times."""
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from .generator import predict_sequence
+
+
+class EpochValidation(keras.callbacks.Callback):
+    """Sets val_loss and val_accuracy in each epoch's logs from predictions of the validation crops
+    (categorical cross-entropy as Keras computes it, over the real rows only). Prediction runs in full
+    batches, so one compiled predict step serves validation and the final predictions and no other
+    shape is compiled. Must come before the callbacks that read val_loss."""
+
+    def __init__(self, sequence, targets: np.ndarray):
+        super().__init__()
+        self.sequence, self.targets = sequence, np.asarray(targets, np.float64)
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = predict_sequence(self.model, self.sequence).astype(np.float64)
+        probs = np.clip(probs / probs.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7)
+        if logs is not None:
+            logs["val_loss"] = float(-(self.targets * np.log(probs)).sum(axis=1).mean())
+            logs["val_accuracy"] = float((probs.argmax(1) == self.targets.argmax(1)).mean())
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds per epoch: the first one holds the compilation, the median the steady state."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+    @property
+    def first_epoch(self) -> float | None:
+        return round(self.seconds[0], 2) if self.seconds else None
+
+    def median_epoch(self) -> float | None:
+        rest = self.seconds[1:] or self.seconds
+        return round(float(np.median(rest)), 3) if rest else None

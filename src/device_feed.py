@@ -1,0 +1,165 @@
+"""The device feed: raw-wave training without a host bottleneck.
+
+The split's whole audio cache is copied once to the accelerator (FSDKaggle2018 at 22.05 kHz int16 is
+about 3 GB; an H200 holds 139 GiB). Per batch the host only draws the random numbers (which clip,
+where its crop starts, how long it is, its padding, gain, shift and mixup partner: a few hundred
+numbers, by the same `crop_plans` and in the same order as the host feed), and the accelerator cuts,
+shifts, scales and mixes the crops with `keras.ops`. Batches are the host feed's batches, sample for
+sample; only the place where they are made differs.
+
+Takes wave inputs with random crops, random crop lengths, time shift, gain and mixup. Stretch and
+noise stay on the host feed (src.generator), which also serves MFCC inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from .features import WaveInput
+from .generator import crop_plans
+
+# Samples per device array: int32 indices address each one, so a larger cache is split in shards at
+# clip boundaries.
+SHARD_LIMIT = 2 ** 30
+
+
+class ClipBank:
+    """A split's cached samples on the accelerator: shards of the cache's data file, cut at clip
+    boundaries, with each clip's shard and offset in it."""
+
+    def __init__(self, source: WaveInput, shard_limit: int = SHARD_LIMIT):
+        store = source.store
+        ok = store.index[store.index.status == "ok"]
+        data = np.fromfile(store.data_path, np.int16) if store.data_path.exists() else np.zeros(0, np.int16)
+        order = np.argsort(ok.offset.to_numpy(np.int64), kind="stable")
+        offsets = ok.offset.to_numpy(np.int64)[order]
+        lengths = ok.length.to_numpy(np.int64)[order]
+        self.shards, first, bounds = [], 0, []
+        shard_of, within = np.zeros(len(ok), np.int32), np.zeros(len(ok), np.int64)
+        for k, (offset, length) in enumerate(zip(offsets, lengths)):
+            if offset + length - first > shard_limit and k > 0 and offset > first:
+                bounds.append((first, offset))
+                first = offset
+            shard_of[k], within[k] = len(bounds), offset - first
+        bounds.append((first, int(offsets[-1] + lengths[-1]) if len(offsets) else 0))
+        self.shards = [ops.convert_to_tensor(np.ascontiguousarray(data[a:max(b, a + 1)])) for a, b in bounds]
+        names = ok.fname.to_numpy()[order]
+        self._where = {f: (int(s), int(w), int(n)) for f, s, w, n in zip(names, shard_of, within, lengths)}
+        self.length = source.crop_length
+        self.nbytes = sum(2 * max(b - a, 1) for a, b in bounds)
+
+    def lookup(self, fnames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(shard, offset in shard, length in samples) of each clip."""
+        where = np.array([self._where[f] for f in fnames], np.int64).reshape(-1, 3)
+        return where[:, 0], where[:, 1], where[:, 2]
+
+    def cut(self, shard, offset, start, take, before, shift=None, scale=None, partner=None, lam=None):
+        """(batch, length, 1) int16 crops on the device: `take` samples of each clip from `start`,
+        placed `before` samples in, silence around them; then rolled by `shift`, scaled by `scale`
+        and mixed with the batch's `partner` rows by `lam`, each rounded back to int16 as the host
+        feed does."""
+        length = self.length
+        position = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+        if shift is not None:  # np.roll: out[p] = crop[(p - shift) mod length]
+            position = ops.mod(position - _column(shift), length)
+        base = _column(np.asarray(offset) + start - before)  # < 2**31: offsets are within a shard
+        first, end = _column(before), _column(np.asarray(before) + take)
+        inside = ops.logical_and(position >= first, position < end)
+        wave = ops.zeros((len(start), length), "int16")
+        for k, samples in enumerate(self.shards):
+            index = ops.clip(base + position, 0, ops.shape(samples)[0] - 1)
+            mine = inside if len(self.shards) == 1 else ops.logical_and(inside, _column(shard) == k)
+            wave = ops.where(mine, ops.take(samples, index), wave)
+        if scale is not None:
+            wave = _to_int16(ops.cast(wave, "float32") * _column(scale, "float32"))
+        if partner is not None:
+            mix = _column(lam, "float32")
+            wave = ops.cast(wave, "float32")
+            wave = _to_int16(mix * wave + (1 - mix) * ops.take(wave, ops.convert_to_tensor(partner), axis=0))
+        return ops.expand_dims(wave, -1)
+
+
+def _column(values, dtype="int32"):
+    return ops.expand_dims(ops.convert_to_tensor(np.asarray(values).astype(dtype)), -1)
+
+
+def _to_int16(values):
+    return ops.cast(ops.clip(ops.round(values), -32768, 32767), "int16")
+
+
+class DeviceClipSequence(keras.utils.PyDataset):
+    """ClipSequence's batches, cut on the accelerator from a ClipBank: (crops, targets[, flags]) for
+    training, crops alone for prediction. Same arguments, same random numbers, same batches."""
+
+    def __init__(self, bank: ClipBank, fnames, targets: np.ndarray | None = None, batch_size: int = 64,
+                 train: bool = False, seed: int = 0, mixup: float = 0.0, weights: np.ndarray | None = None,
+                 min_length: int | None = None, time_shift: float = 0.0, gain_db: float = 0.0,
+                 full_batches: bool | None = None, **pydataset_kwargs):
+        super().__init__(**pydataset_kwargs)
+        self.bank = bank
+        self.fnames = list(fnames)
+        self.shard, self.offset, self.lengths = bank.lookup(self.fnames)
+        self.targets = None if targets is None else np.asarray(targets, np.float32)
+        self.batch_size, self.train, self.seed, self.mixup = batch_size, train, seed, mixup
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
+        self.min_length, self.time_shift, self.gain_db = min_length, time_shift, gain_db
+        self.full_batches = train if full_batches is None else full_batches
+        self.epoch = 0
+        self.order = self._order()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.fnames) / self.batch_size)
+
+    def _order(self) -> np.ndarray:
+        if not self.train:
+            return np.arange(len(self.fnames))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.fnames))
+
+    def rows(self, index: int) -> np.ndarray:
+        """As ClipSequence.rows: full batches for training (and prediction with full_batches)."""
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        if self.full_batches and len(rows) < self.batch_size:
+            rows = np.concatenate([rows, np.resize(self.order, self.batch_size - len(rows))])
+        return rows
+
+    def __getitem__(self, index: int):
+        rows = self.rows(index)
+        train = self.train
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if train else None
+        start, take, before = crop_plans(self.lengths[rows], self.bank.length, rng, self.min_length or 0)
+        # The host feed's draws, in its order: crop plans, time shift, gain, mixup.
+        shift = scale = partner = lam = None
+        if train and self.time_shift:
+            limit = int(self.time_shift * self.bank.length)
+            shift = rng.integers(-limit, limit + 1, size=len(rows))
+        if train and self.gain_db:
+            db = rng.uniform(-self.gain_db, self.gain_db, size=(len(rows), 1, 1))
+            scale = (10 ** (db / 20)).astype(np.float32).reshape(-1)
+        targets = None if self.targets is None else self.targets[rows]
+        if train and self.mixup > 0 and targets is not None:
+            lam = rng.beta(self.mixup, self.mixup, size=len(rows)).astype(np.float32)
+            partner = rng.permutation(len(rows))
+            targets = lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
+        inputs = self.bank.cut(self.shard[rows], self.offset[rows], start, take, before, shift, scale,
+                               partner, lam)
+        if targets is None:
+            return (inputs,)  # a tuple: Keras takes a bare array for numpy only
+        return (inputs, targets) if self.weights is None else (inputs, targets, self.weights[rows])
+
+    def on_epoch_end(self) -> None:
+        if self.train:
+            self.epoch += 1
+            self.order = self._order()
+
+
+def supports(config) -> str | None:
+    """Why the device feed cannot take this preset, or None when it can."""
+    if config.features != "wave":
+        return f"it reads {config.features} features (the device feed cuts raw waves)"
+    unsupported = [name for name in ("stretch", "noise_snr") if getattr(config, name)]
+    if unsupported:
+        return f"{' and '.join(unsupported)} augment on the host"
+    return None
