@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Train the folds of one model preset, one process per fold. With GPUs: one fold per GPU at a time,
-# the rest queued and started as GPUs free up. Without: CPU_JOBS processes of THREADS threads each.
+# Train the folds of one model preset, one process per fold. With GPUs: FOLDS_PER_GPU folds per GPU at
+# a time, each with that share of its memory, the rest queued and started as slots free up. Without:
+# CPU_JOBS processes of THREADS threads each.
 # Only scheduling lives here; the work is `python -m src.train`.
 set -u
 
@@ -18,6 +19,9 @@ usage: ./run_folds.sh MODEL [--cluster ADDRESS] [FOLD ...] [-- TRAIN_OPTIONS ...
 Environment:
   PYTHON      interpreter (default: python3)
   GPUS        GPU ids to use, e.g. "0 1" (default: every GPU `nvidia-smi -L` lists)
+  FOLDS_PER_GPU
+              fold processes sharing one GPU, each given 1/FOLDS_PER_GPU of its memory (default: 5;
+              see docs/speed.md)
   NVIDIA_SMI  the nvidia-smi command used to find GPUs (default: nvidia-smi)
   THREADS     threads per CPU fold process (default: 2)
   CPU_JOBS    CPU fold processes at once when there is no GPU (default: cores / THREADS, at least 1)
@@ -67,7 +71,12 @@ else
 fi
 if (( ${#slots[@]} )); then
   device=gpu
-  echo "$model: ${#folds[@]} fold(s) on ${#slots[@]} GPU(s): ${slots[*]}"
+  per_gpu=${FOLDS_PER_GPU:-5}
+  [[ $per_gpu =~ ^[1-9][0-9]*$ ]] || { echo "FOLDS_PER_GPU must be a whole number >= 1, not '$per_gpu'" >&2; exit 2; }
+  gpus=("${slots[@]}"); slots=()
+  for (( i = 0; i < per_gpu; i++ )); do slots+=("${gpus[@]}"); done
+  share=$(awk -v n="$per_gpu" 'BEGIN { printf "%.4f", 1 / n }')
+  echo "$model: ${#folds[@]} fold(s) on ${#gpus[@]} GPU(s): ${gpus[*]}, $per_gpu at a time on each"
 else
   device=cpu
   jobs=${CPU_JOBS:-$(( $(nproc) / THREADS ))}
@@ -84,7 +93,7 @@ launch() {  # fold slot
   local fold=$1 slot=$2 log=$log_dir/fold$1.log
   if [[ $device == gpu ]]; then
     echo "fold $fold -> GPU $slot (log: $log)"
-    CUDA_VISIBLE_DEVICES=$slot "$PYTHON" -m src.train --model "$model" --fold "$fold" "${options[@]}" \
+    CUDA_VISIBLE_DEVICES=$slot GPU_SHARE=$share "$PYTHON" -m src.train --model "$model" --fold "$fold" "${options[@]}" \
       >"$log" 2>&1 &
   else
     echo "fold $fold -> $slot (log: $log)"

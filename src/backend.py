@@ -35,12 +35,12 @@ class Choice:
 
 def gpu_visible() -> bool:
     """An NVIDIA GPU is installed and not hidden by CUDA_VISIBLE_DEVICES (checked without importing a
-    framework: the driver's /proc entries)."""
+    framework: the driver's /proc entries, or its device files where a container hides /proc)."""
     hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
     if hidden is not None and hidden.strip() in ("", "-1"):
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
 def installed(name: str) -> bool:

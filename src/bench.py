@@ -2,7 +2,9 @@
 model fed, on any dataset in the competition layout. Figures are printed, with ratios measured in the
 same run so that a noisy machine still gives a meaningful answer.
 
-    python -m src.bench DATA_DIR                 # cache, feeding and inference rates, peak RSS
+    python -m src.bench DATA_DIR                 # cache; feed alone, step alone, both together (GPU
+                                                 # busy share), inference; peak RSS
+    KERAS_BACKEND=torch python -m src.bench DATA_DIR --models logmel --precision bfloat16
     python -m src.bench DATA_DIR --repeat 10     # the same on the train list repeated 10 times
     python -m src.bench DATA_DIR --full-run      # a complete 5-fold 1d + 2d run, timed by stage,
                                                  # against per-batch loading and resampling
@@ -12,6 +14,7 @@ the dataset's own cache and predictions are never touched.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -100,70 +103,131 @@ def bench_cache(data_dir: Path, rates: list[int]) -> dict:
 
 # --- feeding the model ---------------------------------------------------------------------------
 
-def epoch_timer():
-    """A Keras callback that records the seconds of every epoch in `.seconds`."""
-    import keras
+class GpuBusy:
+    """GPU utilisation sampled by `nvidia-smi` every 100 ms while the block runs: the share of time a
+    kernel was running (mean %), or None without a GPU."""
 
-    class EpochTimer(keras.callbacks.Callback):
-        seconds: list[float] = []
+    def __enter__(self):
+        self.samples, self.process = [], None
+        if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES") not in ("", "-1"):
+            self.process = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
 
-        def on_train_begin(self, logs=None):
-            self.seconds = []
+    def __exit__(self, *exc):
+        if self.process is not None:
+            self.process.terminate()
+            out, _ = self.process.communicate()
+            self.samples = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
-
-    return EpochTimer()
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.samples)) if self.samples else None
 
 
-def bench_training(data_dir: Path, config: Config, clips: int, rounds: int) -> dict:
-    """Samples/s of training fed by the generator and by in-memory arrays of the same inputs, one
-    epoch of each in turn for `rounds` rounds after a warm-up epoch (tracing), medians compared; and
-    samples/s of inference."""
-    import keras
+def _sync(x) -> None:
+    """Wait for a (possibly asynchronous) device computation to finish."""
+    from keras import ops
 
+    ops.convert_to_numpy(ops.sum(ops.cast(x, "float32")))
+
+
+def _feeds(data_dir: Path, config: Config, clips: int):
+    """The preset's training sequences over up to `clips` clips: host feed, and device feed when the
+    preset allows it (None otherwise)."""
+    from .device_feed import ClipBank, DeviceClipSequence, supports
     from .features import model_input
     from .generator import ClipSequence
-    from .models import build_model
+    from .train import augmentation
 
     train = load_train(data_dir)
     labels = class_names(train)
     source = model_input(data_dir, "train", config)
     ok = train[train.fname.map(lambda f: source.store.status(f) == "ok")].head(clips)
     targets = np.eye(len(labels), dtype=np.float32)[ok.label.map(labels.index)]
-    feed = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
-                max_queue_size=config.max_queue_size)
-    sequence = ClipSequence(source, ok.fname, targets, config.batch_size, train=True, seed=0, **feed)
-    arrays = [sequence[i] for i in range(len(sequence))]
-    x = np.concatenate([a for a, _ in arrays])
-    y = np.concatenate([b for _, b in arrays])
-    statistics = {"mean": x.mean(axis=(0, 2, 3)), "variance": x.var(axis=(0, 2, 3))} \
-        if config.features == "mfcc" else {}
+    min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
+    common = dict(train=True, seed=0, mixup=config.mixup, min_length=min_length)
+    host = ClipSequence(source, ok.fname, targets, config.batch_size, augment=augmentation(config),
+                        workers=config.workers, use_multiprocessing=config.use_multiprocessing,
+                        max_queue_size=config.max_queue_size, **common)
+    device = None
+    if supports(config) is None:
+        device = DeviceClipSequence(ClipBank(source), ok.fname, targets, config.batch_size,
+                                    time_shift=config.time_shift, gain_db=config.gain_db, **common)
+    statistics = {}
+    if config.features == "mfcc":
+        statistics = dict(zip(("mean", "variance"), source.statistics(list(ok.fname))))
+    return host, device, len(labels), statistics
 
-    keras.utils.set_random_seed(0)
-    models = {"generator": build_model(config, len(labels), **statistics),
-              "memory": build_model(config, len(labels), **statistics)}
-    fits = {"generator": lambda m, cb: m.fit(sequence, epochs=1, callbacks=cb, verbose=0),
-            "memory": lambda m, cb: m.fit(x, y, batch_size=config.batch_size, epochs=1, shuffle=True,
-                                          callbacks=cb, verbose=0)}
-    seconds = {name: [] for name in models}
+
+def feed_rate(sequence, rounds: int) -> float:
+    """Crops/s of one feed alone (one worker, no model): batches made and, on a device, finished."""
+    times = []
     for round_ in range(rounds + 1):
-        for name, model in models.items():
-            timer = epoch_timer()
-            fits[name](model, [timer])
-            if round_:  # round 0 traces and warms up
-                seconds[name].append(timer.seconds[-1])
-    rates = {name: len(x) / float(np.median(times)) for name, times in seconds.items()}
-    model = models["memory"]
-    model.predict(x[: config.batch_size], verbose=0)
+        start = time.perf_counter()
+        for i in range(len(sequence)):
+            x = sequence[i][0]
+        _sync(x)
+        if round_:  # round 0 warms up (first device ops compile)
+            times.append(time.perf_counter() - start)
+        sequence.on_epoch_end()
+    return len(sequence) * sequence.batch_size / float(np.median(times))
+
+
+def resident(sequence, batches: int = 8):
+    """A PyDataset as long as `sequence` serving its first batches, made once and kept on the device,
+    in a loop: the training step measured without any feed."""
+    import keras
+    from keras import ops
+
+    kept = [tuple(ops.convert_to_tensor(t) for t in sequence[i]) for i in range(min(batches, len(sequence)))]
+
+    class Resident(keras.utils.PyDataset):
+        def __len__(self):
+            return len(sequence)
+
+        def __getitem__(self, index):
+            return kept[index % len(kept)]
+    return Resident()
+
+
+def bench_training(data_dir: Path, config: Config, clips: int, rounds: int) -> dict:
+    """Samples/s of the feed alone (host and device), the training step alone (batches already on
+    the device), and training fed by each feed (the two together, with the GPU busy share), medians
+    of `rounds` epochs after one that compiles; and of inference."""
+    import keras
+
+    from . import backend
+    from .models import build_model
+
+    host, device, n_classes, statistics = _feeds(data_dir, config, clips)
+    on_gpu = backend.accelerator()
+    steps = config.steps_per_execution or (8 if on_gpu else 1)
+    result = {"clips": len(host) * host.batch_size, "steps_per_execution": steps,
+              "feed host": feed_rate(host, rounds),
+              "feed device": feed_rate(device, rounds) if device is not None else None}
+    from .callbacks import EpochTimer
+
+    def train_rate(sequence):
+        keras.utils.set_random_seed(0)
+        model = build_model(config, n_classes, len(sequence), steps, **statistics)
+        timer = EpochTimer()
+        with GpuBusy() as busy:
+            model.fit(sequence, epochs=rounds + 1, callbacks=[timer], verbose=0)
+        result.setdefault("first epochs", []).append(round(timer.seconds[0], 1))
+        return len(sequence) * config.batch_size / float(np.median(timer.seconds[1:])), busy.mean, model
+
+    result["step"], result["busy step"], model = train_rate(resident(device if device is not None else host))
+    result["host"], result["busy host"], _ = train_rate(host)
+    if device is not None:
+        result["device"], result["busy device"], _ = train_rate(device)
+    x = np.concatenate([host[i][0] for i in range(len(host))])
+    model.predict(x[: config.batch_size], batch_size=config.batch_size, verbose=0)
     start = time.perf_counter()
-    model.predict(x, batch_size=config.batch_size, verbose=0)
-    rates["inference"] = len(x) / (time.perf_counter() - start)
-    rates["clips"] = len(x)
-    return rates
+    model.predict(x[: len(x) // config.batch_size * config.batch_size], batch_size=config.batch_size, verbose=0)
+    result["inference"] = len(x) // config.batch_size * config.batch_size / (time.perf_counter() - start)
+    return result
 
 
 def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> float:
@@ -212,6 +276,7 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     `epochs` epochs after a first one that traces the model."""
     import keras
 
+    from .callbacks import EpochTimer
     from .data import load_folds, with_folds
     from .features import model_input
     from .generator import ClipSequence
@@ -229,7 +294,7 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     for name, sequence in feeds.items():
         keras.utils.set_random_seed(0)
         model = build_model(config, len(labels))
-        timer = epoch_timer()
+        timer = EpochTimer()
         model.fit(sequence, epochs=epochs + 1, callbacks=[timer], verbose=0)
         result[name] = float(np.mean(timer.seconds[1:]))
     return result
@@ -282,6 +347,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per feed, alternating "
                         "generator and in-memory, after one warm-up each (default 3)")
     parser.add_argument("--workers", type=int, help="PyDataset workers (default: the preset's)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="training precision (default float32)")
+    parser.add_argument("--skip-cache", action="store_true", help="skip the audio cache timings")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS fold process")
+    parser.add_argument("--json", type=Path, help="also append each model's figures to this JSON-lines file")
     parser.add_argument("--full-run", action="store_true", help="time a complete 5-fold 1d + 2d run instead")
     parser.add_argument("--full-run-epochs", type=int, default=50, help="maximum epochs per fold there")
     parser.add_argument("--kernel-epochs", type=int, default=3, help="epochs of the per-batch comparison")
@@ -289,6 +359,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         work = Path(work)
         data_dir = mirror(args.data_dir, work / "data", args.repeat)
+        from . import backend
+        backend.configure(work)  # the compilation cache: the same step built again is not compiled again
         info = machine()
         print(f"machine: {info['cores']} cores, GPU: {info['gpu']}, backend {info['backend']} "
               f"(keras {info['keras']})")
@@ -296,26 +368,40 @@ def main(argv=None) -> int:
             full_run(data_dir, work, args.full_run_epochs, args.kernel_epochs)
             return 0
         rates = sorted({PRESETS[m].sample_rate for m in args.models})
-        cache = bench_cache(data_dir, rates)
-        audio = cache["mean_seconds"]
-        print(f"\naudio cache, {cache['clips']} train clips (~{audio:.1f} s each), rates {rates}, all cores:")
-        for name in ("decode", "decode_resample", "build"):
-            label = {"decode": "decode only", "decode_resample": "decode + resample",
-                     "build": "cache build"}[name]
-            print(f"  {label:<20}{cache[name]:8.1f} clips/s {cache[name] * audio:9.0f} s of audio/s")
-        print(f"  build / (decode + resample): {cache['build'] / cache['decode_resample']:.0%}")
-        print(f"\nfeeding (median of {args.rounds} alternating epochs over up to {args.clips} clips):")
-        print(f"  {'model':<6}{'generator':>12}{'in memory':>12}{'ratio':>8}{'inference':>12}{'peak RSS':>11}")
+        if args.skip_cache:
+            for rate in rates:
+                audio_cache.build(data_dir, "train", [rate])
+        else:
+            cache = bench_cache(data_dir, rates)
+            audio = cache["mean_seconds"]
+            print(f"\naudio cache, {cache['clips']} train clips (~{audio:.1f} s each), rates {rates}, all cores:")
+            for name in ("decode", "decode_resample", "build"):
+                label = {"decode": "decode only", "decode_resample": "decode + resample",
+                         "build": "cache build"}[name]
+                print(f"  {label:<20}{cache[name]:8.1f} clips/s {cache[name] * audio:9.0f} s of audio/s")
+            print(f"  build / (decode + resample): {cache['build'] / cache['decode_resample']:.0%}")
+        print(f"\ntraining, samples/s (median of {args.rounds} epochs over up to {args.clips} clips, after one "
+              f"that compiles; precision {args.precision}); GPU busy = mean nvidia-smi utilisation:")
+        print(f"  {'model':<7}{'feed: host':>11}{'device':>9}{'step alone':>12}{'host-fed':>10}{'busy':>6}"
+              f"{'device-fed':>12}{'busy':>6}{'inference':>11}{'peak RSS':>10}")
+        fmt = lambda v, w, unit="": f"{v:>{w}.0f}{unit}" if v is not None else f"{'-':>{w + len(unit)}}"
         for name in args.models:
-            config = PRESETS[name]
-            if args.workers:
-                config = Config(**{**config.__dict__, "workers": args.workers})
+            config = dataclasses.replace(PRESETS[name], precision=args.precision,
+                                         **({"workers": args.workers} if args.workers else {}))
             speed = bench_training(data_dir, config, args.clips, args.rounds)
-            rss = peak_rss(data_dir, work / "rss", name)
-            print(f"  {name:<6}{speed['generator']:>10.0f}/s{speed['memory']:>10.0f}/s"
-                  f"{speed['generator'] / speed['memory']:>8.0%}{speed['inference']:>10.0f}/s{rss:>8.0f} MiB")
-        print(f"  (samples/s over {speed['clips']} clips; peak RSS of a `src.train` fold process, "
-              f"1 epoch, on {len(load_train(data_dir))} train clips)")
+            rss = peak_rss(data_dir, work / "rss", name) if not args.no_rss else None
+            print(f"  {name:<7}{fmt(speed['feed host'], 11)}{fmt(speed['feed device'], 9)}{fmt(speed['step'], 12)}"
+                  f"{fmt(speed['host'], 10)}{fmt(speed['busy host'], 5, '%')}{fmt(speed.get('device'), 12)}"
+                  f"{fmt(speed.get('busy device'), 5, '%')}{fmt(speed['inference'], 11)}{fmt(rss, 6, ' MiB')}"
+                  f"   first epochs {speed['first epochs']} s", flush=True)
+            if args.json:
+                with open(args.json, "a") as out:
+                    out.write(json.dumps({"model": name, **info, "precision": args.precision,
+                                          "repeat": args.repeat, **speed, "peak_rss_mib": rss}) + "\n")
+        print(f"  (feed: crops/s of one feed alone, one worker, no model; step alone: training on batches "
+              f"already on the device; *-fed: the two together; {speed['steps_per_execution']} step(s) per "
+              f"execution; peak RSS of a `src.train` fold process, 1 epoch, on {len(load_train(data_dir))} "
+              f"train clips)")
     return 0
 
 
