@@ -132,6 +132,18 @@ def accelerator() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def steps_per_execution(asked: int, on_gpu: bool) -> int:
+    """Training steps per call into the compiled step: `asked`, or when 0, 8 on a GPU (one host round
+    trip per 8 steps) and 1 on the CPU. PyTorch's Keras trainer takes 1 only."""
+    import keras
+
+    torch = keras.backend.backend() == "torch"
+    if asked > 1 and torch:
+        raise SystemExit(f"--steps-per-execution {asked}: Keras's PyTorch backend runs one step per call; "
+                         f"use 1 (or 0 for the default), or another backend")
+    return asked or (8 if on_gpu and not torch else 1)
+
+
 def has_tensorflow() -> bool:
     """TensorFlow-only pieces (TensorBoard logs, SavedModel export) need it installed."""
     return installed("tensorflow")

@@ -203,7 +203,7 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int) -> d
 
     host, device, n_classes, statistics = _feeds(data_dir, config, clips)
     on_gpu = backend.accelerator()
-    steps = config.steps_per_execution or (8 if on_gpu else 1)
+    steps = backend.steps_per_execution(config.steps_per_execution, on_gpu)
     result = {"clips": len(host) * host.batch_size, "steps_per_execution": steps,
               "feed host": feed_rate(host, rounds),
               "feed device": feed_rate(device, rounds) if device is not None else None}

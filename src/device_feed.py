@@ -50,6 +50,10 @@ class ClipBank:
         self._where = {f: (int(s), int(w), int(n)) for f, s, w, n in zip(names, shard_of, within, lengths)}
         self.length = source.crop_length
         self.nbytes = sum(2 * max(b - a, 1) for a, b in bounds)
+        self._cut = self._cut_on_device
+        if keras.backend.backend() == "jax":  # one dispatch a batch instead of one per operation
+            import jax
+            self._cut = jax.jit(self._cut_on_device)
 
     def lookup(self, fnames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(shard, offset in shard, length in samples) of each clip."""
@@ -60,30 +64,31 @@ class ClipBank:
         """(batch, length, 1) int16 crops on the device: `take` samples of each clip from `start`,
         placed `before` samples in, silence around them; then rolled by `shift`, scaled by `scale`
         and mixed with the batch's `partner` rows by `lam`, each rounded back to int16 as the host
-        feed does."""
+        feed does. Arguments are host arrays of one value per crop (a few hundred numbers a batch)."""
+        column = lambda values, dtype="int32": None if values is None else np.asarray(values, dtype)[:, None]
+        before = np.asarray(before)
+        return self._cut(tuple(self.shards), column(shard), column(np.asarray(offset) + start - before),
+                         column(before), column(before + np.asarray(take)), column(shift),
+                         column(scale, "float32"), None if partner is None else np.asarray(partner, "int32"),
+                         column(lam, "float32"))
+
+    def _cut_on_device(self, shards, shard, base, first, end, shift, scale, partner, lam):
         length = self.length
         position = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
         if shift is not None:  # np.roll: out[p] = crop[(p - shift) mod length]
-            position = ops.mod(position - _column(shift), length)
-        base = _column(np.asarray(offset) + start - before)  # < 2**31: offsets are within a shard
-        first, end = _column(before), _column(np.asarray(before) + take)
+            position = ops.mod(position - shift, length)
         inside = ops.logical_and(position >= first, position < end)
-        wave = ops.zeros((len(start), length), "int16")
-        for k, samples in enumerate(self.shards):
+        wave = ops.zeros((ops.shape(base)[0], length), "int16")
+        for k, samples in enumerate(shards):  # base < 2**31: offsets are within a shard
             index = ops.clip(base + position, 0, ops.shape(samples)[0] - 1)
-            mine = inside if len(self.shards) == 1 else ops.logical_and(inside, _column(shard) == k)
+            mine = inside if len(shards) == 1 else ops.logical_and(inside, shard == k)
             wave = ops.where(mine, ops.take(samples, index), wave)
         if scale is not None:
-            wave = _to_int16(ops.cast(wave, "float32") * _column(scale, "float32"))
+            wave = _to_int16(ops.cast(wave, "float32") * scale)
         if partner is not None:
-            mix = _column(lam, "float32")
             wave = ops.cast(wave, "float32")
-            wave = _to_int16(mix * wave + (1 - mix) * ops.take(wave, ops.convert_to_tensor(partner), axis=0))
+            wave = _to_int16(lam * wave + (1 - lam) * ops.take(wave, partner, axis=0))
         return ops.expand_dims(wave, -1)
-
-
-def _column(values, dtype="int32"):
-    return ops.expand_dims(ops.convert_to_tensor(np.asarray(values).astype(dtype)), -1)
 
 
 def _to_int16(values):

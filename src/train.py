@@ -89,7 +89,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
         mean, variance = train_source.statistics(list(fit_rows.fname))
         statistics = {"mean": mean, "variance": variance}
     steps_per_epoch = -(-len(fit_rows) // config.batch_size)
-    steps_per_execution = config.steps_per_execution or (8 if on_gpu else 1)
+    steps_per_execution = backend.steps_per_execution(config.steps_per_execution, on_gpu)
     model = build_model(config, len(labels), steps_per_epoch, steps_per_execution, **statistics)
     one_hot = lambda rows: np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
     fit_seq, val_seq = feeds(config, train_source, fit_rows, val_rows, one_hot(fit_rows), fold, on_gpu)
@@ -103,7 +103,9 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
         EpochValidation(val_seq, one_hot(val_rows)),  # first: the callbacks after it read its val_loss
         timer,
         keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        # Ends with the best epoch's weights (those of best.keras) in the model: prediction then reuses
+        # the predict step compiled for validation instead of loading and compiling anew.
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(fold_dir / "log.csv"),
     ]
     if backend.has_tensorflow():  # TensorBoard writes through tf.summary
@@ -114,7 +116,6 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     fit_started = time.time()
     history = model.fit(fit_seq, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     fitted = time.time()
-    model = keras.models.load_model(checkpoint)  # the best epoch, not the last
 
     def predict(source, fnames) -> np.ndarray:
         if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
