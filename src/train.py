@@ -102,9 +102,8 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     callbacks = [
         EpochValidation(val_seq, one_hot(val_rows)),  # first: the callbacks after it read its val_loss
         timer,
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
-        # Ends with the best epoch's weights (those of best.keras) in the model: prediction then reuses
-        # the predict step compiled for validation instead of loading and compiling anew.
+        # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
+        # reuses the predict step compiled for validation instead of loading and compiling anew.
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(fold_dir / "log.csv"),
     ]
@@ -116,6 +115,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     fit_started = time.time()
     history = model.fit(fit_seq, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     fitted = time.time()
+    model.save(checkpoint)  # once, the best epoch's weights: saving at every better epoch cost seconds a fold
 
     def predict(source, fnames) -> np.ndarray:
         if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split

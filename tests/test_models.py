@@ -141,3 +141,42 @@ def test_spec_mask_layer_masks_runs_of_frames_and_bands_in_training_only():
         assert np.allclose(after[changed], before.mean(), atol=1e-5)  # filled with the crop's mean
         assert len(frames) <= 2 * 10 and len(bands) <= 2 * 4
         assert (changed == (np.isin(np.arange(40), bands)[:, None] | np.isin(np.arange(100), frames))).all()
+
+
+def test_epoch_validation_gives_the_loss_keras_gives_over_the_real_rows(clean_dataset):
+    """Validation runs in full batches (one compiled shape); the padding rows must not count."""
+    import dataclasses
+
+    from src.callbacks import EpochValidation
+    from src.features import model_input
+    from src.generator import ClipSequence
+
+    config = dataclasses.replace(PRESETS["1d"], crop_seconds=0.5)
+    source = model_input(clean_dataset, "train", config, n_jobs=1)
+    fnames = [f for f in source.store.index.fname if source.store.status(f) == "ok"][:7]
+    targets = np.eye(3, dtype=np.float32)[np.arange(7) % 3]
+    model = build_model(config, 3)
+    validation = EpochValidation(ClipSequence(source, fnames, None, 4, full_batches=True), targets)
+    validation.set_model(model)
+    logs = {}
+    validation.on_epoch_end(0, logs)
+    inputs = ClipSequence(source, fnames, None, 7)[0]
+    assert logs["val_loss"] == pytest.approx(float(model.evaluate(inputs, targets, verbose=0)[0]), rel=1e-4)
+    expected_accuracy = (model.predict(inputs, verbose=0).argmax(1) == np.arange(7) % 3).mean()
+    assert logs["val_accuracy"] == pytest.approx(expected_accuracy)
+
+
+def test_bfloat16_precision_keeps_front_end_softmax_and_weights_in_float32():
+    import dataclasses
+
+    config = dataclasses.replace(PRESETS["logmel"], precision="bfloat16")
+    model = build_model(config, 5)
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers}
+    assert policies["log_mel"] == "float32" and policies[model.layers[-1].name] == "float32"
+    assert "mixed_bfloat16" in policies.values()
+    assert all(w.dtype == "float32" for w in model.weights if "seed" not in w.path)
+    x = np.random.default_rng(0).integers(-3000, 3000, (2, config.crop_samples, 1), dtype=np.int16)
+    probs = np.asarray(model.predict(x, verbose=0))
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    import keras
+    assert keras.config.dtype_policy().name == "float32"   # the global policy is left as it was

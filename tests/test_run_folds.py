@@ -31,9 +31,16 @@ def pipeline(tmp_path_factory):
     fake_smi = tmp / "nvidia-smi"
     fake_smi.write_text("#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-0)'\necho 'GPU 1: Fake GPU (UUID: GPU-1)'\n")
     fake_smi.chmod(0o755)
+    one_gpu = tmp / "nvidia-smi-1"
+    one_gpu.write_text("#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-0)'\n")
+    one_gpu.chmod(0o755)
     runs = {
-        # Two "GPUs" from a stand-in nvidia-smi: one fold per GPU, both at once.
-        "1d": run_folds("1d", *options, env={"NVIDIA_SMI": str(fake_smi)}),
+        # Two "GPUs" from a stand-in nvidia-smi, one fold on each, both at once.
+        "1d": run_folds("1d", *options, env={"NVIDIA_SMI": str(fake_smi), "FOLDS_PER_GPU": "1"}),
+        # One "GPU" shared by both folds at once (the stand-in GPUs leave the processes on the CPU).
+        "1d_shared": run_folds("1d", *options[:-1], str(tmp / "shared"),
+                               env={"NVIDIA_SMI": str(one_gpu), "FOLDS_PER_GPU": "2"}),
+        "1d_bad_share": run_folds("1d", *options, env={"NVIDIA_SMI": str(one_gpu), "FOLDS_PER_GPU": "0"}),
         # No GPU: CPU processes. Fold 5 does not exist and fails; fold 0 must still finish.
         "2d_crash": run_folds("2d", "0", "5", *options, env={"NVIDIA_SMI": "false"}),
         "2d_resume": run_folds("2d", *options, env={"NVIDIA_SMI": "false"}),
@@ -57,6 +64,22 @@ def test_folds_run_one_per_gpu(pipeline):
             assert (folder / name).exists(), name
         assert (paths.model_dir("1d") / "logs" / f"fold{fold}.log").exists()
     assert "val MAP@3" in run.stdout and "failed" not in run.stdout
+
+
+def test_folds_share_a_gpu_by_folds_per_gpu(pipeline):
+    paths, runs = pipeline
+    run = runs["1d_shared"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 fold(s) on 1 GPU(s): 0, 2 at a time on each" in run.stdout
+    lines = run.stdout.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"fold \d -> GPU 0 .*", line)]
+    first_done = min(i for i, line in enumerate(lines) if line.endswith(" done"))
+    assert len(starts) == 2 and max(starts) < first_done
+    log = (paths.out_dir.parent / "shared" / "predictions" / "1d" / "logs" / "fold0.log").read_text()
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert f"backend {backend} on cpu" in log and "host feed" in log   # printed at the start of the run
+    bad = runs["1d_bad_share"]
+    assert bad.returncode == 2 and "FOLDS_PER_GPU must be a whole number >= 1" in bad.stderr
 
 
 def test_a_crashed_fold_keeps_the_finished_ones(pipeline):

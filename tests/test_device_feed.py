@@ -1,0 +1,55 @@
+"""The device feed cuts the host feed's batches, sample for sample, from the audio cache held on the
+accelerator (here the CPU device of whichever backend runs the suite)."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from src.config import PRESETS
+from src.device_feed import ClipBank, DeviceClipSequence, supports
+from src.features import model_input
+from src.generator import ClipSequence
+from src.train import augmentation
+
+
+@pytest.mark.parametrize("preset, options", [
+    ("logmel", {}),                                        # mixup, random crop lengths
+    ("envnet", {}),                                        # gain, time shift
+    ("1d", {"mixup": 0.4, "gain_db": 3.0, "time_shift": 0.2, "min_crop_seconds": 0.2}),
+])
+@pytest.mark.parametrize("shard_limit", [2 ** 30, 30_000])   # one device array, or many
+def test_device_batches_equal_host_batches(clean_dataset, preset, options, shard_limit):
+    config = dataclasses.replace(PRESETS[preset], crop_seconds=1.0, **options)
+    source = model_input(clean_dataset, "train", config, n_jobs=1)
+    fnames = [f for f in source.store.index.fname if source.store.status(f) == "ok"]
+    targets = np.eye(len(fnames), dtype=np.float32)
+    flags = np.arange(len(fnames)) % 2
+    min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
+    common = dict(train=True, seed=3, mixup=config.mixup, min_length=min_length, weights=flags)
+    host = ClipSequence(source, fnames, targets, 5, augment=augmentation(config), **common)
+    bank = ClipBank(source, shard_limit=shard_limit)
+    assert (len(bank.shards) > 1) == (shard_limit < 2 ** 30)
+    device = DeviceClipSequence(bank, fnames, targets, 5, time_shift=config.time_shift, gain_db=config.gain_db,
+                                **common)
+    assert len(host) == len(device) == 4                  # 18 clips: the last batch is topped up
+    for epoch in range(2):
+        for i in range(len(host)):
+            (hx, hy, hw), (dx, dy, dw) = host[i], device[i]
+            dx = np.asarray(dx)
+            assert dx.shape == hx.shape == (5, source.crop_length, 1) and dx.dtype == np.int16
+            # Equal up to float rounding at .5 in the rare sample (fused multiply-adds may differ).
+            assert np.abs(hx.astype(int) - dx).max() <= 1 and (hx == dx).mean() > 0.999
+            np.testing.assert_allclose(hy, dy, atol=1e-6)
+            np.testing.assert_array_equal(hw, dw)
+        host.on_epoch_end()
+        device.on_epoch_end()
+    plain_host = ClipSequence(source, fnames, None, 5, full_batches=True)
+    plain_device = DeviceClipSequence(bank, fnames, None, 5, full_batches=True)
+    for i in range(len(plain_host)):
+        np.testing.assert_array_equal(plain_host[i], np.asarray(plain_device[i][0]))
+
+
+def test_what_the_device_feed_cannot_take_is_named():
+    assert supports(PRESETS["logmel"]) is None and supports(PRESETS["envnet"]) is None
+    assert "mfcc" in supports(PRESETS["2d"])
+    assert "stretch" in supports(dataclasses.replace(PRESETS["1d"], stretch=0.1))
