@@ -12,14 +12,12 @@ noise stay on the host feed (src.generator), which also serves MFCC inputs.
 """
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from .features import WaveInput
-from .generator import crop_plans
+from .generator import Batches, crop_plans
 
 # Samples per device array: int32 indices address each one, so a larger cache is split in shards at
 # clip boundaries.
@@ -95,7 +93,7 @@ def _to_int16(values):
     return ops.cast(ops.clip(ops.round(values), -32768, 32767), "int16")
 
 
-class DeviceClipSequence(keras.utils.PyDataset):
+class DeviceClipSequence(Batches):
     """ClipSequence's batches, cut on the accelerator from a ClipBank: (crops, targets[, flags]) for
     training, crops alone for prediction. Same arguments, same random numbers, same batches."""
 
@@ -103,37 +101,14 @@ class DeviceClipSequence(keras.utils.PyDataset):
                  train: bool = False, seed: int = 0, mixup: float = 0.0, weights: np.ndarray | None = None,
                  min_length: int | None = None, time_shift: float = 0.0, gain_db: float = 0.0,
                  full_batches: bool | None = None, **pydataset_kwargs):
-        super().__init__(**pydataset_kwargs)
+        super().__init__(fnames, targets, batch_size, train, seed, mixup, weights, min_length, full_batches,
+                         **pydataset_kwargs)
         self.bank = bank
-        self.fnames = list(fnames)
         self.shard, self.offset, self.lengths = bank.lookup(self.fnames)
-        self.targets = None if targets is None else np.asarray(targets, np.float32)
-        self.batch_size, self.train, self.seed, self.mixup = batch_size, train, seed, mixup
-        self.weights = None if weights is None else np.asarray(weights, np.float32)
-        self.min_length, self.time_shift, self.gain_db = min_length, time_shift, gain_db
-        self.full_batches = train if full_batches is None else full_batches
-        self.epoch = 0
-        self.order = self._order()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.fnames) / self.batch_size)
-
-    def _order(self) -> np.ndarray:
-        if not self.train:
-            return np.arange(len(self.fnames))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.fnames))
-
-    def rows(self, index: int) -> np.ndarray:
-        """As ClipSequence.rows: full batches for training (and prediction with full_batches)."""
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        if self.full_batches and len(rows) < self.batch_size:
-            rows = np.concatenate([rows, np.resize(self.order, self.batch_size - len(rows))])
-        return rows
+        self.time_shift, self.gain_db = time_shift, gain_db
 
     def __getitem__(self, index: int):
-        rows = self.rows(index)
-        train = self.train
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if train else None
+        rows, rng, train = self.rows(index), self.rng(index), self.train
         start, take, before = crop_plans(self.lengths[rows], self.bank.length, rng, self.min_length or 0)
         # The host feed's draws, in its order: crop plans, time shift, gain, mixup.
         shift = scale = partner = lam = None
@@ -153,11 +128,6 @@ class DeviceClipSequence(keras.utils.PyDataset):
         if targets is None:
             return (inputs,)  # a tuple: Keras takes a bare array for numpy only
         return (inputs, targets) if self.weights is None else (inputs, targets, self.weights[rows])
-
-    def on_epoch_end(self) -> None:
-        if self.train:
-            self.epoch += 1
-            self.order = self._order()
 
 
 def supports(config) -> str | None:

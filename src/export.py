@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .config import Config, Paths, add_path_arguments, paths_from_args, stage_parser
-from .data import reports_data_errors
+from .data import DataError, reports_data_errors
 from .predict import load_members
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,12 @@ def inference_model(config: Config, fold_models: list):
 
 def export(paths: Paths, preset: str, out: Path) -> Path:
     """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json."""
+    from .backend import has_tensorflow
+
+    if not has_tensorflow():
+        raise DataError("src.export writes a TensorFlow SavedModel, which needs TensorFlow: "
+                        "pip install tensorflow (any backend may stay the one that trains). The fold "
+                        "models themselves (predictions/MODEL/fold*/best.keras) load on any backend.")
     member = load_members(paths, [preset])[0]
     model = inference_model(member.config, member.models)
     out = Path(out)

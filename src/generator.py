@@ -75,26 +75,21 @@ def windows(rows: np.ndarray, length: int, hop: int, pad_row: np.ndarray) -> tup
     return np.stack([rows[s:s + length] for s in starts]), starts
 
 
-class ClipSequence(keras.utils.PyDataset):
-    """(inputs, one-hot targets[, sample weights]) batches for training, or inputs alone for
-    prediction."""
+class Batches(keras.utils.PyDataset):
+    """The batch order of a list of clips, shared by the host and device feeds: reshuffled every epoch
+    in training (seeded by seed and epoch), in list order otherwise; `rows(index)` gives the clips of
+    one batch and `rng(index)` its random numbers."""
 
-    def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
-                 batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
-                 weights: np.ndarray | None = None, augment=None, min_length: int | None = None,
-                 full_batches: bool | None = None, **pydataset_kwargs):
+    def __init__(self, fnames, targets: np.ndarray | None, batch_size: int, train: bool, seed: int,
+                 mixup: float, weights: np.ndarray | None, min_length: int | None,
+                 full_batches: bool | None, **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
-        self.source = source
         self.fnames = list(fnames)
         self.targets = None if targets is None else np.asarray(targets, np.float32)
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.mixup = mixup
+        self.batch_size, self.train, self.seed, self.mixup = batch_size, train, seed, mixup
         self.weights = None if weights is None else np.asarray(weights, np.float32)
-        self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
-        self.min_length = min_length  # training crops of random length from here to crop_length
+        self.min_length = min_length  # training crops of random length from here to the crop length
         self.full_batches = train if full_batches is None else full_batches
         self.epoch = 0
         self.order = self._order()
@@ -116,10 +111,31 @@ class ClipSequence(keras.utils.PyDataset):
             rows = np.concatenate([rows, np.resize(self.order, self.batch_size - len(rows))])
         return rows
 
+    def rng(self, index: int) -> np.random.Generator | None:
+        """One generator per (epoch, batch) in training: the same crops whatever worker serves it."""
+        return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+
+    def on_epoch_end(self) -> None:
+        if self.train:
+            self.epoch += 1
+            self.order = self._order()
+
+
+class ClipSequence(Batches):
+    """(inputs, one-hot targets[, sample weights]) batches for training, or inputs alone for
+    prediction, cut on the host from the cached inputs."""
+
+    def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
+                 batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
+                 weights: np.ndarray | None = None, augment=None, min_length: int | None = None,
+                 full_batches: bool | None = None, **pydataset_kwargs):
+        super().__init__(fnames, targets, batch_size, train, seed, mixup, weights, min_length, full_batches,
+                         **pydataset_kwargs)
+        self.source = source
+        self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
+
     def __getitem__(self, index: int):
-        rows = self.rows(index)
-        # One generator per (epoch, batch): the same crops whatever worker serves the batch.
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        rows, rng = self.rows(index), self.rng(index)
         store, length = self.source.store, self.source.crop_length
         plans = crop_plans([store.length(self.fnames[i]) for i in rows], length, rng, self.min_length or 0)
         batch = np.empty((len(rows), length, len(self.source.pad_row)), self.source.dtype)
@@ -135,11 +151,6 @@ class ClipSequence(keras.utils.PyDataset):
         if targets is None:
             return inputs
         return (inputs, targets) if self.weights is None else (inputs, targets, self.weights[rows])
-
-    def on_epoch_end(self) -> None:
-        if self.train:
-            self.epoch += 1
-            self.order = self._order()
 
 
 def as_dtype(values: np.ndarray, dtype) -> np.ndarray:
