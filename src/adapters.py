@@ -22,7 +22,8 @@ import pandas as pd
 
 from . import audio_cache
 from .config import stage_parser
-from .data import DataError, atomic_write_csv, reports_data_errors
+from .errors import DataError, reports_data_errors
+from .layout import atomic_write_csv, audio_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _write_layout(out: Path, train: pd.DataFrame, test: pd.DataFrame | None = No
     labels = sorted(train.label.unique())
     placeholder = " ".join(labels[:3])
     if test is None or test.empty:
-        (out / "audio_test").mkdir(exist_ok=True)
+        audio_dir(out, "test").mkdir(exist_ok=True)
         atomic_write_csv(pd.DataFrame(columns=["fname", "label"]), out / "sample_submission.csv")
         return
     atomic_write_csv(test[["fname"]].assign(label=placeholder), out / "sample_submission.csv")
@@ -57,7 +58,7 @@ def esc50(source: Path, out: Path) -> pd.DataFrame:
     meta = pd.read_csv(meta_path)
     train = pd.DataFrame({"fname": meta.filename, "label": meta.category, "manually_verified": 1,
                           "fold": meta.fold.astype(int) - 1})
-    _link(source / "audio", out / "audio_train")
+    _link(source / "audio", audio_dir(out, "train"))
     _write_layout(out, train)
     return train
 
@@ -83,9 +84,9 @@ def folders(source: Path, out: Path, n_folds: int = 5, seed: int = 42) -> pd.Dat
         for k, (_, part) in enumerate(splitter.split(rest, train.label[rest])):
             fold[rest[part]] = k + 1
         train["fold"] = fold
-    _link(source, out / "audio_train")
+    _link(source, audio_dir(out, "train"))
     if not test.empty:
-        _link(source, out / "audio_test")
+        _link(source, audio_dir(out, "test"))
     _write_layout(out, train, test)
     return train
 
@@ -108,7 +109,7 @@ def from_csv(csv_path: Path, out: Path) -> pd.DataFrame:
     for i, (path, fname) in enumerate(zip(paths, fnames)):
         if not Path(path).exists():
             raise DataError(f"{csv_path}, row {i + 2}: {path} does not exist")
-        _link(path, out / "audio_train" / fname)
+        _link(path, audio_dir(out, "train") / fname)
     train = pd.DataFrame({"fname": fnames, "label": table.label, "manually_verified": 1})
     if "fold" in table.columns:
         train["fold"] = table.fold.astype(int)

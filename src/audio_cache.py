@@ -20,7 +20,8 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .config import stage_parser
-from .data import DataError, class_names, load_test, load_train, reports_data_errors
+from .errors import DataError, reports_data_errors
+from .layout import audio_dir, class_names, load_test, load_train
 from .store import PackedStore, locked, params_key, write_rows
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
     """Bring the cache of `split` at every rate up to date; returns the stores by rate."""
     data_dir = Path(data_dir)
     fnames = split_fnames(data_dir, split) if fnames is None else fnames
-    folder = data_dir / f"audio_{split}"
+    folder = audio_dir(data_dir, split)
     with locked(data_dir / "cache"):
         stores = {r: audio_store(data_dir, split, r) for r in rates}
         todo = []

@@ -29,7 +29,7 @@ import pandas as pd
 
 from . import audio_cache
 from .config import PRESETS, Config, stage_parser
-from .data import class_names, load_train
+from .layout import Paths, audio_dir, class_names, load_train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,15 +42,15 @@ def mirror(data_dir: Path, target: Path, repeat: int = 1) -> Path:
     data_dir = Path(data_dir).resolve()
     target.mkdir(parents=True)
     train = load_train(data_dir)
-    (target / "audio_train").mkdir()
+    audio_dir(target, "train").mkdir()
     copies = []
     for k in range(repeat):
         prefix = f"r{k}_" if repeat > 1 else ""
         for fname in train.fname:
-            os.symlink(data_dir / "audio_train" / fname, target / "audio_train" / f"{prefix}{fname}")
+            os.symlink(audio_dir(data_dir, "train") / fname, audio_dir(target, "train") / f"{prefix}{fname}")
         copies.append(train.assign(fname=prefix + train.fname))
     pd.concat(copies).to_csv(target / "train.csv", index=False)
-    os.symlink(data_dir / "audio_test", target / "audio_test")
+    os.symlink(audio_dir(data_dir, "test"), audio_dir(target, "test"))
     for name in ("sample_submission.csv", "test_labels.csv"):
         if (data_dir / name).exists():
             shutil.copy(data_dir / name, target / name)
@@ -80,7 +80,7 @@ def bench_cache(data_dir: Path, rates: list[int]) -> dict:
     """Clips/s of decoding, of decoding + resampling (the limit) and of the cache build, all cores."""
     from joblib import Parallel, delayed
 
-    paths = [data_dir / "audio_train" / f for f in load_train(data_dir).fname]
+    paths = [audio_dir(data_dir, "train") / f for f in load_train(data_dir).fname]
     for path in paths:  # warm the page cache so that no stage pays for the first disk read
         path.read_bytes()
     seconds_of_audio = sum(audio_cache.decode(p)[0].size / 44100 for p in paths[:50]) / min(50, len(paths))
@@ -262,7 +262,7 @@ def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray
             rng = np.random.default_rng(index)
             batch = []
             for i in rows:
-                wave, _ = librosa.load(data_dir / "audio_train" / fnames[i], sr=config.sample_rate,
+                wave, _ = librosa.load(audio_dir(data_dir, "train") / fnames[i], sr=config.sample_rate,
                                        res_type=res_type)
                 batch.append(crop_or_pad(audio_cache.to_int16(wave)[:, None], config.crop_samples,
                                          np.zeros(1, np.int16), rng))
@@ -325,7 +325,8 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
     for name, seconds in times.items():
         print(f"  {name:<12}{seconds / 60:7.1f} min")
     for preset in ("1d", "2d"):
-        results = [json.loads(p.read_text()) for p in sorted((out / "predictions" / preset).glob("fold*/result.json"))]
+        run = Paths(data_dir, out)
+        results = [run.fold(preset, k).read_result() for k in run.finished_folds(preset)]
         split = {key: sum(r[key] for r in results) for key in ("fit_minutes", "predict_minutes", "minutes")}
         print(f"  {preset} folds: fit {split['fit_minutes']:.1f} min, predict {split['predict_minutes']:.1f} min, "
               f"setup {split['minutes'] - split['fit_minutes'] - split['predict_minutes']:.1f} min "

@@ -12,7 +12,6 @@ each row holds exactly three distinct training labels.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Paths, add_path_arguments, paths_from_args, stage_parser
-from .data import (DataError, atomic_write_csv, class_names, load_folds, load_test, load_test_labels, load_train,
-                   reports_data_errors, with_folds)
+from .config import add_path_arguments, paths_from_args, stage_parser
+from .errors import DataError, reports_data_errors
+from .layout import Dataset, Paths, atomic_write_csv
 from .metrics import geometric_mean, map_at_k, top_k
 
 log = logging.getLogger(__name__)
@@ -45,55 +44,48 @@ class ModelPredictions:
     """Training time of its folds, summed (fit, prediction, start-up: result.json's minutes)."""
 
 
-def load_model_predictions(paths: Paths, name: str, train: pd.DataFrame, test: pd.DataFrame,
-                           labels: list[str], allow_partial: bool = False) -> ModelPredictions:
+def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_partial: bool = False) -> ModelPredictions:
     """Read every finished fold of one model; DataError when folds are missing (unless allowed) or
     the predictions do not match this dataset."""
-    model_dir = paths.model_dir(name)
-    expected = sorted(load_folds(paths.data_dir, n_folds=None).fold.unique())
-    finished = [k for k in expected if (model_dir / f"fold{k}" / "result.json").exists()]
+    expected = sorted(dataset.folds().fold.unique())
+    finished = [k for k in expected if paths.fold(name, k).is_finished()]
     missing = [k for k in expected if k not in finished]
     if not finished or (missing and not allow_partial):
         raise DataError(f"{name}: fold(s) {' '.join(map(str, missing))} of {len(expected)} are not "
-                        f"finished under {model_dir}. Run `./run_folds.sh {name} {' '.join(map(str, missing))}`"
+                        f"finished under {paths.model_dir(name)}. Run `./run_folds.sh {name} "
+                        f"{' '.join(map(str, missing))}`"
                         + ("" if not finished else ", or blend what there is with --allow-partial."))
-    _check_same_config(model_dir, finished)
+    _check_same_config(paths, name, finished)
+    train, test, labels = dataset.train, dataset.test, dataset.labels
     oof = np.full((len(train), len(labels)), np.nan)
     position = pd.Series(np.arange(len(train)), index=train.fname)
     tests, minutes = [], 0.0
     for k in finished:
-        minutes += json.loads((model_dir / f"fold{k}" / "result.json").read_text()).get("minutes", 0.0)
-        fold_oof = _read_probabilities(model_dir / f"fold{k}" / "oof.csv", labels)
+        files = paths.fold(name, k)
+        minutes += files.read_result().get("minutes", 0.0)
+        fold_oof = files.read_probabilities(files.oof, labels)
         unknown = ~fold_oof.index.isin(position.index)
         if unknown.any():
-            raise DataError(f"{model_dir}/fold{k}/oof.csv lists {fold_oof.index[unknown][0]!r}, which is "
-                            f"not in train.csv: these predictions belong to another dataset.")
+            raise DataError(f"{files.oof} lists {fold_oof.index[unknown][0]!r}, which is not in train.csv: "
+                            f"these predictions belong to another dataset.")
         oof[position[fold_oof.index].to_numpy()] = fold_oof.to_numpy()
-        fold_test = _read_probabilities(model_dir / f"fold{k}" / "test.csv", labels)
+        fold_test = files.read_probabilities(files.test, labels)
         if list(fold_test.index) != list(test.fname):
-            raise DataError(f"{model_dir}/fold{k}/test.csv does not list sample_submission.csv's fnames "
-                            f"in order: retrain that fold (--force) on this dataset.")
+            raise DataError(f"{files.test} does not list sample_submission.csv's fnames in order: retrain "
+                            f"that fold (--force) on this dataset.")
         tests.append(fold_test.to_numpy())
     return ModelPredictions(name, finished, oof, geometric_mean(tests), minutes)
 
 
-def _read_probabilities(path: Path, labels: list[str]) -> pd.DataFrame:
-    table = pd.read_csv(path, dtype={"fname": str}).set_index("fname")
-    if list(table.columns) != labels:
-        raise DataError(f"{path}: its label columns are not train.csv's labels; it was made for another "
-                        f"dataset. Retrain that fold (--force).")
-    return table
-
-
-def _check_same_config(model_dir: Path, folds: list[int]) -> None:
-    configs = {k: json.loads((model_dir / f"fold{k}" / "config.json").read_text()) for k in folds}
+def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
+    configs = {k: paths.fold(name, k).read_config_dict() for k in folds}
     first = configs[folds[0]]
     for k, config in configs.items():
         differ = sorted(key for key in set(first) | set(config)
                         if key not in FEED_SETTINGS and first.get(key) != config.get(key))
         if differ:
             log.warning("%s: fold %d was trained with other settings than fold %d (%s); blending them "
-                        "anyway", model_dir.name, k, folds[0], ", ".join(differ))
+                        "anyway", name, k, folds[0], ", ".join(differ))
 
 
 def top3_labels(probs: np.ndarray, labels: list[str]) -> list[str]:
@@ -199,14 +191,9 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
     """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3;
     with fit, also a blend whose weights are fitted on the OOF matrix; with search, the models are
     first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported)."""
-    train = load_train(paths.data_dir)
-    labels = class_names(train)
-    test = load_test(paths.data_dir, labels)
-    truth = load_test_labels(paths.data_dir, labels)
-    y_train = train.label.map(labels.index).to_numpy()
-    y_test = None if truth is None else \
-        test.fname.map(truth.set_index("fname").label).map(labels.index).to_numpy()
-    predictions = [load_model_predictions(paths, m, train, test, labels, allow_partial) for m in models]
+    dataset = Dataset.load(paths.data_dir)
+    test, labels, y_train, y_test = dataset.test, dataset.labels, dataset.y_train, dataset.y_test
+    predictions = [load_model_predictions(paths, m, dataset, allow_partial) for m in models]
     ranking = None
     if search:
         ranking = search_blends(predictions, y_train)
@@ -224,18 +211,19 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
         rows.append(_report_row(name, oof, probs, y_train, y_test, path, None,
                                 sum(p.minutes for p in predictions)))
         if fit:
-            rows.append(_fitted_blend(paths, name, predictions, rows[-1], train, y_train, y_test, test, labels))
+            rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset))
     return {"rows": rows, "search": ranking}
 
 
-def _fitted_blend(paths, name, predictions, equal_row, train, y_train, y_test, test, labels) -> dict:
+def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict:
+    test, labels, y_train, y_test = dataset.test, dataset.labels, dataset.y_train, dataset.y_test
     fitted = fit_weights([p.oof for p in predictions], y_train)
     oof = geometric_mean([p.oof for p in predictions], fitted)
     probs = geometric_mean([p.test for p in predictions], fitted)
     path = write_submission(paths.submissions_dir / f"{name}_fitted.csv", probs, list(test.fname), labels)
     row = _report_row(f"{name}_fitted", oof, probs, y_train, y_test, path, None, equal_row["train_minutes"])
     row["weights"] = {p.name: round(float(w), 4) for p, w in zip(predictions, fitted)}
-    folds = with_folds(train, load_folds(paths.data_dir, n_folds=None)).fold.to_numpy()
+    folds = dataset.train_with_folds().fold.to_numpy()
     spread = fold_spread(geometric_mean([p.oof for p in predictions]), y_train, folds)
     gain = row["oof_map3"] - equal_row["oof_map3"]
     row["gain_over_equal"], row["fold_spread"] = gain, spread
@@ -271,8 +259,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = paths_from_args(args)
-    models = args.models or sorted(d.name for d in paths.predictions_dir.glob("*")
-                                   if any(d.glob("fold*/result.json")))
+    models = args.models or paths.trained_models()
     if not models:
         print(f"no finished folds under {paths.predictions_dir}: run ./run_folds.sh first", file=sys.stderr)
         return 2

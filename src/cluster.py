@@ -30,8 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-from .config import Paths, config_from_args, stage_parser
-from .data import DataError, reports_data_errors
+from .config import config_from_args, stage_parser
+from .layout import FoldFiles, Paths
+from .errors import DataError, reports_data_errors
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -51,9 +52,8 @@ def run_fold(train_argv: list[str], preset: str, paths: Paths, fold: int, thread
     """The cluster task: train one fold in a fresh process on this worker, as run_folds.sh does locally.
     Returns the exit code, the log, the seconds it took and, with copy_back, the fold's files."""
     started = time.time()
-    fold_dir = (REPO / paths.fold_dir(preset, fold)).resolve()
-    note = INTERRUPTED_NOTE + "\n" if (fold_dir / "config.json").exists() and \
-        not (fold_dir / "result.json").exists() else ""
+    fold_files = FoldFiles((REPO / paths.fold_dir(preset, fold)).resolve())
+    note = INTERRUPTED_NOTE + "\n" if fold_files.config.exists() and not fold_files.is_finished() else ""
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
@@ -63,7 +63,7 @@ def run_fold(train_argv: list[str], preset: str, paths: Paths, fold: int, thread
                           preexec_fn=_die_with_parent)
     files = {}
     if copy_back and done.returncode == 0:
-        files = {str(p.relative_to(fold_dir)): p.read_bytes() for p in sorted(fold_dir.rglob("*")) if p.is_file()}
+        files = fold_files.contents()
     return {"fold": fold, "code": done.returncode, "seconds": time.time() - started,
             "host": socket.gethostname(), "log": note + done.stdout, "files": files}
 
@@ -132,10 +132,10 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
         folds = all_folds if folds is None else folds
         if "--force" in train_argv:
             for fold in folds:
-                paths.fold_dir(config.preset, fold).joinpath("result.json").unlink(missing_ok=True)
-        log_dir = paths.model_dir(config.preset) / "logs"
+                paths.fold(config.preset, fold).result.unlink(missing_ok=True)
+        log_dir = paths.log_dir(config.preset)
         log_dir.mkdir(parents=True, exist_ok=True)
-        todo = [f for f in folds if not (paths.fold_dir(config.preset, f) / "result.json").exists()]
+        todo = [f for f in folds if not paths.fold(config.preset, f).is_finished()]
         print(f"{config.preset}: {len(todo)} fold(s) on {len(offered)} worker(s) of {address}"
               + (f"; {len(folds) - len(todo)} already finished" if len(todo) < len(folds) else ""))
         futures = {client.submit(run_fold, worker_argv, config.preset, paths, f, threads, copy_back,
@@ -152,7 +152,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
                 continue
             (log_dir / f"fold{fold}.log").write_text(f"# on {record['host']}\n{record['log']}")
             if record["files"]:
-                _write_fold(paths.fold_dir(config.preset, fold), record["files"])
+                paths.fold(config.preset, fold).receive(record["files"])
             status.append(f"{fold} {record['code']} {int(record['seconds'])}")
             print(f"fold {fold} " + ("done" if record["code"] == 0 else
                                      f"FAILED (exit {record['code']}): see {log_dir / f'fold{fold}.log'}")
@@ -164,17 +164,6 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
         return summarise(paths, config.preset, Path(handle.name))
     finally:
         os.unlink(handle.name)
-
-
-def _write_fold(fold_dir: Path, files: dict[str, bytes]) -> None:
-    """A fold's files, copied back from a worker; result.json last, so the fold looks finished only
-    when the rest is in place."""
-    for name in sorted(files, key=lambda n: n == "result.json"):
-        target = fold_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(files[name])
-        tmp.replace(target)
 
 
 @reports_data_errors

@@ -210,40 +210,6 @@ def _field_docs() -> dict:
 _FIELD_DOCS = _field_docs()
 
 
-@dataclass
-class Paths:
-    """Where a dataset lives and where a run writes."""
-
-    data_dir: Path = Path("data")
-    out_dir: Path = Path(".")
-
-    def __post_init__(self):
-        self.data_dir = Path(self.data_dir)
-        self.out_dir = Path(self.out_dir)
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
-
-    @property
-    def folds_csv(self) -> Path:
-        return self.data_dir / "folds.csv"
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self.out_dir / "predictions"
-
-    @property
-    def submissions_dir(self) -> Path:
-        return self.out_dir / "submissions"
-
-    def model_dir(self, preset: str) -> Path:
-        return self.predictions_dir / preset
-
-    def fold_dir(self, preset: str, fold: int) -> Path:
-        return self.model_dir(preset) / f"fold{fold}"
-
-
 def stage_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """A stage's command line: its module docstring's first paragraph as the description, the rest
     (usage examples) after the options."""
@@ -259,5 +225,7 @@ def add_path_arguments(parser: argparse.ArgumentParser) -> None:
                         help="root of predictions/ and submissions/ (default: .)")
 
 
-def paths_from_args(args: argparse.Namespace) -> Paths:
+def paths_from_args(args: argparse.Namespace):
+    from .layout import Paths
+
     return Paths(args.data_dir, args.out_dir)

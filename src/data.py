@@ -11,168 +11,19 @@ The layout (FSDKaggle2018, or any single-label clip dataset written the same way
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from .config import stage_parser
+from .errors import DataError, reports_data_errors
+from .layout import SPLITS, audio_dir, class_names, load_test, load_test_labels, load_train, row_number
 
 log = logging.getLogger(__name__)
 
 COMPETITION = "freesound-audio-tagging"
-
-
-class DataError(Exception):
-    """Bad input that the user must fix; the message names the file, the row and the fix."""
-
-
-def reports_data_errors(main):
-    """Wrap a command's main: a DataError becomes its message on stderr and exit status 2."""
-    @functools.wraps(main)
-    def run(argv=None) -> int:
-        try:
-            return main(argv)
-        except DataError as error:
-            print(error, file=sys.stderr)
-            return 2
-    return run
-
-
-# --- tables -------------------------------------------------------------------------------------
-
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path} is missing. Run `python -m src.data --data-dir {path.parent}` "
-                        f"after placing the competition files there (see README).")
-    table = pd.read_csv(path, dtype={"fname": str, "label": str})
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}.")
-    bad = table["fname"].isna()
-    if bad.any():
-        raise DataError(f"{path}, row {_row(bad.idxmax())}: empty fname.")
-    dup = table["fname"].duplicated()
-    if dup.any():
-        i = int(dup.idxmax())
-        raise DataError(f"{path}, row {_row(i)}: duplicate fname {table.fname[i]!r} "
-                        f"(first at row {_row(int((table.fname == table.fname[i]).idxmax()))}); "
-                        f"each clip must be listed once.")
-    return table
-
-
-def _row(index: int) -> int:
-    """The line number a spreadsheet or editor shows for a 0-based data row (header is line 1)."""
-    return int(index) + 2
-
-
-def load_train(data_dir: Path) -> pd.DataFrame:
-    """train.csv with fname, label, manually_verified (1 when the column is absent)."""
-    path = Path(data_dir) / "train.csv"
-    train = _read_csv(path, ["fname", "label"])
-    empty = train["label"].isna() | (train["label"].str.strip() == "")
-    if empty.any():
-        raise DataError(f"{path}, row {_row(empty.idxmax())}: empty label for {train.fname[empty.idxmax()]!r}.")
-    if "manually_verified" not in train.columns:
-        train["manually_verified"] = 1
-    train["manually_verified"] = train["manually_verified"].fillna(0).astype(int)
-    return train.reset_index(drop=True)
-
-
-def class_names(train: pd.DataFrame) -> list[str]:
-    """The training labels, sorted: the column order of every probability matrix."""
-    return sorted(train["label"].unique())
-
-
-def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
-    """The test clips in sample_submission.csv order; any labels there must be training labels."""
-    path = Path(data_dir) / "sample_submission.csv"
-    test = _read_csv(path, ["fname"])
-    if "label" in test.columns:
-        _check_known_labels(path, test, labels, multi=True)
-    return test[["fname"]].reset_index(drop=True)
-
-
-def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
-    """True test labels when the dataset ships them (test_labels.csv), else None."""
-    path = Path(data_dir) / "test_labels.csv"
-    if not path.exists():
-        return None
-    truth = _read_csv(path, ["fname", "label"])
-    _check_known_labels(path, truth, labels, multi=False)
-    return truth[["fname", "label"]]
-
-
-def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], multi: bool) -> None:
-    known = set(labels)
-    for i, text in table["label"].items():
-        guesses = str(text).split() if multi else [text]
-        unknown = [g for g in guesses if g not in known]
-        if unknown:
-            raise DataError(f"{path}, row {_row(i)} ({table.fname[i]}): label {unknown[0]!r} is not a "
-                            f"training label; labels must be among the {len(labels)} in train.csv.")
-
-
-# --- folds --------------------------------------------------------------------------------------
-
-def load_folds(data_dir: Path, n_folds: int | None = 10, seed: int = 42) -> pd.DataFrame:
-    """fname,fold for every train.csv row, written once to data/folds.csv so every model shares it.
-
-    n_folds=None reads the folds that exist, whatever their number. A `fold` column in train.csv (predefined folds, e.g. ESC-50) is used as is; otherwise a shuffled,
-    seeded StratifiedKFold on the labels.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    data_dir = Path(data_dir)
-    train = load_train(data_dir)
-    path = data_dir / "folds.csv"
-    if path.exists():
-        folds = pd.read_csv(path, dtype={"fname": str})
-        if list(folds.fname) != list(train.fname):
-            raise DataError(f"{path} does not list the clips of {data_dir / 'train.csv'} in order; it was "
-                            f"made for another train.csv. Delete it to make new folds (older "
-                            f"predictions then no longer line up: delete them too).")
-        existing = folds.fold.nunique()
-        if n_folds is not None and "fold" not in train.columns and existing != n_folds:
-            raise DataError(f"{path} holds {existing} folds, but {n_folds} were asked for. Use "
-                            f"--n-folds {existing}, or delete {path} (and predictions made on it).")
-        return folds
-    if n_folds is None and "fold" not in train.columns:
-        raise DataError(f"{path} does not exist yet: train some folds first (./run_folds.sh MODEL).")
-    if "fold" in train.columns:
-        folds = train[["fname", "fold"]].astype({"fold": int})
-    else:
-        smallest = train.label.value_counts().min()
-        if smallest < n_folds:
-            log.warning("the smallest class has %d clips, fewer than %d folds: some folds lack it",
-                        smallest, n_folds)
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        fold = np.zeros(len(train), dtype=int)
-        for k, (_, val) in enumerate(splitter.split(train.fname, train.label)):
-            fold[val] = k
-        folds = pd.DataFrame({"fname": train.fname, "fold": fold})
-    atomic_write_csv(folds, path)
-    log.info("wrote %s (%d folds)", path, folds.fold.nunique())
-    return folds
-
-
-def with_folds(train: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    """train.csv's rows with their fold from folds.csv (which wins over any fold column of train.csv)."""
-    return train.drop(columns="fold", errors="ignore").merge(folds, on="fname", how="left")
-
-
-def atomic_write_csv(table: pd.DataFrame, path: Path, **kwargs) -> None:
-    """Write through a temporary file and rename, so a killed process never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False, **kwargs)
-    tmp.replace(path)
 
 
 # --- download, unpack, validate -------------------------------------------------------------------
@@ -238,13 +89,13 @@ def check_layout(data_dir: Path) -> dict:
     test = load_test(data_dir, labels)
     load_test_labels(data_dir, labels)
     unreadable = []
-    for split, table in (("train", train), ("test", test)):
-        folder = data_dir / f"audio_{split}"
+    for split, table in zip(SPLITS, (train, test)):
+        folder = audio_dir(data_dir, split)
         for i, fname in table.fname.items():
             path = folder / fname
             if not path.exists():
                 csv = "train.csv" if split == "train" else "sample_submission.csv"
-                raise DataError(f"{data_dir / csv}, row {_row(i)}: {path} does not exist. Unpack the "
+                raise DataError(f"{data_dir / csv}, row {row_number(i)}: {path} does not exist. Unpack the "
                                 f"audio archives (python -m src.data) or remove the row.")
             try:
                 soundfile.info(str(path))
@@ -259,7 +110,7 @@ def check_layout(data_dir: Path) -> dict:
         print(f"{len(unreadable)} clip(s) have an unreadable header; the audio cache will try to decode "
               f"them and record the ones it must skip:")
         for split, fname, why in unreadable:
-            print(f"  audio_{split}/{fname}: {why}")
+            print(f"  {audio_dir(data_dir, split) / fname}: {why}")
     return {"train": len(train), "test": len(test), "labels": len(labels), "unreadable": unreadable}
 
 

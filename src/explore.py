@@ -19,7 +19,8 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .config import stage_parser
-from .data import class_names, load_test, load_train, reports_data_errors
+from .errors import reports_data_errors
+from .layout import audio_dir, class_names, load_test, load_train
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def gather(data_dir: Path, n_jobs: int = -1) -> pd.DataFrame:
     train = load_train(data_dir).assign(split="train")
     test = load_test(data_dir, class_names(train)).assign(split="test", label="", manually_verified=-1)
     table = pd.concat([train, test], ignore_index=True)
-    paths = [data_dir / f"audio_{s}" / f for s, f in zip(table.split, table.fname)]
+    paths = [audio_dir(data_dir, s) / f for s, f in zip(table.split, table.fname)]
     jobs = (delayed(clip_facts)(p) for p in paths)
     facts = list(tqdm(Parallel(n_jobs=n_jobs, return_as="generator", batch_size=16)(jobs), total=len(paths),
                       unit="clip", desc="reading clips", disable=None))

@@ -16,8 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import Config, Paths, add_path_arguments, paths_from_args, stage_parser
-from .data import DataError, reports_data_errors
+from .config import Config, add_path_arguments, paths_from_args, stage_parser
+from .layout import Paths
+from .errors import DataError, reports_data_errors
 from .predict import load_members
 
 log = logging.getLogger(__name__)

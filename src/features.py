@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from . import audio_cache
 from .config import Config, add_config_arguments, config_from_args, stage_parser
-from .data import DataError, reports_data_errors
+from .errors import DataError, reports_data_errors
+from .layout import audio_dir
 from .store import PackedStore, locked, params_key
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
     root = Path(data_dir) / "cache" / f"mfcc-{params_key(params)}" / split
     with locked(Path(data_dir) / "cache"):
         store = PackedStore(root, "float32", config.n_mfcc, params)
-        folder = Path(data_dir) / f"audio_{split}"
+        folder = audio_dir(data_dir, split)
         todo = [f for f in audio.index.fname
                 if store.needs(f, folder / f) or store.status(f) != audio.status(f)]
         if todo:

@@ -17,7 +17,8 @@ import pandas as pd
 
 from .blend import load_model_predictions
 from .config import add_path_arguments, paths_from_args, stage_parser
-from .data import class_names, load_folds, load_test, load_train, reports_data_errors, with_folds
+from .errors import reports_data_errors
+from .layout import Dataset, with_folds
 from .metrics import geometric_mean, per_row_precision, top_k
 
 
@@ -127,15 +128,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = paths_from_args(args)
-    train = load_train(paths.data_dir)
-    labels = class_names(train)
-    test = load_test(paths.data_dir, labels)
-    predictions = [load_model_predictions(paths, m, train, test, labels, args.allow_partial)
-                   for m in args.models]
-    folds = load_folds(paths.data_dir, n_folds=None)
+    dataset = Dataset.load(paths.data_dir)
+    labels = dataset.labels
+    predictions = [load_model_predictions(paths, m, dataset, args.allow_partial) for m in args.models]
     name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
     oof = geometric_mean([p.oof for p in predictions], args.weights)
-    table = oof_table(train, folds, oof, labels)
+    table = oof_table(dataset.train, dataset.folds(), oof, labels)
     print(f"{name}:")
     print(report(table, labels, args.worst))
     for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):

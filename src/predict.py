@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import audio_cache
 from .metrics import geometric_mean
 from .config import Config, add_path_arguments, paths_from_args, stage_parser
-from .data import DataError, reports_data_errors
+from .errors import DataError, reports_data_errors
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,16 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
 
     from .models import MinMaxScale
 
-    names = names or sorted(d.name for d in paths.predictions_dir.glob("*") if any(d.glob("fold*/result.json")))
+    names = names or paths.trained_models()
     if not names:
         raise DataError(f"no trained folds under {paths.predictions_dir}: run ./run_folds.sh first")
     members = []
     for name in names:
-        folds = sorted(p.parent for p in paths.model_dir(name).glob("fold*/result.json"))
+        folds = [paths.fold(name, k) for k in paths.finished_folds(name)]
         if not folds:
             raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}")
-        config = Config.from_json(folds[0] / "config.json")
-        labels = list(pd.read_csv(folds[0] / "test.csv", nrows=0).columns[1:])
-        loaded = [keras.models.load_model(f / "best.keras", compile=False,
-                                           custom_objects={"MinMaxScale": MinMaxScale})
+        config, labels = folds[0].read_config(), folds[0].labels()
+        loaded = [keras.models.load_model(f.model, compile=False, custom_objects={"MinMaxScale": MinMaxScale})
                   for f in folds]
         members.append(Member(config, loaded, labels))
     if any(m.labels != members[0].labels for m in members):

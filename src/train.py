@@ -12,20 +12,20 @@ a fold that looks finished.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import (Config, Paths, add_config_arguments, add_path_arguments, config_from_args,
-                     paths_from_args, stage_parser)
-from .data import (DataError, atomic_write_csv, class_names, load_folds, load_test, load_train,
-                   reports_data_errors, with_folds)
+from .config import (Config, add_config_arguments, add_path_arguments, config_from_args, paths_from_args,
+                     stage_parser)
+from .errors import DataError, reports_data_errors
 from .features import model_input
+from .layout import SPLITS, Dataset, FoldFiles, Paths
 from .metrics import map_at_k
 
 log = logging.getLogger(__name__)
@@ -33,120 +33,145 @@ log = logging.getLogger(__name__)
 
 def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     """Build what every fold of the preset reads (audio cache, features, folds); return the fold ids."""
-    folds = load_folds(paths.data_dir, config.n_folds, config.seed)
-    for split in ("train", "test"):
+    folds = Dataset.load(paths.data_dir).folds(config.n_folds, config.seed)
+    for split in SPLITS:
         model_input(paths.data_dir, split, config, n_jobs)
     return sorted(folds.fold.unique().tolist())
 
 
 def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> dict:
     """Train one fold and write its predictions; returns its result record (read back if finished)."""
-    fold_dir = paths.fold_dir(config.preset, fold)
-    result_path = fold_dir / "result.json"
-    if result_path.exists() and not force:
+    files = paths.fold(config.preset, fold)
+    if files.is_finished() and not force:
         log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.preset,
-                 result_path)
-        return json.loads(result_path.read_text())
-    result_path.unlink(missing_ok=True)
+                 files.result)
+        return files.read_result()
     started = time.time()
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    config.to_json(fold_dir / "config.json")
+    files.start(config)
 
     import keras
 
     from . import BACKEND, backend
-    from .callbacks import EpochTimer, EpochValidation
-    from .generator import ClipSequence, predict_clips, predict_sequence
     from .models import build_model
 
     log.info("%s; %s", backend.configure(paths.out_dir), BACKEND.reason)
     on_gpu = backend.accelerator()
-    train = load_train(paths.data_dir)
-    labels = class_names(train)
-    test = load_test(paths.data_dir, labels)
-    folds = load_folds(paths.data_dir, config.n_folds, config.seed)
-    if fold not in set(folds.fold):
-        raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {sorted(set(folds.fold))}")
-    train_source = model_input(paths.data_dir, "train", config, n_jobs=1)
-    test_source = model_input(paths.data_dir, "test", config, n_jobs=1)
-
-    train = with_folds(train, folds)
-    usable = train.fname.map(lambda f: train_source.store.status(f) == "ok")
-    if not usable.all():
-        log.warning("leaving out %d train clip(s) the audio cache skipped: %s", (~usable).sum(),
-                    ", ".join(train.fname[~usable]))
-    fit_rows = train[usable & (train.fold != fold)]
-    val_rows = train[usable & (train.fold == fold)]
-    silent = [f for f in test.fname if test_source.store.status(f) != "ok"]
-    if silent:
-        log.warning("%d test clip(s) could not be decoded and are predicted as silence: %s",
-                    len(silent), ", ".join(silent))
-
+    rows = fold_rows(config, paths, fold)
     keras.utils.set_random_seed(config.seed + fold)
     statistics = {}
     if config.features == "mfcc":
         # Statistics of the fold's training rows only: validation rows must not leak into them.
-        mean, variance = train_source.statistics(list(fit_rows.fname))
-        statistics = {"mean": mean, "variance": variance}
-    steps_per_epoch = -(-len(fit_rows) // config.batch_size)
+        statistics = dict(zip(("mean", "variance"), rows.train_source.statistics(list(rows.fit.fname))))
     steps_per_execution = backend.steps_per_execution(config.steps_per_execution, on_gpu)
-    model = build_model(config, len(labels), steps_per_epoch, steps_per_execution, **statistics)
-    one_hot = lambda rows: np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
-    fit_seq, val_seq = feeds(config, train_source, fit_rows, val_rows, one_hot(fit_rows), fold, on_gpu)
+    model = build_model(config, len(rows.labels), -(-len(rows.fit) // config.batch_size), steps_per_execution,
+                        **statistics)
+    fit_seq, val_seq = feeds(config, rows.train_source, rows.fit, rows.val, rows.one_hot(rows.fit), fold, on_gpu)
     log.info("fold %d: %d training clips, %d validation clips; %s feed, %d step(s) per execution, %s",
-             fold, len(fit_rows), len(val_rows), "device" if hasattr(fit_seq, "bank") else "host",
+             fold, len(rows.fit), len(rows.val), "device" if hasattr(fit_seq, "bank") else "host",
              steps_per_execution, config.precision)
 
-    checkpoint = fold_dir / "best.keras"
-    timer = EpochTimer()
-    callbacks = [
-        EpochValidation(val_seq, one_hot(val_rows)),  # first: the callbacks after it read its val_loss
-        timer,
-        # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
-        # reuses the predict step compiled for validation instead of loading and compiling anew.
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(fold_dir / "log.csv"),
-    ]
-    if backend.has_tensorflow():  # TensorBoard writes through tf.summary
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "tensorboard")))
-    else:
-        log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
-    verbose = 2 if not sys.stdout.isatty() else "auto"
     fit_started = time.time()
-    history = model.fit(fit_seq, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+    history, timer = fit(model, fit_seq, val_seq, rows.one_hot(rows.val), config, files)
     fitted = time.time()
-    model.save(checkpoint)  # once, the best epoch's weights: saving at every better epoch cost seconds a fold
-
-    def predict(source, fnames) -> np.ndarray:
-        if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
-            return np.zeros((0, len(labels)), np.float32)
-        if config.prediction == "windows":
-            return predict_clips(model, source, list(fnames), config.batch_size, config.combine)
-        return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))
-
-    oof = predict(train_source, val_rows.fname)
-    test_probs = predict(test_source, test.fname)
+    oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels))
+    test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels))
     predicted = time.time()
-    write_probabilities(fold_dir / "oof.csv", val_rows.fname, oof, labels)
-    write_probabilities(fold_dir / "test.csv", test.fname, test_probs, labels)
+
+    files.write_probabilities(files.oof, rows.val.fname, oof, rows.labels)
+    files.write_probabilities(files.test, rows.test.fname, test_probs, rows.labels)
     losses = history.history["val_loss"]
     result = {
         "model": config.preset, "fold": fold,
-        "val_map3": map_at_k(val_rows.label.map(labels.index).to_numpy(), oof),
+        "val_map3": map_at_k(rows.val.label.map(rows.labels.index).to_numpy(), oof),
         "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
-        "n_train": len(fit_rows), "n_val": len(val_rows), "skipped_train": int((~usable).sum()),
-        "silent_test": len(silent), "backend": keras.backend.backend(), "device": "gpu" if on_gpu else "cpu",
+        "n_train": len(rows.fit), "n_val": len(rows.val), "skipped_train": rows.skipped_train,
+        "silent_test": len(rows.silent_test), "backend": keras.backend.backend(),
+        "device": "gpu" if on_gpu else "cpu",
         "first_epoch_seconds": timer.first_epoch, "epoch_seconds": timer.median_epoch(),
         "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (predicted - fitted) / 60,
         "minutes": (time.time() - started) / 60,
     }
-    tmp = result_path.with_name("result.json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(result_path)
+    files.write_result(result)
     log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min",
-             fold, config.preset, result["val_map3"], len(val_rows), result["best_epoch"],
+             fold, config.preset, result["val_map3"], len(rows.val), result["best_epoch"],
              result["epochs_run"], result["minutes"])
     return result
+
+
+@dataclass
+class FoldRows:
+    """Which clips one fold trains on, validates on and predicts, and the inputs they come from."""
+
+    labels: list[str]
+    fit: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    train_source: object
+    test_source: object
+    skipped_train: int
+    silent_test: list[str]
+
+    def one_hot(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.eye(len(self.labels), dtype=np.float32)[rows.label.map(self.labels.index)]
+
+
+def fold_rows(config: Config, paths: Paths, fold: int) -> FoldRows:
+    """The fold's training and validation rows (clips the audio cache skipped left out, and said so)
+    and the test clips (undecodable ones predicted as silence, and said so)."""
+    dataset = Dataset.load(paths.data_dir)
+    train = dataset.train_with_folds(config.n_folds, config.seed)
+    if fold not in set(train.fold):
+        raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {sorted(set(train.fold))}")
+    train_source = model_input(paths.data_dir, "train", config, n_jobs=1)
+    test_source = model_input(paths.data_dir, "test", config, n_jobs=1)
+    usable = train.fname.map(lambda f: train_source.store.status(f) == "ok")
+    if not usable.all():
+        log.warning("leaving out %d train clip(s) the audio cache skipped: %s", (~usable).sum(),
+                    ", ".join(train.fname[~usable]))
+    silent = [f for f in dataset.test.fname if test_source.store.status(f) != "ok"]
+    if silent:
+        log.warning("%d test clip(s) could not be decoded and are predicted as silence: %s",
+                    len(silent), ", ".join(silent))
+    return FoldRows(dataset.labels, train[usable & (train.fold != fold)], train[usable & (train.fold == fold)],
+                    dataset.test, train_source, test_source, int((~usable).sum()), silent)
+
+
+def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files: FoldFiles):
+    """Train with validation every epoch; the best epoch's weights end in the model and in best.keras.
+    Returns Keras's history and the epoch timer."""
+    import keras
+
+    from . import backend
+    from .callbacks import EpochTimer, EpochValidation
+
+    timer = EpochTimer()
+    callbacks = [
+        EpochValidation(val_seq, val_targets),  # first: the callbacks after it read its val_loss
+        timer,
+        # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
+        # reuses the predict step compiled for validation instead of loading and compiling anew.
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(files.log_csv),
+    ]
+    if backend.has_tensorflow():  # TensorBoard writes through tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.tensorboard)))
+    else:
+        log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
+    verbose = 2 if not sys.stdout.isatty() else "auto"
+    history = model.fit(fit_seq, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+    model.save(files.model)  # once, the best epoch's weights: saving at every better epoch cost seconds a fold
+    return history, timer
+
+
+def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray:
+    """Class probabilities of the clips: over windows covering each clip, or from one crop."""
+    from .generator import ClipSequence, predict_clips, predict_sequence
+
+    if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
+        return np.zeros((0, n_classes), np.float32)
+    if config.prediction == "windows":
+        return predict_clips(model, source, list(fnames), config.batch_size, config.combine)
+    return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))
 
 
 def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame, targets: np.ndarray,
@@ -207,13 +232,6 @@ def _unverified_flags(rows: pd.DataFrame, config: Config) -> np.ndarray | None:
     return (rows.manually_verified.to_numpy() == 0).astype(np.float32)
 
 
-def write_probabilities(path: Path, fnames, probs: np.ndarray, labels: list[str]) -> None:
-    """fname plus one probability column per label, atomically."""
-    table = pd.DataFrame(probs, columns=labels)
-    table.insert(0, "fname", list(fnames))
-    atomic_write_csv(table, path, float_format="%.6g")
-
-
 def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
     """Print run_folds.sh's closing table (fold, status, validation MAP@3, minutes); True if all ok.
 
@@ -222,9 +240,9 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
     print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val MAP@3':>10}{'minutes':>9}")
     all_ok = True
     for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
-        result_path = paths.fold_dir(preset, int(fold)) / "result.json"
-        finished = code == "0" and result_path.exists()
-        score = f"{json.loads(result_path.read_text())['val_map3']:.4f}" if finished else "-"
+        files = paths.fold(preset, int(fold))
+        finished = code == "0" and files.is_finished()
+        score = f"{files.read_result()['val_map3']:.4f}" if finished else "-"
         status = "ok" if finished else f"failed({code})"
         all_ok &= finished
         print(f"{'':{len(preset) + 2}}{fold:>4}  {status:<8}{score:>10}{int(seconds) / 60:>9.1f}")

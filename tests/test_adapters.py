@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from src import adapters, audio_cache, data
+from src import adapters, audio_cache, data, layout
 from src.blend import blend
-from src.config import Paths
+from src.layout import Paths
 
 
 def wav(path, seconds=0.5, rate=44100):
@@ -27,7 +27,7 @@ def test_esc50_uses_its_predefined_folds(tmp_path):
     assert (out / "audio_train").is_symlink()  # linked, not copied
     summary = data.check_layout(out)
     assert summary == {"train": 10, "test": 0, "labels": 2, "unreadable": []}
-    folds = data.load_folds(out, n_folds=10)  # the predefined folds win over the asked number
+    folds = layout.load_folds(out, n_folds=10)  # the predefined folds win over the asked number
     assert folds.fold.tolist() == [i % 5 for i in range(10)]
 
 

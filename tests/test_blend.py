@@ -1,13 +1,11 @@
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from src import blend
-from src.config import PRESETS, Paths
-from src.data import DataError, load_folds
-from src.train import write_probabilities
+from src.config import PRESETS
+from src.errors import DataError
+from src.layout import Paths, load_folds
 
 LABELS = ["Clicks", "Noise", "Tone"]
 
@@ -50,12 +48,11 @@ def two_folds(clean_dataset, tmp_path):
 
 
 def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
-    folder = paths.fold_dir(model, fold)
-    folder.mkdir(parents=True)
-    PRESETS["1d"].to_json(folder / "config.json")
-    write_probabilities(folder / "oof.csv", oof_fnames, oof, LABELS)
-    write_probabilities(folder / "test.csv", test_fnames, test, LABELS)
-    (folder / "result.json").write_text(json.dumps({"val_map3": 0, "minutes": 1.5}))
+    files = paths.fold(model, fold)
+    files.start(PRESETS["1d"])
+    files.write_probabilities(files.oof, oof_fnames, oof, LABELS)
+    files.write_probabilities(files.test, test_fnames, test, LABELS)
+    files.write_result({"val_map3": 0, "minutes": 1.5})
 
 
 def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset, tmp_path):

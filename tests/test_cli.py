@@ -32,7 +32,7 @@ def test_train_help_lists_the_preset_overrides():
 
 
 def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
-    from src.config import Paths
+    from src.layout import Paths
     from src.train import train_parser
     from src.config import config_from_args
 

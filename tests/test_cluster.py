@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, write_dataset
-from src.config import Paths
+from src.layout import Paths
 
 distributed = pytest.importorskip("distributed")
 

@@ -3,15 +3,16 @@ import zipfile
 import pandas as pd
 import pytest
 
-from src import data
-from src.data import DataError, load_folds
+from src import data, layout
+from src.errors import DataError
+from src.layout import load_folds
 
 
 def test_duplicate_fname_names_the_row(clean_dataset):
     train = pd.read_csv(clean_dataset / "train.csv")
     pd.concat([train, train.iloc[[2]]]).to_csv(clean_dataset / "train.csv", index=False)
     with pytest.raises(DataError, match=rf"row {len(train) + 2}: duplicate fname '{train.fname[2]}'"):
-        data.load_train(clean_dataset)
+        layout.load_train(clean_dataset)
 
 
 def test_unknown_label_in_sample_submission_names_the_row(clean_dataset):
@@ -45,7 +46,7 @@ def test_check_layout_counts_and_lists_unreadable_headers(dataset, capsys):
 
 def test_folds_are_stratified_seeded_and_shared(clean_dataset):
     folds = load_folds(clean_dataset, n_folds=3, seed=7)
-    train = data.load_train(clean_dataset).merge(folds, on="fname")
+    train = layout.load_train(clean_dataset).merge(folds, on="fname")
     per_fold = train.groupby(["label", "fold"]).size().unstack()
     assert (per_fold == 2).all().all()  # 6 clips of each label -> 2 per fold
     assert (clean_dataset / "folds.csv").exists()
@@ -87,3 +88,31 @@ def test_download_without_credentials_explains_what_to_do(tmp_path, monkeypatch,
     assert code == 2
     assert "Could not download the competition data" in captured.err
     assert "accept the rules" in captured.err and "Traceback" not in captured.err + captured.out
+
+
+def test_the_run_layout_knows_finished_folds_and_reads_back_what_it_wrote(clean_dataset, tmp_path):
+    import numpy as np
+
+    from src.config import PRESETS
+    from src.layout import Dataset, Paths
+
+    dataset = Dataset.load(clean_dataset)
+    assert dataset.labels == ["Clicks", "Noise", "Tone"] and len(dataset.y_train) == len(dataset.train)
+    paths = Paths(clean_dataset, tmp_path / "out")
+    assert paths.trained_models() == []
+    started = paths.fold("1d", 0)
+    started.start(PRESETS["1d"])                      # begun, not finished
+    finished = paths.fold("1d", 1)
+    finished.start(PRESETS["1d"])
+    probs = np.full((2, 3), 1 / 3)
+    finished.write_probabilities(finished.test, ["a.wav", "b.wav"], probs, dataset.labels)
+    finished.write_result({"val_map3": 0.5})
+    assert paths.finished_folds("1d") == [1] and paths.trained_models() == ["1d"]
+    assert finished.read_result() == {"val_map3": 0.5} and finished.labels() == dataset.labels
+    assert finished.read_config() == PRESETS["1d"]
+    np.testing.assert_allclose(finished.read_probabilities(finished.test, dataset.labels).to_numpy(), probs, rtol=1e-5)
+    with pytest.raises(DataError, match="not train.csv's labels"):
+        finished.read_probabilities(finished.test, ["x", "y", "z"])
+    copy = paths.fold("copy", 1)
+    copy.receive(finished.contents())                 # as --copy-back brings a fold home
+    assert copy.is_finished() and copy.read_result() == {"val_map3": 0.5}

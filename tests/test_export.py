@@ -3,7 +3,8 @@ import pytest
 
 from src import export
 from src.blend import geometric_mean
-from src.config import PRESETS, Paths
+from src.config import PRESETS
+from src.layout import Paths
 from src.features import mfcc
 from src.models import MfccFrontEnd
 from src.predict import load_members

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, write_dataset
 from src import blend, inspect_oof
-from src.config import Paths
+from src.layout import Paths
 
 TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
 
