@@ -49,20 +49,26 @@ options=("$@")
 PYTHON=${PYTHON:-python3}
 THREADS_SET=${THREADS:+1}
 THREADS=${THREADS:-2}
-cd "$(dirname "$0")" || exit 2
+# The package from this checkout, wherever the command runs: relative --data-dir / --out-dir stay
+# relative to the folder the user typed them in.
+root=$(cd "$(dirname "$0")" && pwd) || exit 2
+export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
 
 if [[ -n $cluster ]]; then  # the same fold job, scheduled by Dask instead of this script
   exec "$PYTHON" -m src.cluster "$cluster" --model "$model" ${THREADS_SET:+--threads "$THREADS"} \
     ${folds[@]+--folds "${folds[@]}"} -- "${options[@]}"
 fi
 
-# Build caches and folds once, before fold processes start reading them.
-prepared=$("$PYTHON" -m src.train --model "$model" --prepare "${options[@]}") || exit 2
-read -r -a all_folds <<<"$(tail -n 2 <<<"$prepared" | head -n 1)"
-model_dir=$(tail -n 1 <<<"$prepared")
+# Build caches and folds once, before fold processes start reading them; the plan (fold ids, folders)
+# comes back as JSON in a file.
+plan=$(mktemp) || exit 2
+trap 'rm -f "$plan"' EXIT
+"$PYTHON" -m src.train --model "$model" --prepare --plan "$plan" "${options[@]}" || exit 2
+field() { "$PYTHON" -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)' "$plan" "$1"; }
+read -r -a all_folds <<<"$(field folds)"
+log_dir=$(field log_dir)
 (( ${#folds[@]} )) || folds=("${all_folds[@]}")
-log_dir=$model_dir/logs
-mkdir -p "$log_dir"
+mkdir -p "$log_dir" 2>/dev/null || { echo "cannot create the log folder $log_dir: check --out-dir and its permissions" >&2; exit 2; }
 
 if [[ -n ${GPUS+set} ]]; then
   read -r -a slots <<<"$GPUS"

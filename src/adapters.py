@@ -12,7 +12,6 @@ spread over folds 1 to N-1, so `./run_folds.sh MODEL 0` trains on the official s
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -20,12 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio_cache
-from .config import stage_parser
-from .errors import DataError, reports_data_errors
+from . import audio_cache, cli
+from .errors import DataError
 from .layout import atomic_write_csv, audio_dir
-
-log = logging.getLogger(__name__)
 
 
 def _link(target: Path, link: Path) -> None:
@@ -117,15 +113,14 @@ def from_csv(csv_path: Path, out: Path) -> pd.DataFrame:
     return train
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.adapters", __doc__)
+    parser = cli.parser("python -m src.adapters", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("kind", choices=["esc50", "folders", "csv"])
     parser.add_argument("source", type=Path, help="the dataset's folder, or the CSV file for `csv`")
     parser.add_argument("out", type=Path, help="where to write the competition layout")
     parser.add_argument("--n-folds", type=int, default=5, help="folds when a validation list is given (folders)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.kind == "esc50":
         train = esc50(args.source, args.out)
     elif args.kind == "folders":

@@ -19,8 +19,8 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .config import stage_parser
-from .errors import DataError, reports_data_errors
+from . import cli
+from .errors import DataError
 from .layout import audio_dir, class_names, load_test, load_train
 from .store import PackedStore, locked, params_key, write_rows
 
@@ -206,16 +206,14 @@ def _write_report(store: PackedStore) -> None:
     report[["fname", "status", "note"]].to_csv(store.root / "report.csv", index=False)
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.audio_cache", __doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
+    parser = cli.parser("python -m src.audio_cache", __doc__, out_dir=False)
     parser.add_argument("--rates", type=int, nargs="+", default=[16000, 44100],
                         help="sample rates to cache, Hz (default: 16000 44100, for the 1d and 2d presets)")
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
     parser.add_argument("--jobs", type=int, default=-1, help="decoding processes (default: all cores)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     for split in args.splits:
         stores = build(args.data_dir, split, args.rates, args.jobs)
         for rate, store in stores.items():

@@ -12,12 +12,9 @@ take: JAX would otherwise take 75 % per process, so a second fold process on the
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 PREFERENCE = {"gpu": ("jax", "torch", "tensorflow"), "cpu": ("tensorflow", "jax", "torch")}

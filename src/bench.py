@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio_cache
-from .config import PRESETS, Config, stage_parser
+from . import audio_cache, cli
+from .config import PRESETS, Config
+from .errors import DataError
 from .layout import Paths, audio_dir, class_names, load_train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,9 +156,7 @@ def _feeds(data_dir: Path, config: Config, clips: int):
     if supports(config) is None:
         device = DeviceClipSequence(ClipBank(source), ok.fname, targets, config.batch_size,
                                     time_shift=config.time_shift, gain_db=config.gain_db, **common)
-    statistics = {}
-    if config.features == "mfcc":
-        statistics = dict(zip(("mean", "variance"), source.statistics(list(ok.fname))))
+    statistics = source.model_statistics(list(ok.fname))
     return host, device, len(labels), statistics
 
 
@@ -237,7 +236,7 @@ def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> flo
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
+        raise DataError(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
     return usage.ru_maxrss / 1024
 
 
@@ -316,7 +315,7 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
                               env=dict(os.environ, PYTHON=sys.executable))
         times[name] = time.perf_counter() - start
         if done.returncode != 0:
-            raise RuntimeError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            raise DataError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         if name == "blend":
             print(done.stdout)
     total = sum(times.values())
@@ -340,8 +339,8 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
 # --- report --------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.bench", __doc__)
-    parser.add_argument("data_dir", type=Path, help="a dataset in the competition layout")
+    parser = cli.parser("python -m src.bench", __doc__, out_dir=False)
+    parser.add_argument("dataset", type=Path, nargs="?", help="the same as --data-dir (kept for older scripts)")
     parser.add_argument("--models", nargs="+", default=["1d", "2d"], choices=sorted(PRESETS))
     parser.add_argument("--repeat", type=int, default=1, help="repeat the train list N times (default 1)")
     parser.add_argument("--clips", type=int, default=512, help="clips per feeding measurement (default 512)")
@@ -359,7 +358,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         work = Path(work)
-        data_dir = mirror(args.data_dir, work / "data", args.repeat)
+        data_dir = mirror(args.dataset or args.data_dir, work / "data", args.repeat)
         from . import backend
         backend.configure(work)  # the compilation cache: the same step built again is not compiled again
         info = machine()

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import add_path_arguments, paths_from_args, stage_parser
-from .errors import DataError, reports_data_errors
+from . import cli
+from .errors import DataError
 from .layout import Dataset, Paths, atomic_write_csv
 from .metrics import geometric_mean, map_at_k, top_k
 
@@ -244,9 +244,9 @@ def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds, minutes) 
     return row
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.blend", __doc__)
+    parser = cli.parser("python -m src.blend", __doc__)
     parser.add_argument("models", nargs="*", help="model presets (default: every folder in predictions/)")
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per model (default: equal)")
     parser.add_argument("--name", help="blend submission name (default: blend_<models>)")
@@ -255,14 +255,12 @@ def main(argv=None) -> int:
                         "OOF predictions (log loss), written as <name>_fitted.csv")
     parser.add_argument("--search", action="store_true", help="blend the equal-weight subset of the models "
                         "with the best OOF MAP@3 (every subset is tried; the test set plays no part)")
-    add_path_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    paths = paths_from_args(args)
+    paths = cli.paths(args)
     models = args.models or paths.trained_models()
     if not models:
-        print(f"no finished folds under {paths.predictions_dir}: run ./run_folds.sh first", file=sys.stderr)
-        return 2
+        raise DataError(f"no finished folds under {paths.predictions_dir}: train some first "
+                        f"(./run_folds.sh MODEL -- --out-dir {paths.out_dir}).")
     if len(set(models)) < len(models):
         parser.error(f"a model named twice ({' '.join(models)}): weight it with --weights instead")
     if args.weights and (args.search or len(args.weights) != len(models)):

@@ -19,7 +19,6 @@ index are checked against this machine's first.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import signal
 import socket
@@ -30,11 +29,11 @@ import time
 import uuid
 from pathlib import Path
 
-from .config import config_from_args, stage_parser
+from . import cli
+from .config import config_from_args
+from .errors import DataError
 from .layout import FoldFiles, Paths
-from .errors import DataError, reports_data_errors
 
-log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
 
@@ -166,11 +165,11 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
         os.unlink(handle.name)
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, train_argv = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    parser = stage_parser("python -m src.cluster", __doc__)
+    parser = cli.parser("python -m src.cluster", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("address", help="the Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--model", required=True, help="the preset to train")
     parser.add_argument("--folds", type=int, nargs="*", help="folds to train (default: all)")
@@ -181,7 +180,6 @@ def main(argv=None) -> int:
                         help="the worker resource one fold takes (default: GPU; workers declare GPU=1)")
     parser.epilog = (parser.epilog or "") + "\nTRAIN_OPTIONS: those of `python -m src.train` (e.g. --epochs 20)."
     args = parser.parse_args(own)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ok = run(args.address, ["--model", args.model, *train_argv], args.folds or None, args.threads,
              args.copy_back, args.resource)
     return 0 if ok else 1

@@ -1,4 +1,4 @@
-"""Model presets and project paths.
+"""Model presets, and the command-line flags made from their fields.
 
 One `Config` per preset, overridable from the command line (every field becomes a `--flag`) and saved
 as JSON beside every output it produced.
@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .networks import NETWORKS, network
+
 
 @dataclass
 class Config:
@@ -19,15 +21,14 @@ class Config:
     preset: str = "1d"
     """Preset name; also the folder under predictions/."""
     network: str = "conv1d"
-    """Builder in src.models: conv1d, envnet (raw wave), logmel_cnn (wave, mel spectrogram in the model) or mfcc2d."""
-    features: str = "wave"
-    """Model input: wave (cached int16 samples) or mfcc (cached MFCC frames)."""
+    """Network (src/networks.py; it decides the input): conv1d, envnet (raw wave), logmel_cnn (wave, mel
+    spectrogram in the model) or mfcc2d (cached MFCCs)."""
     sample_rate: int = 16000
     """Rate the audio cache is resampled to, Hz."""
     crop_seconds: float = 2.0
     """Length of each training / prediction crop, seconds."""
     n_mfcc: int = 40
-    """MFCC coefficients (features=mfcc)."""
+    """MFCC coefficients (networks that read MFCCs)."""
     n_mels: int = 128
     """Mel bands (of the MFCCs, or of logmel_cnn's spectrogram)."""
     n_fft: int = 2048
@@ -83,14 +84,15 @@ class Config:
     max_queue_size: int = 10
     """Batches prepared ahead of the model."""
     feed: str = "auto"
-    """Where training crops are cut: host (src.generator), device (the audio cache on the accelerator, src.device_feed) or auto (device on a GPU when the preset allows it)."""
+    """Where training crops are cut: host (src.generator), device (the audio cache on the accelerator,
+    src.device_feed) or auto (device on a GPU when the preset allows it)."""
     steps_per_execution: int = 0
     """Training steps per call into the compiled step (fewer host round trips); 0 = auto: 8 on a GPU, 1 on the CPU."""
     precision: str = "float32"
     """float32, or bfloat16: mixed precision (weights, mel front end, softmax and loss stay float32)."""
 
     def __post_init__(self):
-        for name, allowed in (("features", ("wave", "mfcc")), ("prediction", ("crop", "windows")),
+        for name, allowed in (("network", tuple(NETWORKS)), ("prediction", ("crop", "windows")),
                               ("combine", ("mean", "geometric")), ("optimizer", ("adam", "amsgrad")),
                               ("schedule", ("constant", "cosine")), ("feed", ("auto", "host", "device")),
                               ("precision", ("float32", "bfloat16"))):
@@ -106,9 +108,10 @@ class Config:
         if wave_options and self.features != "wave":
             raise ValueError(f"{', '.join(wave_options)} augment raw waves; preset {self.preset} reads "
                              f"{self.features} features")
-        if (self.time_masks or self.freq_masks) and self.network not in ("mfcc2d", "logmel_cnn"):
-            raise ValueError(f"SpecAugment masks need a spectrogram (mfcc2d, logmel_cnn); preset "
-                             f"{self.preset} uses {self.network}")
+        if (self.time_masks or self.freq_masks) and not network(self.network).masks:
+            spectrograms = ", ".join(name for name, net in NETWORKS.items() if net.masks)
+            raise ValueError(f"SpecAugment masks need a spectrogram ({spectrograms}); preset {self.preset} "
+                             f"uses {self.network}")
 
     @property
     def crop_samples(self) -> int:
@@ -119,37 +122,40 @@ class Config:
         # librosa's centred framing gives 1 + n // hop frames for n samples.
         return 1 + self.crop_samples // self.hop_length
 
-    def feature_params(self) -> dict:
-        """The parameters that make the cached features (the cache key)."""
-        if self.features == "wave":
-            return {"features": "wave", "sample_rate": self.sample_rate}
-        return {name: getattr(self, name) for name in
-                ("features", "sample_rate", "n_mfcc", "n_mels", "n_fft", "hop_length")}
+    @property
+    def features(self) -> str:
+        """The input kind its network reads (src.features.INPUT_KINDS)."""
+        return network(self.network).input
 
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, path: Path) -> "Config":
-        return cls(**json.loads(Path(path).read_text()))
+    def from_json(cls, path: Path) -> Config:
+        saved = json.loads(Path(path).read_text())
+        features = saved.pop("features", None)  # written by earlier versions; the network decides it now
+        config = cls(**saved)
+        if features not in (None, config.features):
+            raise ValueError(f"{path}: network {config.network} reads {config.features} input, not {features}")
+        return config
 
 
 PRESETS = {
     # The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel.
-    "1d": Config(preset="1d", network="conv1d", features="wave", sample_rate=16000, crop_seconds=2.0),
+    "1d": Config(preset="1d", network="conv1d", sample_rate=16000, crop_seconds=2.0),
     # The kernel's MFCC Conv2D net.
-    "2d": Config(preset="2d", network="mfcc2d", features="mfcc", sample_rate=44100, crop_seconds=2.0),
+    "2d": Config(preset="2d", network="mfcc2d", sample_rate=44100, crop_seconds=2.0),
     # A VGG-style log-mel CNN with the 2018 winners' training: mixup, random crops of random length,
     # SpecAugment masks, AMSGrad with a cosine schedule, whole-clip prediction. (No gain: its log-mel
     # is relative to each clip's loudest bin.) Batches of 32 for 80 epochs, the cosine schedule running
     # its course (patience = epochs): on fsd-dev, batch 64 for 40 epochs was still improving at the end.
-    "logmel": Config(preset="logmel", network="logmel_cnn", features="wave", sample_rate=22050,
+    "logmel": Config(preset="logmel", network="logmel_cnn", sample_rate=22050,
                      crop_seconds=2.0, n_mels=64, n_fft=1024, hop_length=512, optimizer="amsgrad",
                      schedule="cosine", epochs=80, batch_size=32, patience=80, mixup=0.2,
                      min_crop_seconds=1.0, time_masks=1, freq_masks=1, prediction="windows",
                      combine="mean"),
     # EnvNet: 1.5 s raw-wave crops, probability voting over sliding windows at test time.
-    "envnet": Config(preset="envnet", network="envnet", features="wave", sample_rate=16000,
+    "envnet": Config(preset="envnet", network="envnet", sample_rate=16000,
                      crop_seconds=1.5, optimizer="amsgrad", schedule="cosine", epochs=40, patience=10,
                      gain_db=6.0, time_shift=0.1, prediction="windows", combine="mean"),
 }
@@ -208,24 +214,3 @@ def _field_docs() -> dict:
 
 
 _FIELD_DOCS = _field_docs()
-
-
-def stage_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """A stage's command line: its module docstring's first paragraph as the description, the rest
-    (usage examples) after the options."""
-    summary, _, details = doc.strip().partition("\n\n")
-    return argparse.ArgumentParser(prog=prog, description=summary, epilog=details or None,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def add_path_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path("data"),
-                        help="dataset in the competition layout (default: data)")
-    parser.add_argument("--out-dir", type=Path, default=Path("."),
-                        help="root of predictions/ and submissions/ (default: .)")
-
-
-def paths_from_args(args: argparse.Namespace):
-    from .layout import Paths
-
-    return Paths(args.data_dir, args.out_dir)

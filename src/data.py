@@ -17,8 +17,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .config import stage_parser
-from .errors import DataError, reports_data_errors
+from . import cli
+from .errors import DataError
 from .layout import SPLITS, audio_dir, class_names, load_test, load_test_labels, load_train, row_number
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def download(data_dir: Path) -> None:
             api = KaggleApi()
             api.authenticate()
             api.competition_download_files(COMPETITION, path=str(data_dir), quiet=False)
-    except (Exception, SystemExit) as error:
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - whatever failed, the user gets what to do
         reason = "no credentials found" if isinstance(error, SystemExit) else \
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         raise DataError(HOW_TO_DOWNLOAD.format(reason=reason, competition=COMPETITION,
@@ -114,14 +114,12 @@ def check_layout(data_dir: Path) -> dict:
     return {"train": len(train), "test": len(test), "labels": len(labels), "unreadable": unreadable}
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.data", __doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
+    parser = cli.parser("python -m src.data", __doc__, out_dir=False)
     parser.add_argument("--download", action="store_true",
                         help=f"first download the {COMPETITION} archive with the kaggle API")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.download:
         download(args.data_dir)
     unpack(args.data_dir)

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import stage_parser
+from . import cli
+from .errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,11 +21,12 @@ def run(command: list[str]) -> None:
     print(f"\n$ {shlex.join(command)}", flush=True)
     done = subprocess.run(command, cwd=ROOT)
     if done.returncode != 0:
-        sys.exit(f"demo stopped: `{shlex.join(command)}` exited with {done.returncode}")
+        raise DataError(f"demo stopped: `{shlex.join(command)}` exited with {done.returncode}; its "
+                        f"output above says why.")
 
 
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.demo", __doc__)
+    parser = cli.parser("python -m src.demo", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("--data-dir", default="data/demo", help="default: data/demo")
     parser.add_argument("--out-dir", default="runs/demo", help="default: runs/demo")
     parser.add_argument("--folds", type=int, default=3, help="StratifiedKFold splits (default: 3)")

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .features import WaveInput
+from .features import WaveInput, input_kind
 from .generator import Batches, crop_plans
 
 # Samples per device array: int32 indices address each one, so a larger cache is split in shards at
@@ -132,8 +132,8 @@ class DeviceClipSequence(Batches):
 
 def supports(config) -> str | None:
     """Why the device feed cannot take this preset, or None when it can."""
-    if config.features != "wave":
-        return f"it reads {config.features} features (the device feed cuts raw waves)"
+    if not input_kind(config).takes_waves:
+        return f"it reads {config.features} input (the device feed cuts raw waves)"
     unsupported = [name for name in ("stretch", "noise_snr") if getattr(config, name)]
     if unsupported:
         return f"{' and '.join(unsupported)} augment on the host"

@@ -1,6 +1,6 @@
 """Explore a dataset in the competition layout before training on it: a Markdown report with plots.
 
-    python -m src.explore --data-dir data            # writes data/report/report.md and PNGs
+    python -m src.explore --data-dir data            # writes report/report.md and PNGs (under --out-dir)
 
 Covers clips per label split by manually_verified, clip lengths per label and for train vs test, the
 sample rates / channels / sample formats found, silent and clipped clips, duplicates by content
@@ -9,7 +9,6 @@ hash (the decoded samples, so a re-encoded copy is found too) and the unusually 
 from __future__ import annotations
 
 import hashlib
-import logging
 import sys
 from pathlib import Path
 
@@ -18,11 +17,8 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .config import stage_parser
-from .errors import reports_data_errors
+from . import cli
 from .layout import audio_dir, class_names, load_test, load_train
-
-log = logging.getLogger(__name__)
 
 SILENT_DBFS = -60.0     # a clip whose loudest 50 ms window is quieter than this is called silent
 CLIPPED_SHARE = 0.001   # a clip with more than this share of samples at full scale is called clipped
@@ -150,16 +146,14 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.explore", __doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
-    parser.add_argument("--out", type=Path, help="report folder (default: DATA_DIR/report)")
+    parser = cli.parser("python -m src.explore", __doc__)
+    parser.add_argument("--out", type=Path, help="report folder (default: OUT_DIR/report)")
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     table = gather(args.data_dir, args.jobs)
-    path = write_report(table, args.out or args.data_dir / "report", f"Dataset report: {args.data_dir}")
+    path = write_report(table, args.out or args.out_dir / "report", f"Dataset report: {args.data_dir}")
     print(f"wrote {path}")
     return 0
 

@@ -12,16 +12,14 @@ recordings are cut into windows first (src.predict does this for the Keras model
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
-from .config import Config, add_path_arguments, paths_from_args, stage_parser
+from . import cli
+from .config import Config
+from .errors import DataError
 from .layout import Paths
-from .errors import DataError, reports_data_errors
 from .predict import load_members
-
-log = logging.getLogger(__name__)
 
 
 def inference_model(config: Config, fold_models: list):
@@ -29,14 +27,10 @@ def inference_model(config: Config, fold_models: list):
     import keras
     from keras import ops
 
-    from .models import FloatToInt16, MfccFrontEnd
+    from .features import input_kind
 
     audio = keras.Input(shape=(config.crop_samples,), name="audio")
-    if config.features == "wave":
-        inputs = FloatToInt16()(keras.layers.Reshape((config.crop_samples, 1))(audio))
-    else:
-        inputs = MfccFrontEnd(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
-                              config.n_mfcc)(audio)
+    inputs = input_kind(config).front_end(config)(audio)
     # Each fold gets a name of its own: the models all share their network's name.
     folds = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold{k}") for k, m in enumerate(fold_models)]
     logs = [ops.log(ops.maximum(fold(inputs), 1e-7)) for fold in folds]
@@ -64,15 +58,13 @@ def export(paths: Paths, preset: str, out: Path) -> Path:
     return out
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.export", __doc__)
+    parser = cli.parser("python -m src.export", __doc__)
     parser.add_argument("model", help="the preset to export (its finished folds)")
-    parser.add_argument("--out", type=Path, help="folder of the SavedModel (default: exported/MODEL)")
-    add_path_arguments(parser)
+    parser.add_argument("--out", type=Path, help="folder of the SavedModel (default: OUT_DIR/exported/MODEL)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = export(paths_from_args(args), args.model, args.out or Path("exported") / args.model)
+    out = export(cli.paths(args), args.model, args.out or args.out_dir / "exported" / args.model)
     print(f"exported {args.model} to {out}")
     return 0
 

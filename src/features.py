@@ -11,7 +11,6 @@ padding a short clip with the MFCC of silence equals padding its audio with zero
 """
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -19,13 +18,11 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from . import audio_cache
-from .config import Config, add_config_arguments, config_from_args, stage_parser
-from .errors import DataError, reports_data_errors
+from . import audio_cache, cli
+from .config import Config, add_config_arguments, config_from_args
+from .errors import DataError
 from .layout import audio_dir
 from .store import PackedStore, locked, params_key
-
-log = logging.getLogger(__name__)
 
 
 def mfcc(samples: np.ndarray, config: Config) -> np.ndarray:
@@ -47,31 +44,98 @@ def _mfcc_of_int16(samples: np.ndarray, config: Config) -> np.ndarray:
     return mfcc(samples.astype(np.float32) / audio_cache.INT16_SCALE, config)
 
 
-class WaveInput:
-    """Raw-wave crops: (crop_samples, 1) int16 samples per clip; the model scales them."""
+class InputKind:
+    """What a network reads, and all that follows from it: the store its crops come from, their
+    length and padding, how a batch of crops becomes model input, the statistics a model needs from
+    its fold's training rows, the rows of a decoded clip (for prediction on new audio) and the front
+    end that turns float audio into the same input inside an exported model. One instance per split."""
 
-    dtype = np.int16
+    name: str
+    dtype: type
+    takes_waves: bool  # wave augmentations and the device feed apply
 
     def __init__(self, store: PackedStore, config: Config):
         self.store = store
-        self.crop_length = config.crop_samples
-        self.pad_row = np.zeros(1, np.int16)
+        self.crop_length, self.pad_row = self.crop_layout(config)
 
-    def finish(self, batch: np.ndarray) -> np.ndarray:
+    @classmethod
+    def crop_layout(cls, config: Config) -> tuple[int, np.ndarray]:
+        """Rows of a crop, and the row that pads a short clip."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, data_dir: Path, split: str, config: Config, n_jobs: int) -> InputKind:
+        """The up-to-date input of one split, building the audio cache (and features) as needed."""
+        raise NotImplementedError
+
+    @classmethod
+    def finish(cls, batch: np.ndarray) -> np.ndarray:
+        """A batch of crops (B, rows, width) as the network takes it."""
         return batch
 
+    def model_statistics(self, fnames: list[str]) -> dict:
+        """Keyword arguments for the network's builder computed from the fold's training clips."""
+        return {}
 
-class MfccInput:
+    @classmethod
+    def rows(cls, wave: np.ndarray, config: Config) -> tuple[np.ndarray, float]:
+        """The rows of a float clip at config.sample_rate, as cached, and the seconds one row spans."""
+        raise NotImplementedError
+
+    @classmethod
+    def front_end(cls, config: Config):
+        """A Keras layer: float audio in [-1, 1] (batch, crop_samples) to the network's input."""
+        raise NotImplementedError
+
+
+class WaveInput(InputKind):
+    """Raw-wave crops: (crop_samples, 1) int16 samples per clip; the model scales them."""
+
+    name, dtype, takes_waves = "wave", np.int16, True
+
+    @classmethod
+    def crop_layout(cls, config):
+        return config.crop_samples, np.zeros(1, np.int16)
+
+    @classmethod
+    def build(cls, data_dir, split, config, n_jobs):
+        return cls(audio_cache.build(data_dir, split, [config.sample_rate], n_jobs)[config.sample_rate], config)
+
+    @classmethod
+    def rows(cls, wave, config):
+        return audio_cache.to_int16(wave)[:, None], 1 / config.sample_rate
+
+    @classmethod
+    def front_end(cls, config):
+        import keras
+
+        from .models import FloatToInt16
+
+        return keras.Sequential([keras.layers.Reshape((config.crop_samples, 1)), FloatToInt16()])
+
+
+class MfccInput(InputKind):
     """MFCC crops: (n_mfcc, crop_frames, 1) per clip, padded with the MFCC of silence."""
 
-    dtype = np.float32
+    name, dtype, takes_waves = "mfcc", np.float32, False
 
-    def __init__(self, store: PackedStore, config: Config):
-        self.store = store
-        self.crop_length = config.crop_frames
-        self.pad_row = silence_frame(config)
+    @classmethod
+    def crop_layout(cls, config):
+        return config.crop_frames, silence_frame(config)
 
-    def finish(self, batch: np.ndarray) -> np.ndarray:
+    @classmethod
+    def cache_params(cls, config: Config) -> dict:
+        """The parameters that make the cached MFCCs (their cache key)."""
+        return {"features": "mfcc", **{name: getattr(config, name) for name in
+                                        ("sample_rate", "n_mfcc", "n_mels", "n_fft", "hop_length")}}
+
+    @classmethod
+    def build(cls, data_dir, split, config, n_jobs):
+        audio = audio_cache.build(data_dir, split, [config.sample_rate], n_jobs)[config.sample_rate]
+        return cls(_build_mfcc(data_dir, split, audio, config, n_jobs), config)
+
+    @classmethod
+    def finish(cls, batch: np.ndarray) -> np.ndarray:
         """(B, frames, n_mfcc) -> (B, n_mfcc, frames, 1), the layout of the kernel's 2D net."""
         return np.transpose(batch, (0, 2, 1))[..., None]
 
@@ -90,20 +154,36 @@ class MfccInput:
         mean = total / count
         return mean.astype(np.float32), np.maximum(square / count - mean ** 2, 1e-8).astype(np.float32)
 
+    def model_statistics(self, fnames):
+        # The fold's training rows only: validation rows must not leak into the normalisation.
+        return dict(zip(("mean", "variance"), self.statistics(fnames)))
 
-def model_input(data_dir: Path, split: str, config: Config, n_jobs: int = -1) -> WaveInput | MfccInput:
+    @classmethod
+    def rows(cls, wave, config):
+        return mfcc(wave, config), config.hop_length / config.sample_rate
+
+    @classmethod
+    def front_end(cls, config):
+        from .models import MfccFrontEnd
+
+        return MfccFrontEnd(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, config.n_mfcc)
+
+
+INPUT_KINDS = {kind.name: kind for kind in (WaveInput, MfccInput)}
+
+
+def input_kind(config: Config) -> type[InputKind]:
+    """The input kind the preset's network reads."""
+    return INPUT_KINDS[config.features]
+
+
+def model_input(data_dir: Path, split: str, config: Config, n_jobs: int = -1) -> InputKind:
     """The up-to-date input source of one split for one preset, building caches as needed."""
-    stores = audio_cache.build(data_dir, split, [config.sample_rate], n_jobs)
-    audio = stores[config.sample_rate]
-    if config.features == "wave":
-        return WaveInput(audio, config)
-    if config.features == "mfcc":
-        return MfccInput(_build_mfcc(data_dir, split, audio, config, n_jobs), config)
-    raise ValueError(f"unknown features {config.features!r}: use wave or mfcc")
+    return input_kind(config).build(data_dir, split, config, n_jobs)
 
 
 def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, n_jobs: int) -> PackedStore:
-    params = dict(config.feature_params(), stage="mfcc", version=1, audio=audio.params)
+    params = dict(MfccInput.cache_params(config), stage="mfcc", version=1, audio=audio.params)
     root = Path(data_dir) / "cache" / f"mfcc-{params_key(params)}" / split
     with locked(Path(data_dir) / "cache"):
         store = PackedStore(root, "float32", config.n_mfcc, params)
@@ -124,14 +204,12 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
     return store
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.features", __doc__)
+    parser = cli.parser("python -m src.features", __doc__, out_dir=False)
     add_config_arguments(parser)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = config_from_args(args)
     for split in ("train", "test"):
         source = model_input(args.data_dir, split, config, args.jobs)

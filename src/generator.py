@@ -13,7 +13,7 @@ import math
 import keras
 import numpy as np
 
-from .features import MfccInput, WaveInput
+from .features import InputKind
 
 
 def crop_plans(lengths, length: int, rng: np.random.Generator | None = None,
@@ -125,7 +125,7 @@ class ClipSequence(Batches):
     """(inputs, one-hot targets[, sample weights]) batches for training, or inputs alone for
     prediction, cut on the host from the cached inputs."""
 
-    def __init__(self, source: WaveInput | MfccInput, fnames: list[str], targets: np.ndarray | None = None,
+    def __init__(self, source: InputKind, fnames: list[str], targets: np.ndarray | None = None,
                  batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
                  weights: np.ndarray | None = None, augment=None, min_length: int | None = None,
                  full_batches: bool | None = None, **pydataset_kwargs):
@@ -224,13 +224,11 @@ def predict_sequence(model, sequence: ClipSequence) -> np.ndarray:
     return np.asarray(model.predict(sequence, verbose=0))[:len(sequence.fnames)]
 
 
-def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch_size: int = 64,
+def predict_clips(model, source: InputKind, fnames: list[str], batch_size: int = 64,
                   combine: str = "mean", chunk: int = 256) -> np.ndarray:
     """Class probabilities per clip from windows covering the whole clip (a crop long, every half
     crop, the last flush with the end), combined by their mean or geometric mean. Clips go through
     `chunk` at a time, so memory stays bounded on long test sets."""
-    from .metrics import geometric_mean
-
     length = source.crop_length
     out = []
     for first in range(0, len(fnames), chunk):
@@ -238,7 +236,12 @@ def predict_clips(model, source: WaveInput | MfccInput, fnames: list[str], batch
                   for f in fnames[first:first + chunk]]
         probs = predict_padded(model, source.finish(np.concatenate(stacks)), batch_size)
         bounds = np.cumsum([0] + [len(s) for s in stacks])
-        for a, b in zip(bounds, bounds[1:]):
-            part = probs[a:b]
-            out.append(part.mean(axis=0) if combine == "mean" else geometric_mean([p[None] for p in part])[0])
+        out += [combine_windows(probs[a:b], combine) for a, b in zip(bounds, bounds[1:])]
     return np.array(out).reshape(len(fnames), -1)
+
+
+def combine_windows(probs: np.ndarray, combine: str = "mean") -> np.ndarray:
+    """One clip's probabilities from those of its windows: their mean, or their geometric mean."""
+    from .metrics import geometric_mean
+
+    return probs.mean(axis=0) if combine == "mean" else geometric_mean([p[None] for p in probs])[0]

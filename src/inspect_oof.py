@@ -8,16 +8,14 @@ pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_pe
 """
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import cli
 from .blend import load_model_predictions
-from .config import add_path_arguments, paths_from_args, stage_parser
-from .errors import reports_data_errors
 from .layout import Dataset, with_folds
 from .metrics import geometric_mean, per_row_precision, top_k
 
@@ -117,17 +115,15 @@ def report(table: pd.DataFrame, labels: list[str], worst: int = 10) -> str:
     return "\n".join(lines)
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.inspect_oof", __doc__)
+    parser = cli.parser("python -m src.inspect_oof", __doc__)
     parser.add_argument("models", nargs="+", help="model presets; several are blended by geometric mean")
     parser.add_argument("--weights", type=float, nargs="+", help="blend weights (default: equal)")
     parser.add_argument("--worst", type=int, default=10, help="worst clips to list (default: 10)")
     parser.add_argument("--allow-partial", action="store_true", help="inspect models with unfinished folds")
-    add_path_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    paths = paths_from_args(args)
+    paths = cli.paths(args)
     dataset = Dataset.load(paths.data_dir)
     labels = dataset.labels
     predictions = [load_model_predictions(paths, m, dataset, args.allow_partial) for m in args.models]

@@ -122,8 +122,9 @@ def load_folds(data_dir: Path, n_folds: int | None = 10, seed: int = 42,
                train: pd.DataFrame | None = None) -> pd.DataFrame:
     """fname,fold for every train.csv row, written once to data/folds.csv so every model shares it.
 
-    n_folds=None reads the folds that exist, whatever their number. A `fold` column in train.csv (predefined folds, e.g. ESC-50) is used as is; otherwise a shuffled,
-    seeded StratifiedKFold on the labels.
+    n_folds=None reads the folds that exist, whatever their number. A `fold` column in train.csv
+    (predefined folds, e.g. ESC-50) is used as is; otherwise a shuffled, seeded StratifiedKFold on the
+    labels.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -186,7 +187,7 @@ class Dataset:
     truth: pd.DataFrame | None
 
     @classmethod
-    def load(cls, data_dir: Path) -> "Dataset":
+    def load(cls, data_dir: Path) -> Dataset:
         train = load_train(data_dir)
         labels = class_names(train)
         return cls(Path(data_dir), train, labels, load_test(data_dir, labels), load_test_labels(data_dir, labels))
@@ -245,7 +246,7 @@ class Paths:
     def fold_dir(self, preset: str, fold: int) -> Path:
         return self.model_dir(preset) / f"fold{fold}"
 
-    def fold(self, name: str, fold: int) -> "FoldFiles":
+    def fold(self, name: str, fold: int) -> FoldFiles:
         return FoldFiles(self.fold_dir(name, fold))
 
     def log_dir(self, name: str) -> Path:

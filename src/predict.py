@@ -13,7 +13,6 @@ fed to the models a batch of windows at a time.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import audio_cache
+from . import audio_cache, cli
+from .config import Config
+from .errors import DataError
 from .metrics import geometric_mean
-from .config import Config, add_path_arguments, paths_from_args, stage_parser
-from .errors import DataError, reports_data_errors
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,26 +61,26 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
-    from .features import mfcc, silence_frame
+    from .features import input_kind
     from .generator import windows
 
-    wave = audio_cache.resample(samples, rate, config.sample_rate)
-    if config.features == "wave":
-        length, seconds_per_row = config.crop_samples, 1 / config.sample_rate
-        batch, starts = windows(audio_cache.to_int16(wave), length, length // 2, np.zeros(1, np.int16))
-    else:
-        length, seconds_per_row = config.crop_frames, config.hop_length / config.sample_rate
-        batch, starts = windows(mfcc(wave, config), length, length // 2, silence_frame(config))
-        batch = np.transpose(batch, (0, 2, 1))[..., None]
+    kind = input_kind(config)
+    rows, seconds_per_row = kind.rows(audio_cache.resample(samples, rate, config.sample_rate), config)
+    length, pad_row = kind.crop_layout(config)
+    batch, starts = windows(rows, length, length // 2, pad_row)
+    batch = kind.finish(batch)
     clip_seconds = len(samples) / rate
     spans = np.array([(s * seconds_per_row, min(clip_seconds, (s + length) * seconds_per_row)) for s in starts])
     return batch, spans
 
 
 def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
-    """Clip probabilities (mean over windows per fold model, geometric mean over folds and models),
-    and per-window probabilities with each window's span in seconds. Windows follow the first model;
-    another model joins the per-window blend where its windows have the same spans."""
+    """Clip probabilities (windows combined as each preset combines them in training, geometric mean
+    over folds and models), and per-window probabilities with each window's span in seconds. Windows
+    follow the first model; another model joins the per-window blend where its windows have the same
+    spans."""
+    from .generator import combine_windows, predict_padded
+
     samples, rate, note = audio_cache.decode(path)
     if len(samples) == 0:
         raise ValueError("no samples")
@@ -93,8 +90,8 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
         spans = member_spans if spans is None else spans
         same_windows = member_spans.shape == spans.shape and np.allclose(member_spans, spans, atol=0.02)
         for model in member.models:
-            probs = model.predict(batch, batch_size=batch_size, verbose=0)
-            clip_probs.append(probs.mean(axis=0, keepdims=True))
+            probs = predict_padded(model, batch, batch_size)
+            clip_probs.append(combine_windows(probs, member.config.combine)[None])
             if same_windows:
                 window_probs.append(probs)
     return {"probs": geometric_mean(clip_probs)[0], "windows": geometric_mean(window_probs), "spans": spans,
@@ -117,19 +114,17 @@ def top(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]
     return [(labels[i], float(probs[i])) for i in order]
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
-    parser = stage_parser("python -m src.predict", __doc__)
+    parser = cli.parser("python -m src.predict", __doc__)
     parser.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
     parser.add_argument("--models", nargs="+", help="presets to use (default: all with finished folds)")
     parser.add_argument("--top-k", type=int, default=3, help="labels per file (default 3)")
     parser.add_argument("--per-window", action="store_true", help="also give labels per window, with times")
     parser.add_argument("--csv", type=Path, help="write the tags as CSV here")
     parser.add_argument("--json", type=Path, help="write the tags (and windows) as JSON here")
-    add_path_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    members = load_members(paths_from_args(args), args.models)
+    members = load_members(cli.paths(args), args.models)
     labels = members[0].labels
     results, skipped = [], []
     for path in tqdm(find_audio(args.inputs), unit="file", desc="tagging", disable=None):
@@ -139,7 +134,8 @@ def main(argv=None) -> int:
             skipped.append((str(path), f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
             continue
         record = {"file": str(path), "seconds": round(tags["seconds"], 3),
-                  "tags": [{"label": lab, "probability": round(p, 4)} for lab, p in top(tags["probs"], labels, args.top_k)]}
+                  "tags": [{"label": lab, "probability": round(p, 4)}
+                           for lab, p in top(tags["probs"], labels, args.top_k)]}
         if args.per_window:
             record["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
                                   "tags": [{"label": lab, "probability": round(p, 4)}

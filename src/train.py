@@ -12,6 +12,7 @@ a fold that looks finished.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -21,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import (Config, add_config_arguments, add_path_arguments, config_from_args, paths_from_args,
-                     stage_parser)
-from .errors import DataError, reports_data_errors
+from . import cli
+from .config import Config, add_config_arguments, config_from_args
+from .errors import DataError
 from .features import model_input
 from .layout import SPLITS, Dataset, FoldFiles, Paths
 from .metrics import map_at_k
@@ -58,10 +59,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     on_gpu = backend.accelerator()
     rows = fold_rows(config, paths, fold)
     keras.utils.set_random_seed(config.seed + fold)
-    statistics = {}
-    if config.features == "mfcc":
-        # Statistics of the fold's training rows only: validation rows must not leak into them.
-        statistics = dict(zip(("mean", "variance"), rows.train_source.statistics(list(rows.fit.fname))))
+    statistics = rows.train_source.model_statistics(list(rows.fit.fname))
     steps_per_execution = backend.steps_per_execution(config.steps_per_execution, on_gpu)
     model = build_model(config, len(rows.labels), -(-len(rows.fit) // config.batch_size), steps_per_execution,
                         **statistics)
@@ -209,8 +207,6 @@ def augmentation(config: Config):
 
     from . import generator
 
-    if config.features != "wave":
-        return None
     steps = [partial(f, **{name: value}) for f, name, value in (
         (generator.stretch, "amount", config.stretch), (generator.time_shift, "fraction", config.time_shift),
         (generator.gain, "max_db", config.gain_db), (generator.add_noise, "min_snr", config.noise_snr)) if value]
@@ -250,27 +246,30 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("python -m src.train", __doc__)
+    parser = cli.parser("python -m src.train", __doc__)
     add_config_arguments(parser)
-    add_path_arguments(parser)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--fold", type=int, help="train this fold (0-based, as in data/folds.csv)")
     action.add_argument("--prepare", action="store_true",
                         help="build the caches and folds the preset needs; print its fold ids")
+    parser.add_argument("--plan", type=Path, metavar="FILE",
+                        help="with --prepare: also write the fold ids and the model's folders as JSON to FILE "
+                             "(what run_folds.sh reads)")
     action.add_argument("--summary", type=Path, metavar="STATUS_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true", help="retrain a finished fold")
     return parser
 
 
-@reports_data_errors
+@cli.command
 def main(argv=None) -> int:
     args = train_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config, paths = config_from_args(args), paths_from_args(args)
+    config, paths = config_from_args(args), cli.paths(args)
     if args.prepare:
-        # Last two lines are read by run_folds.sh: the fold ids, then the model's folder.
-        print(" ".join(map(str, prepare(config, paths))))
-        print(paths.model_dir(config.preset))
+        folds = prepare(config, paths)
+        print(f"{config.preset}: folds {' '.join(map(str, folds))} -> {paths.model_dir(config.preset)}")
+        if args.plan:
+            args.plan.write_text(json.dumps({"folds": folds, "model_dir": str(paths.model_dir(config.preset)),
+                                             "log_dir": str(paths.log_dir(config.preset))}) + "\n")
     elif args.summary:
         return 0 if summarise(paths, config.preset, args.summary) else 1
     else:

@@ -3,11 +3,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
-STAGES = ["data", "audio_cache", "features", "train", "cluster", "blend", "inspect_oof", "predict", "export", "adapters",
-          "explore", "demo", "bench"]
+STAGES = ["data", "audio_cache", "features", "train", "cluster", "blend", "inspect_oof", "predict", "export",
+          "adapters", "explore", "demo", "bench"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -32,9 +31,9 @@ def test_train_help_lists_the_preset_overrides():
 
 
 def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
+    from src.config import config_from_args
     from src.layout import Paths
     from src.train import train_parser
-    from src.config import config_from_args
 
     args = train_parser().parse_args(["--model", "logmel", "--name", "logmel44", "--sample-rate", "44100",
                                       "--prepare"])

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, write_dataset
+
 from src.layout import Paths
 
 distributed = pytest.importorskip("distributed")

@@ -32,7 +32,7 @@ def test_device_batches_equal_host_batches(clean_dataset, preset, options, shard
     device = DeviceClipSequence(bank, fnames, targets, 5, time_shift=config.time_shift, gain_db=config.gain_db,
                                 **common)
     assert len(host) == len(device) == 4                  # 18 clips: the last batch is topped up
-    for epoch in range(2):
+    for _ in range(2):
         for i in range(len(host)):
             (hx, hy, hw), (dx, dy, dw) = host[i], device[i]
             dx = np.asarray(dx)

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
+from test_predict import make_models
 
 from src import export
 from src.blend import geometric_mean
 from src.config import PRESETS
-from src.layout import Paths
 from src.features import mfcc
+from src.layout import Paths
 from src.models import MfccFrontEnd
 from src.predict import load_members
-from test_predict import make_models
 
 
 def test_mfcc_front_end_reproduces_the_cached_features():

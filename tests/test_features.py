@@ -10,7 +10,8 @@ CONFIG = dataclasses.replace(PRESETS["2d"], crop_seconds=0.5)
 
 def test_cached_frames_equal_the_mfcc_of_the_cropped_audio(clean_dataset):
     source = model_input(clean_dataset, "train", CONFIG, n_jobs=1)
-    audio = model_input(clean_dataset, "train", dataclasses.replace(CONFIG, features="wave"), n_jobs=1)
+    audio = model_input(clean_dataset, "train", dataclasses.replace(PRESETS["1d"], sample_rate=CONFIG.sample_rate),
+                        n_jobs=1)
     samples = audio.store.read("noise04.wav")[:, 0].astype(np.float32) / 32768
     frames = source.store.read("noise04.wav")
     start = 20 * CONFIG.hop_length

@@ -180,3 +180,27 @@ def test_bfloat16_precision_keeps_front_end_softmax_and_weights_in_float32():
     assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     import keras
     assert keras.config.dtype_policy().name == "float32"   # the global policy is left as it was
+
+
+def test_each_network_declares_its_input_and_an_impossible_pairing_is_refused(tmp_path):
+    import dataclasses
+    import json
+
+    from src.config import Config
+    from src.features import INPUT_KINDS, input_kind
+    from src.networks import NETWORKS
+
+    assert {net.input for net in NETWORKS.values()} <= set(INPUT_KINDS)
+    assert input_kind(PRESETS["2d"]).name == "mfcc" and input_kind(PRESETS["logmel"]).name == "wave"
+    with pytest.raises(ValueError, match="network must be one of"):
+        dataclasses.replace(PRESETS["1d"], network="resnet")
+    with pytest.raises(ValueError, match="augment raw waves"):
+        dataclasses.replace(PRESETS["2d"], gain_db=3.0)
+    with pytest.raises(ValueError, match="need a spectrogram"):
+        dataclasses.replace(PRESETS["1d"], time_masks=1)
+    saved = tmp_path / "config.json"                  # a config written before the network decided
+    saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "mfcc"}))
+    assert Config.from_json(saved) == PRESETS["2d"]
+    saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "wave"}))
+    with pytest.raises(ValueError, match="reads mfcc input, not wave"):
+        Config.from_json(saved)

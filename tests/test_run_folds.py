@@ -8,17 +8,17 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, write_dataset
+
 from src import blend, inspect_oof
 from src.layout import Paths
 
 TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
 
 
-def run_folds(*args, env=None):
+def run_folds(*args, env=None, cwd=ROOT):
     environment = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", **(env or {}))
-    return subprocess.run([str(ROOT / "run_folds.sh"), *args], cwd=ROOT, env=environment,
+    return subprocess.run([str(ROOT / "run_folds.sh"), *args], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -41,8 +41,10 @@ def pipeline(tmp_path_factory):
         "1d_shared": run_folds("1d", *options[:-1], str(tmp / "shared"),
                                env={"NVIDIA_SMI": str(one_gpu), "FOLDS_PER_GPU": "2"}),
         "1d_bad_share": run_folds("1d", *options, env={"NVIDIA_SMI": str(one_gpu), "FOLDS_PER_GPU": "0"}),
-        # No GPU: CPU processes. Fold 5 does not exist and fails; fold 0 must still finish.
-        "2d_crash": run_folds("2d", "0", "5", *options, env={"NVIDIA_SMI": "false"}),
+        # No GPU: CPU processes. Fold 5 does not exist and fails; fold 0 must still finish. Run from the
+        # dataset's parent folder with relative paths: they are the user's, not the repository's.
+        "2d_crash": run_folds("2d", "0", "5", "--", *TRAIN_OPTIONS, "--data-dir", "data", "--out-dir", "out",
+                              env={"NVIDIA_SMI": "false"}, cwd=tmp),
         "2d_resume": run_folds("2d", *options, env={"NVIDIA_SMI": "false"}),
     }
     return paths, runs
@@ -105,6 +107,7 @@ def test_skipped_clips_stay_out_of_training_and_oof(pipeline):
 def test_normalisation_uses_the_folds_training_rows_only(pipeline):
     import keras
 
+    import src.models  # noqa: F401 - registers the custom layers and loss that best.keras names
     from src.config import Config
     from src.features import model_input
 

@@ -1,5 +1,6 @@
-"""Stage 5, models: one file per network, each builder returning a keras.Model; `build_model` compiles
-the preset's network with its optimizer, schedule and loss.
+"""Stage 5, models: one file per network, each builder returning a keras.Model (src/networks.py lists
+them with the input each reads); `build_model` compiles the preset's network with its optimizer,
+schedule and loss.
 
 Written with `keras` and `keras.ops` only, so they run under the TensorFlow, JAX or PyTorch backend.
 """
@@ -8,16 +9,11 @@ from __future__ import annotations
 import keras
 
 from ..config import Config
-from .conv1d import conv1d
-from .envnet import envnet
+from ..networks import network
 from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask, UnverifiedLoss
-from .logmel_cnn import logmel_cnn
-from .mfcc2d import mfcc2d
 
-__all__ = ["NETWORKS", "build_model", "FloatToInt16", "Int16ToFloat", "MfccFrontEnd", "MinMaxScale",
-           "SpecMask", "UnverifiedLoss"]
-
-NETWORKS = {"conv1d": conv1d, "mfcc2d": mfcc2d, "logmel_cnn": logmel_cnn, "envnet": envnet}
+__all__ = ["build_model", "FloatToInt16", "Int16ToFloat", "MfccFrontEnd", "MinMaxScale", "SpecMask",
+           "UnverifiedLoss"]
 
 
 def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_per_execution: int = 1,
@@ -25,13 +21,11 @@ def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_
     """The preset's network in its precision, compiled with Adam (or AMSGrad), its learning-rate
     schedule and categorical cross-entropy that treats unverified clips as the preset says
     (UnverifiedLoss); `steps_per_execution` training steps per call into the compiled step."""
-    if config.network not in NETWORKS:
-        raise ValueError(f"unknown network {config.network!r}; known: {sorted(NETWORKS)}")
     previous = keras.config.dtype_policy()
     # Layers take the policy when they are made; float32 pieces (front ends, softmax) say so themselves.
     keras.config.set_dtype_policy("mixed_bfloat16" if config.precision == "bfloat16" else "float32")
     try:
-        model = NETWORKS[config.network](config, n_classes, **statistics)
+        model = network(config.network).build_function()(config, n_classes, **statistics)
     finally:
         keras.config.set_dtype_policy(previous)
     learning_rate = config.learning_rate
