@@ -137,10 +137,10 @@ def _sync(x) -> None:
 def _feeds(data_dir: Path, config: Config, clips: int):
     """The preset's training sequences over up to `clips` clips: host feed, and device feed when the
     preset allows it (None otherwise)."""
+    from .augment import augmentation
     from .device_feed import ClipBank, DeviceClipSequence, supports
     from .features import model_input
     from .generator import ClipSequence
-    from .train import augmentation
 
     train = load_train(data_dir)
     labels = class_names(train)

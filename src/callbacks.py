@@ -6,7 +6,7 @@ import time
 import keras
 import numpy as np
 
-from .generator import predict_sequence
+from .inference import predict_sequence
 
 
 class EpochValidation(keras.callbacks.Callback):

@@ -98,10 +98,10 @@ class DeviceClipSequence(Batches):
     training, crops alone for prediction. Same arguments, same random numbers, same batches."""
 
     def __init__(self, bank: ClipBank, fnames, targets: np.ndarray | None = None, batch_size: int = 64,
-                 train: bool = False, seed: int = 0, mixup: float = 0.0, weights: np.ndarray | None = None,
+                 train: bool = False, seed: int = 0, mixup: float = 0.0, flags: np.ndarray | None = None,
                  min_length: int | None = None, time_shift: float = 0.0, gain_db: float = 0.0,
                  full_batches: bool | None = None, **pydataset_kwargs):
-        super().__init__(fnames, targets, batch_size, train, seed, mixup, weights, min_length, full_batches,
+        super().__init__(fnames, targets, batch_size, train, seed, mixup, flags, min_length, full_batches,
                          **pydataset_kwargs)
         self.bank = bank
         self.shard, self.offset, self.lengths = bank.lookup(self.fnames)
@@ -127,7 +127,7 @@ class DeviceClipSequence(Batches):
                                partner, lam)
         if targets is None:
             return (inputs,)  # a tuple: Keras takes a bare array for numpy only
-        return (inputs, targets) if self.weights is None else (inputs, targets, self.weights[rows])
+        return inputs, self.with_flags(targets, rows)
 
 
 def supports(config) -> str | None:

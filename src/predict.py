@@ -62,7 +62,7 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
     from .features import input_kind
-    from .generator import windows
+    from .inference import windows
 
     kind = input_kind(config)
     rows, seconds_per_row = kind.rows(audio_cache.resample(samples, rate, config.sample_rate), config)
@@ -79,7 +79,7 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
     over folds and models), and per-window probabilities with each window's span in seconds. Windows
     follow the first model; another model joins the per-window blend where its windows have the same
     spans."""
-    from .generator import combine_windows, predict_padded
+    from .inference import combine_windows, predict_padded
 
     samples, rate, note = audio_cache.decode(path)
     if len(samples) == 0:

@@ -163,7 +163,8 @@ def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files:
 
 def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray:
     """Class probabilities of the clips: over windows covering each clip, or from one crop."""
-    from .generator import ClipSequence, predict_clips, predict_sequence
+    from .generator import ClipSequence
+    from .inference import predict_clips, predict_sequence
 
     if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
         return np.zeros((0, n_classes), np.float32)
@@ -176,6 +177,7 @@ def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame
           fold: int, on_gpu: bool):
     """The training and validation sequences: cut on the accelerator (src.device_feed) when the preset
     asks for it, or on auto with a GPU when the preset allows it; else on the host (src.generator)."""
+    from .augment import augmentation
     from .device_feed import ClipBank, DeviceClipSequence, supports
     from .generator import ClipSequence
 
@@ -184,7 +186,7 @@ def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame
         raise DataError(f"--feed device cannot serve preset {config.preset}: {why_not}; use --feed host")
     min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
     common = dict(train=True, seed=config.seed + fold, mixup=config.mixup, min_length=min_length,
-                  weights=_unverified_flags(fit_rows, config))
+                  flags=_unverified_flags(fit_rows, config))
     if config.feed == "device" or (config.feed == "auto" and on_gpu and not why_not):
         bank = ClipBank(source)
         log.info("device feed: %.2f GB of audio on the %s", bank.nbytes / 1e9, "GPU" if on_gpu else "CPU")
@@ -200,29 +202,9 @@ def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame
             ClipSequence(source, val_rows.fname, None, config.batch_size, full_batches=True, **pydataset))
 
 
-def augmentation(config: Config):
-    """The preset's waveform augmentation as one function (batch, rng) -> batch, or None. (SpecAugment
-    masks live in the model: src.models.layers.SpecMask.)"""
-    from functools import partial
-
-    from . import generator
-
-    steps = [partial(f, **{name: value}) for f, name, value in (
-        (generator.stretch, "amount", config.stretch), (generator.time_shift, "fraction", config.time_shift),
-        (generator.gain, "max_db", config.gain_db), (generator.add_noise, "min_snr", config.noise_snr)) if value]
-    if not steps:
-        return None
-
-    def augment(batch, rng):
-        for step in steps:
-            batch = step(batch, rng)
-        return batch
-    return augment
-
-
 def _unverified_flags(rows: pd.DataFrame, config: Config) -> np.ndarray | None:
-    """Per-clip unverified flags for UnverifiedLoss (as sample weights), or None when unverified clips
-    are treated as is."""
+    """Per-clip unverified flags for UnverifiedLoss (appended to the targets), or None when unverified
+    clips are treated as is."""
     if config.unverified_weight == 1.0 and config.drop_unverified == 0:
         return None
     return (rows.manually_verified.to_numpy() == 0).astype(np.float32)

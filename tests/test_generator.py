@@ -82,7 +82,7 @@ def test_validation_is_the_same_every_epoch_and_training_reshuffles(clean_datase
 def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset):
     import keras
 
-    from src.generator import predict_clips, windows
+    from src.inference import predict_clips, windows
     from src.metrics import geometric_mean
     from src.models import MinMaxScale
 
@@ -153,10 +153,10 @@ def test_unverified_flags_follow_their_clips_through_the_shuffle(clean_dataset):
     assert _unverified_flags(table, config) is None
     source = model_input(clean_dataset, "train", config, n_jobs=1)
     seq = ClipSequence(source, fnames, np.eye(len(fnames), dtype=np.float32), batch_size=5, train=True,
-                       seed=1, weights=flags)
+                       seed=1, flags=flags)
     for i in range(len(seq)):
-        _, y, w = seq[i]
-        np.testing.assert_array_equal(w, flags[np.argmax(y, axis=1)])
+        _, y = seq[i]
+        np.testing.assert_array_equal(y[:, -1], flags[np.argmax(y[:, :-1], axis=1)])
 
 
 def test_random_crop_lengths_leave_the_rest_padded(tmp_path):
@@ -176,7 +176,7 @@ def test_random_crop_lengths_leave_the_rest_padded(tmp_path):
 
 
 def test_gain_time_shift_and_stretch():
-    from src.generator import gain, stretch, time_shift
+    from src.augment import gain, stretch, time_shift
 
     rng = np.random.default_rng(0)
     ramp = np.arange(1000, dtype=np.int16)[None, :, None].repeat(40, axis=0) + 100
@@ -194,7 +194,7 @@ def test_gain_time_shift_and_stretch():
 
 
 def test_noise_is_added_at_the_drawn_snr():
-    from src.generator import add_noise
+    from src.augment import add_noise
 
     rng = np.random.default_rng(0)
     clean = (8000 * np.sin(np.arange(32000) / 10)).astype(np.int16)[None, :, None].repeat(50, axis=0)

@@ -94,15 +94,17 @@ def test_unverified_loss_weights_and_drops_the_highest_loss_unverified_clips():
         y_pred[k, np.argmax(y_true[k])] = p
     losses = -np.log(right)
     flags = np.array([0, 1, 0, 1, 1, 1], np.float32)  # clips 1, 3, 4, 5 unverified
+    flagged = np.concatenate([y_true, flags[:, None]], axis=1)   # the flag travels as one more column
     plain = UnverifiedLoss()
     assert float(plain(y_true, y_pred)) == pytest.approx(losses.mean(), rel=1e-5)
-    assert float(plain(y_true, y_pred, flags)) == pytest.approx(losses.mean(), rel=1e-5)
+    assert float(plain(flagged, y_pred)) == pytest.approx(losses.mean(), rel=1e-5)
     weighted = UnverifiedLoss(weight=0.5)
-    assert float(weighted(y_true, y_pred, flags)) == pytest.approx(
+    assert float(weighted(flagged, y_pred)) == pytest.approx(
         (losses * np.where(flags > 0, 0.5, 1)).sum() / 6, rel=1e-5)
     dropping = UnverifiedLoss(drop=0.5)              # half of the 4 unverified: the two highest losses
     kept = np.array([1, 1, 1, 1, 0, 0], np.float32)
-    assert float(dropping(y_true, y_pred, flags)) == pytest.approx((losses * kept).sum() / 6, rel=1e-5)
+    assert float(dropping(flagged, y_pred)) == pytest.approx((losses * kept).sum() / 6, rel=1e-5)
+    assert float(dropping(y_true, y_pred)) == pytest.approx(losses.mean(), rel=1e-5)   # validation: no flags
     restored = keras_roundtrip(dropping)
     assert (restored.weight, restored.drop) == (1.0, 0.5)
 
@@ -121,8 +123,9 @@ def test_unverified_loss_trains_through_fit():
     rng = np.random.default_rng(0)
     x = rng.integers(-3000, 3000, (8, config.crop_samples, 1), dtype=np.int16)
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
-    history = model.fit(x, y, sample_weight=np.array([0, 1] * 4, np.float32), epochs=2, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
+    flagged = np.concatenate([y, np.array([[0], [1]] * 4, np.float32)], axis=1)
+    history = model.fit(x, flagged, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all() and 0 <= history.history["accuracy"][-1] <= 1
 
 
 def test_spec_mask_layer_masks_runs_of_frames_and_bands_in_training_only():

@@ -7,7 +7,7 @@ import soundfile as sf
 
 from src import predict
 from src.config import PRESETS
-from src.generator import window_starts, windows
+from src.inference import window_starts, windows
 from src.models import build_model
 
 LABELS = ["Clicks", "Noise", "Tone"]

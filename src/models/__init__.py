@@ -10,7 +10,8 @@ import keras
 
 from ..config import Config
 from ..networks import network
-from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask, UnverifiedLoss
+from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask
+from .losses import UnverifiedLoss, label_accuracy
 
 __all__ = ["build_model", "FloatToInt16", "Int16ToFloat", "MfccFrontEnd", "MinMaxScale", "SpecMask",
            "UnverifiedLoss"]
@@ -33,6 +34,7 @@ def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_
         learning_rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
-                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified), metrics=["accuracy"],
+                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified),
+                  metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")],
                   steps_per_execution=steps_per_execution)
     return model

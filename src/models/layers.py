@@ -1,5 +1,5 @@
 """Layers the networks share: front ends that turn int16 or float audio into what a network reads, and
-the training loss that knows which clips are unverified. Registered, so saved models load anywhere."""
+SpecAugment masks. Registered, so saved models load anywhere."""
 from __future__ import annotations
 
 import keras
@@ -104,39 +104,6 @@ def class_probabilities(n_classes: int) -> layers.Dense:
     """The softmax output every network ends with, in float32 whatever the precision, so that the
     loss and the saved probabilities are computed at full precision."""
     return layers.Dense(n_classes, activation="softmax", dtype="float32")
-
-
-@keras.saving.register_keras_serializable(package="freesound")
-class UnverifiedLoss(keras.losses.Loss):
-    """Categorical cross-entropy that treats unverified clips apart. Its sample_weight is not a weight
-    but each clip's unverified flag (1 = manually_verified is 0): flagged clips count `weight` times,
-    and in every batch the `drop` share of flagged clips with the highest loss are left out (their
-    labels are the likeliest to be wrong). Without flags (validation) it is the plain mean."""
-
-    def __init__(self, weight: float = 1.0, drop: float = 0.0, name: str = "unverified_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.weight, self.drop = float(weight), float(drop)
-
-    def call(self, y_true, y_pred):
-        return keras.losses.categorical_crossentropy(y_true, y_pred)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        losses = self.call(y_true, y_pred)
-        if sample_weight is None:
-            return ops.mean(losses)
-        flagged = ops.reshape(ops.cast(sample_weight, losses.dtype), (-1,)) > 0.5
-        weights = ops.where(flagged, self.weight, 1.0)
-        if self.drop > 0:
-            # Rank the flagged clips by loss (0 = highest); unflagged ones rank last.
-            ranked = ops.where(flagged, ops.stop_gradient(losses), -1.0)
-            rank = ops.argsort(ops.argsort(-ranked))
-            n_drop = ops.floor(self.drop * ops.sum(ops.cast(flagged, losses.dtype)))
-            dropped = ops.logical_and(flagged, ops.cast(rank, losses.dtype) < n_drop)
-            weights = ops.where(dropped, 0.0, weights)
-        return ops.sum(losses * weights) / ops.cast(ops.shape(losses)[0], losses.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "weight": self.weight, "drop": self.drop}
 
 
 @keras.saving.register_keras_serializable(package="freesound")

@@ -1,0 +1,84 @@
+"""Training augmentation of raw-wave crops on the host: gain, time shift, stretch, noise and mixup.
+Each draws its random numbers from the batch's generator, in the order `augmentation` applies them
+(src.device_feed draws the same numbers for the crops it cuts on the accelerator). SpecAugment masks
+are a model layer (src.models.layers.SpecMask)."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from .config import Config
+
+
+def augmentation(config: Config):
+    """The preset's waveform augmentation as one function (batch, rng) -> batch, or None. (SpecAugment
+    masks live in the model: src.models.layers.SpecMask.)"""
+    steps = [partial(f, **{name: value}) for f, name, value in (
+        (stretch, "amount", config.stretch), (time_shift, "fraction", config.time_shift),
+        (gain, "max_db", config.gain_db), (add_noise, "min_snr", config.noise_snr)) if value]
+    if not steps:
+        return None
+
+    def augment(batch, rng):
+        for step in steps:
+            batch = step(batch, rng)
+        return batch
+    return augment
+
+
+def as_dtype(values: np.ndarray, dtype) -> np.ndarray:
+    """Float results back to the batch's dtype: integer samples are rounded and clipped to range."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.round(values), info.min, info.max)
+    return values.astype(dtype)
+
+
+def add_noise(batch: np.ndarray, rng: np.random.Generator, min_snr: float, max_snr: float = 40.0) -> np.ndarray:
+    """White noise on each (B, samples, 1) crop at an SNR drawn from [min_snr, max_snr] dB."""
+    signal = batch.astype(np.float32)
+    power = (signal ** 2).mean(axis=(1, 2), keepdims=True)
+    snr = rng.uniform(min_snr, max_snr, size=(len(batch), 1, 1))
+    noise = rng.standard_normal(signal.shape).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+    return as_dtype(signal + noise, batch.dtype)
+
+
+def gain(batch: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:
+    """Each (B, samples, 1) crop scaled by a gain drawn from [-max_db, max_db] dB."""
+    db = rng.uniform(-max_db, max_db, size=(len(batch), 1, 1))
+    return as_dtype(batch.astype(np.float32) * (10 ** (db / 20)).astype(np.float32), batch.dtype)
+
+
+def time_shift(batch: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Each crop rolled in time by up to `fraction` of its length, either way (what leaves one end
+    comes in at the other)."""
+    limit = int(fraction * batch.shape[1])
+    for k, shift in enumerate(rng.integers(-limit, limit + 1, size=len(batch))):
+        batch[k] = np.roll(batch[k], int(shift), axis=0)
+    return batch
+
+
+def stretch(batch: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Each crop played faster or slower by a factor drawn from [1 - amount, 1 + amount] about its
+    centre, by linear interpolation (the pitch moves with it, as in speed perturbation); what a faster
+    crop leaves uncovered at the ends is silence."""
+    length = batch.shape[1]
+    centre = (length - 1) / 2
+    out = np.empty_like(batch)
+    for k, factor in enumerate(rng.uniform(1 - amount, 1 + amount, size=len(batch))):
+        positions = centre + (np.arange(length) - centre) * factor
+        out[k, :, 0] = as_dtype(np.interp(positions, np.arange(length), batch[k, :, 0], left=0, right=0),
+                                batch.dtype)
+    return out
+
+
+def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
+    """Mixup: each example becomes lam * itself + (1 - lam) * a random partner of the batch, its
+    targets with the same lam, lam ~ Beta(alpha, alpha). Integer inputs are rounded back."""
+    lam = rng.beta(alpha, alpha, size=len(batch)).astype(np.float32)
+    partner = rng.permutation(len(batch))
+    shape = (-1,) + (1,) * (batch.ndim - 1)
+    mixed = lam.reshape(shape) * batch + (1 - lam.reshape(shape)) * batch[partner]
+    lam = lam[:, None]
+    return as_dtype(mixed, batch.dtype), lam * targets + (1 - lam) * targets[partner]
