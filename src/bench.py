@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import audio_cache, cli
-from .config import PRESETS, Config
+from .config import PRESETS, Config, Feeding
 from .errors import DataError
 from .layout import Paths, audio_dir, class_names, load_train
 
@@ -134,7 +134,7 @@ def _sync(x) -> None:
     ops.convert_to_numpy(ops.sum(ops.cast(x, "float32")))
 
 
-def _feeds(data_dir: Path, config: Config, clips: int):
+def _feeds(data_dir: Path, config: Config, feeding: Feeding, clips: int):
     """The preset's training sequences over up to `clips` clips: host feed, and device feed when the
     preset allows it (None otherwise)."""
     from .augment import augmentation
@@ -150,8 +150,7 @@ def _feeds(data_dir: Path, config: Config, clips: int):
     min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
     common = dict(train=True, seed=0, mixup=config.mixup, min_length=min_length)
     host = ClipSequence(source, ok.fname, targets, config.batch_size, augment=augmentation(config),
-                        workers=config.workers, use_multiprocessing=config.use_multiprocessing,
-                        max_queue_size=config.max_queue_size, **common)
+                        **feeding.pydataset(), **common)
     device = None
     if supports(config) is None:
         device = DeviceClipSequence(ClipBank(source), ok.fname, targets, config.batch_size,
@@ -191,7 +190,7 @@ def resident(sequence, batches: int = 8):
     return Resident()
 
 
-def bench_training(data_dir: Path, config: Config, clips: int, rounds: int) -> dict:
+def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feeding: Feeding | None = None) -> dict:
     """Samples/s of the feed alone (host and device), the training step alone (batches already on
     the device), and training fed by each feed (the two together, with the GPU busy share), medians
     of `rounds` epochs after one that compiles; and of inference."""
@@ -200,9 +199,10 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int) -> d
     from . import backend
     from .models import build_model
 
-    host, device, n_classes, statistics = _feeds(data_dir, config, clips)
+    feeding = feeding or Feeding()
+    host, device, n_classes, statistics = _feeds(data_dir, config, feeding, clips)
     on_gpu = backend.accelerator()
-    steps = backend.steps_per_execution(config.steps_per_execution, on_gpu)
+    steps = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
     result = {"clips": len(host) * host.batch_size, "steps_per_execution": steps,
               "feed host": feed_rate(host, rounds),
               "feed device": feed_rate(device, rounds) if device is not None else None}
@@ -386,9 +386,8 @@ def main(argv=None) -> int:
               f"{'device-fed':>12}{'busy':>6}{'inference':>11}{'peak RSS':>10}")
         fmt = lambda v, w, unit="": f"{v:>{w}.0f}{unit}" if v is not None else f"{'-':>{w + len(unit)}}"
         for name in args.models:
-            config = dataclasses.replace(PRESETS[name], precision=args.precision,
-                                         **({"workers": args.workers} if args.workers else {}))
-            speed = bench_training(data_dir, config, args.clips, args.rounds)
+            config = dataclasses.replace(PRESETS[name], precision=args.precision)
+            speed = bench_training(data_dir, config, args.clips, args.rounds, Feeding(workers=args.workers or 1))
             rss = peak_rss(data_dir, work / "rss", name) if not args.no_rss else None
             print(f"  {name:<7}{fmt(speed['feed host'], 11)}{fmt(speed['feed device'], 9)}{fmt(speed['step'], 12)}"
                   f"{fmt(speed['host'], 10)}{fmt(speed['busy host'], 5, '%')}{fmt(speed.get('device'), 12)}"

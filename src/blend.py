@@ -11,6 +11,7 @@ each row holds exactly three distinct training labels.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -26,10 +27,6 @@ from .layout import Dataset, Paths, atomic_write_csv
 from .metrics import geometric_mean, map_at_k, top_k
 
 log = logging.getLogger(__name__)
-
-# Settings that change how fast a fold is fed, not what it learns: they may differ between folds.
-FEED_SETTINGS = {"workers", "use_multiprocessing", "max_queue_size", "feed", "steps_per_execution"}
-
 
 @dataclass
 class ModelPredictions:
@@ -78,11 +75,10 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
 
 
 def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
-    configs = {k: paths.fold(name, k).read_config_dict() for k in folds}
+    configs = {k: dataclasses.asdict(paths.fold(name, k).read_config()) for k in folds}
     first = configs[folds[0]]
     for k, config in configs.items():
-        differ = sorted(key for key in set(first) | set(config)
-                        if key not in FEED_SETTINGS and first.get(key) != config.get(key))
+        differ = sorted(key for key in first if first[key] != config[key])
         if differ:
             log.warning("%s: fold %d was trained with other settings than fold %d (%s); blending them "
                         "anyway", name, k, folds[0], ", ".join(differ))

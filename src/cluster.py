@@ -131,14 +131,14 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
         folds = all_folds if folds is None else folds
         if "--force" in train_argv:
             for fold in folds:
-                paths.fold(config.preset, fold).result.unlink(missing_ok=True)
-        log_dir = paths.log_dir(config.preset)
+                paths.fold(config.name, fold).result.unlink(missing_ok=True)
+        log_dir = paths.log_dir(config.name)
         log_dir.mkdir(parents=True, exist_ok=True)
-        todo = [f for f in folds if not paths.fold(config.preset, f).is_finished()]
-        print(f"{config.preset}: {len(todo)} fold(s) on {len(offered)} worker(s) of {address}"
+        todo = [f for f in folds if not paths.fold(config.name, f).is_finished()]
+        print(f"{config.name}: {len(todo)} fold(s) on {len(offered)} worker(s) of {address}"
               + (f"; {len(folds) - len(todo)} already finished" if len(todo) < len(folds) else ""))
-        futures = {client.submit(run_fold, worker_argv, config.preset, paths, f, threads, copy_back,
-                                 key=f"{config.preset}-fold{f}-{uuid.uuid4().hex[:8]}", pure=False,
+        futures = {client.submit(run_fold, worker_argv, config.name, paths, f, threads, copy_back,
+                                 key=f"{config.name}-fold{f}-{uuid.uuid4().hex[:8]}", pure=False,
                                  resources={resource: 1}): f for f in todo}
         status = []
         for future in as_completed(futures):
@@ -151,7 +151,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
                 continue
             (log_dir / f"fold{fold}.log").write_text(f"# on {record['host']}\n{record['log']}")
             if record["files"]:
-                paths.fold(config.preset, fold).receive(record["files"])
+                paths.fold(config.name, fold).receive(record["files"])
             status.append(f"{fold} {record['code']} {int(record['seconds'])}")
             print(f"fold {fold} " + ("done" if record["code"] == 0 else
                                      f"FAILED (exit {record['code']}): see {log_dir / f'fold{fold}.log'}")
@@ -160,7 +160,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
     with tempfile.NamedTemporaryFile("w", suffix=".status", delete=False) as handle:
         handle.write("\n".join(skipped + status) + "\n")
     try:
-        return summarise(paths, config.preset, Path(handle.name))
+        return summarise(paths, config.name, Path(handle.name))
     finally:
         os.unlink(handle.name)
 

@@ -1,101 +1,89 @@
 """Model presets, and the command-line flags made from their fields.
 
-One `Config` per preset, overridable from the command line (every field becomes a `--flag`) and saved
-as JSON beside every output it produced.
+`Config` is everything that decides what a run learns, grouped by concern (input, training,
+augmentation, inference); one per preset in PRESETS, overridable from the command line (every field is
+a `--flag` of `src.train`, its help in the field's metadata) and saved as JSON beside every fold it
+trained. `Feeding` is how fast batches reach the model, never what it learns: flags of the run, not of
+the preset, recorded in each fold's result.json.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .networks import NETWORKS, network
 
+GROUPS = {"input": "input and network", "training": "training", "augmentation": "augmentation (training only)",
+          "inference": "validation and test prediction"}
+
+
+def setting(default, group: str, help: str):
+    """A Config field with its --help text and its group in the help."""
+    return field(default=default, metadata={"group": group, "help": help})
+
 
 @dataclass
 class Config:
-    """Everything that defines one model preset: its inputs, network and training schedule."""
+    """What one run learns: its name and preset, input, network, training, augmentation and inference."""
 
-    preset: str = "1d"
-    """Preset name; also the folder under predictions/."""
-    network: str = "conv1d"
-    """Network (src/networks.py; it decides the input): conv1d, envnet (raw wave), logmel_cnn (wave, mel
-    spectrogram in the model) or mfcc2d (cached MFCCs)."""
-    sample_rate: int = 16000
-    """Rate the audio cache is resampled to, Hz."""
-    crop_seconds: float = 2.0
-    """Length of each training / prediction crop, seconds."""
-    n_mfcc: int = 40
-    """MFCC coefficients (networks that read MFCCs)."""
-    n_mels: int = 128
-    """Mel bands (of the MFCCs, or of logmel_cnn's spectrogram)."""
-    n_fft: int = 2048
-    """STFT window, samples (MFCCs and mel spectrograms)."""
-    hop_length: int = 512
-    """STFT hop, samples (MFCCs and mel spectrograms)."""
-    learning_rate: float = 1e-3
-    """Adam learning rate (the start of the schedule)."""
-    optimizer: str = "adam"
-    """adam, or amsgrad (Adam with the AMSGrad correction)."""
-    schedule: str = "constant"
-    """Learning rate over training: constant, or cosine (decays to 0 over all epochs)."""
-    epochs: int = 50
-    """Maximum epochs; early stopping usually ends sooner."""
-    batch_size: int = 64
-    """Clips per batch."""
-    patience: int = 5
-    """Epochs without a better validation loss before stopping."""
-    n_folds: int = 10
-    """StratifiedKFold splits; fixed once data/folds.csv is written."""
-    seed: int = 42
-    """Seed for folds, crops, shuffling and weights (each fold adds its index)."""
-    unverified_weight: float = 1.0
-    """Loss weight of training clips with manually_verified=0 (1 = as is, 0 = left out of the loss)."""
-    drop_unverified: float = 0.0
-    """Share of each batch's unverified clips with the highest loss left out of it; 0 = none."""
-    min_crop_seconds: float = 0.0
-    """Random crop lengths: training crops last between this and crop_seconds, padded; 0 = off."""
-    gain_db: float = 0.0
-    """Wave training crops: random gain within +-this many dB; 0 = off."""
-    time_shift: float = 0.0
-    """Wave training crops: rolled in time by up to this share of the crop; 0 = off."""
-    stretch: float = 0.0
-    """Wave training crops: sped up or slowed by a factor within 1 +- this (resampled; pitch moves too)."""
-    time_masks: int = 0
-    """SpecAugment in training (mfcc2d, logmel_cnn): time masks per crop, each up to mask_fraction of the frames."""
-    freq_masks: int = 0
-    """SpecAugment in training (mfcc2d, logmel_cnn): masks of MFCCs / mel bands, each up to mask_fraction of them."""
-    mask_fraction: float = 0.1
-    """Largest share of frames (or coefficients) one mask covers."""
-    noise_snr: float = 0.0
-    """White noise on wave training crops at a random SNR between this and 40 dB; 0 = off."""
-    mixup: float = 0.0
-    """Mixup alpha: training clips mixed in pairs with Beta(alpha, alpha) weights, labels alike; 0 = off."""
-    prediction: str = "crop"
-    """Validation and test prediction: crop (one centred/first crop) or windows (covering the clip)."""
-    combine: str = "mean"
-    """How windows' probabilities combine into a clip's: mean or geometric."""
-    workers: int = 1
-    """PyDataset workers feeding the model."""
-    use_multiprocessing: bool = False
-    """Feed from processes rather than threads."""
-    max_queue_size: int = 10
-    """Batches prepared ahead of the model."""
-    feed: str = "auto"
-    """Where training crops are cut: host (src.generator), device (the audio cache on the accelerator,
-    src.device_feed) or auto (device on a GPU when the preset allows it)."""
-    steps_per_execution: int = 0
-    """Training steps per call into the compiled step (fewer host round trips); 0 = auto: 8 on a GPU, 1 on the CPU."""
-    precision: str = "float32"
-    """float32, or bfloat16: mixed precision (weights, mel front end, softmax and loss stay float32)."""
+    name: str = field(default="1d", metadata={"help": "run name: the folder under predictions/"})
+    preset: str = field(default="1d", metadata={"help": "the preset the run starts from"})
+
+    network: str = setting("conv1d", "input", "network (src/networks.py; it decides the input): conv1d, envnet "
+                           "(raw wave), logmel_cnn (wave, mel spectrogram in the model) or mfcc2d (cached MFCCs)")
+    sample_rate: int = setting(16000, "input", "rate the audio cache is resampled to, Hz")
+    crop_seconds: float = setting(2.0, "input", "length of each training / prediction crop, seconds")
+    n_mfcc: int = setting(40, "input", "MFCC coefficients (networks that read MFCCs)")
+    n_mels: int = setting(128, "input", "mel bands (of the MFCCs, or of logmel_cnn's spectrogram)")
+    n_fft: int = setting(2048, "input", "STFT window, samples (MFCCs and mel spectrograms)")
+    hop_length: int = setting(512, "input", "STFT hop, samples (MFCCs and mel spectrograms)")
+
+    learning_rate: float = setting(1e-3, "training", "Adam learning rate (the start of the schedule)")
+    optimizer: str = setting("adam", "training", "adam, or amsgrad (Adam with the AMSGrad correction)")
+    schedule: str = setting("constant", "training",
+                            "learning rate over training: constant, or cosine (decays to 0 over all epochs)")
+    epochs: int = setting(50, "training", "maximum epochs")
+    batch_size: int = setting(64, "training", "clips per batch")
+    patience: int | None = setting(5, "training", "epochs without a better validation loss before stopping; "
+                                   "none = no early stopping (the best epoch is kept either way)")
+    n_folds: int = setting(10, "training", "StratifiedKFold splits; fixed once data/folds.csv is written")
+    seed: int = setting(42, "training", "seed for folds, crops, shuffling and weights (each fold adds its index)")
+    precision: str = setting("float32", "training", "float32, or bfloat16: mixed precision (weights, mel front "
+                             "end, softmax and loss stay float32)")
+    unverified_weight: float = setting(1.0, "training", "loss weight of training clips with manually_verified=0 "
+                                       "(1 = as is, 0 = left out of the loss)")
+    drop_unverified: float = setting(0.0, "training", "share of each batch's unverified clips with the highest "
+                                     "loss left out of it; 0 = none")
+
+    min_crop_seconds: float = setting(0.0, "augmentation", "random crop lengths: training crops last between "
+                                      "this and crop_seconds, padded; 0 = off")
+    gain_db: float = setting(0.0, "augmentation", "wave crops: random gain within +-this many dB; 0 = off")
+    time_shift: float = setting(0.0, "augmentation", "wave crops: rolled in time by up to this share of the "
+                                "crop; 0 = off")
+    stretch: float = setting(0.0, "augmentation", "wave crops: sped up or slowed by a factor within 1 +- this "
+                             "(resampled; pitch moves too)")
+    noise_snr: float = setting(0.0, "augmentation", "wave crops: white noise at a random SNR between this and "
+                               "40 dB; 0 = off")
+    time_masks: int = setting(0, "augmentation", "SpecAugment (networks that see a spectrogram): time masks "
+                              "per crop, each up to mask_fraction of the frames")
+    freq_masks: int = setting(0, "augmentation", "SpecAugment: masks of MFCCs / mel bands, each up to "
+                              "mask_fraction of them")
+    mask_fraction: float = setting(0.1, "augmentation", "largest share of frames (or bands) one mask covers")
+    mixup: float = setting(0.0, "augmentation", "mixup alpha: training clips mixed in pairs with "
+                           "Beta(alpha, alpha) weights, labels alike; 0 = off")
+
+    prediction: str = setting("crop", "inference", "validation and test prediction: crop (one centred / "
+                              "first crop) or windows (covering the clip)")
+    combine: str = setting("mean", "inference", "how windows' probabilities combine into a clip's: mean or "
+                           "geometric")
 
     def __post_init__(self):
         for name, allowed in (("network", tuple(NETWORKS)), ("prediction", ("crop", "windows")),
                               ("combine", ("mean", "geometric")), ("optimizer", ("adam", "amsgrad")),
-                              ("schedule", ("constant", "cosine")), ("feed", ("auto", "host", "device")),
-                              ("precision", ("float32", "bfloat16"))):
+                              ("schedule", ("constant", "cosine")), ("precision", ("float32", "bfloat16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if not 0 <= self.min_crop_seconds <= self.crop_seconds:
@@ -103,15 +91,15 @@ class Config:
                              f"not {self.min_crop_seconds}")
         if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:
             raise ValueError("drop_unverified and stretch must be in [0, 1), time_shift in [0, 1]")
-        # An option the preset's input cannot take is an error, not a silent no-op.
+        # An option the run's input cannot take is an error, not a silent no-op.
         wave_options = [n for n in ("gain_db", "time_shift", "stretch", "noise_snr") if getattr(self, n)]
         if wave_options and self.features != "wave":
-            raise ValueError(f"{', '.join(wave_options)} augment raw waves; preset {self.preset} reads "
+            raise ValueError(f"{', '.join(wave_options)} augment raw waves; {self.name} reads "
                              f"{self.features} features")
         if (self.time_masks or self.freq_masks) and not network(self.network).masks:
             spectrograms = ", ".join(name for name, net in NETWORKS.items() if net.masks)
-            raise ValueError(f"SpecAugment masks need a spectrogram ({spectrograms}); preset {self.preset} "
-                             f"uses {self.network}")
+            raise ValueError(f"SpecAugment masks need a spectrogram ({spectrograms}); {self.name} uses "
+                             f"{self.network}")
 
     @property
     def crop_samples(self) -> int:
@@ -127,64 +115,124 @@ class Config:
         """The input kind its network reads (src.features.INPUT_KINDS)."""
         return network(self.network).input
 
+    @property
+    def early_stopping_patience(self) -> int:
+        return self.epochs if self.patience is None else self.patience
+
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: Path) -> Config:
+        """A saved config; also one written by earlier versions (run name in `preset`, the input kind
+        in `features`, feeding settings among the rest)."""
         saved = json.loads(Path(path).read_text())
-        features = saved.pop("features", None)  # written by earlier versions; the network decides it now
-        config = cls(**saved)
+        features = saved.pop("features", None)
+        if "name" not in saved:
+            saved["name"] = saved["preset"]
+            saved["preset"] = saved["preset"] if saved["preset"] in PRESETS else ""
+        known = {f.name for f in dataclasses.fields(cls)}
+        config = cls(**{k: v for k, v in saved.items() if k in known})
         if features not in (None, config.features):
             raise ValueError(f"{path}: network {config.network} reads {config.features} input, not {features}")
         return config
 
 
+@dataclass
+class Feeding:
+    """How batches reach the model: never what it learns, so flags of a run rather than of a preset."""
+
+    feed: str = field(default="auto", metadata={"help": "where training crops are cut: host (src.generator), "
+                      "device (the audio cache on the accelerator, src.device_feed) or auto (device on a GPU when "
+                      "the preset allows it)"})
+    steps_per_execution: int = field(default=0, metadata={"help": "training steps per call into the compiled "
+                                     "step (fewer host round trips); 0 = auto: 8 on a GPU, 1 on the CPU"})
+    workers: int = field(default=1, metadata={"help": "host feed: PyDataset workers"})
+    use_multiprocessing: bool = field(default=False, metadata={"help": "host feed: workers are processes"})
+    max_queue_size: int = field(default=10, metadata={"help": "host feed: batches prepared ahead of the model"})
+
+    def __post_init__(self):
+        if self.feed not in ("auto", "host", "device"):
+            raise ValueError(f"feed must be auto, host or device, not {self.feed!r}")
+
+    def pydataset(self) -> dict:
+        """The settings Keras's PyDataset takes."""
+        return dict(workers=self.workers, use_multiprocessing=self.use_multiprocessing,
+                    max_queue_size=self.max_queue_size)
+
+
 PRESETS = {
     # The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel.
-    "1d": Config(preset="1d", network="conv1d", sample_rate=16000, crop_seconds=2.0),
+    "1d": Config(name="1d", preset="1d", network="conv1d", sample_rate=16000, crop_seconds=2.0),
     # The kernel's MFCC Conv2D net.
-    "2d": Config(preset="2d", network="mfcc2d", sample_rate=44100, crop_seconds=2.0),
+    "2d": Config(name="2d", preset="2d", network="mfcc2d", sample_rate=44100, crop_seconds=2.0),
     # A VGG-style log-mel CNN with the 2018 winners' training: mixup, random crops of random length,
     # SpecAugment masks, AMSGrad with a cosine schedule, whole-clip prediction. (No gain: its log-mel
     # is relative to each clip's loudest bin.) Batches of 32 for 80 epochs, the cosine schedule running
-    # its course (patience = epochs): on fsd-dev, batch 64 for 40 epochs was still improving at the end.
-    "logmel": Config(preset="logmel", network="logmel_cnn", sample_rate=22050,
+    # its course (no early stopping; docs/results.md has why).
+    "logmel": Config(name="logmel", preset="logmel", network="logmel_cnn", sample_rate=22050,
                      crop_seconds=2.0, n_mels=64, n_fft=1024, hop_length=512, optimizer="amsgrad",
-                     schedule="cosine", epochs=80, batch_size=32, patience=80, mixup=0.2,
+                     schedule="cosine", epochs=80, batch_size=32, patience=None, mixup=0.2,
                      min_crop_seconds=1.0, time_masks=1, freq_masks=1, prediction="windows",
                      combine="mean"),
     # EnvNet: 1.5 s raw-wave crops, probability voting over sliding windows at test time.
-    "envnet": Config(preset="envnet", network="envnet", sample_rate=16000,
+    "envnet": Config(name="envnet", preset="envnet", network="envnet", sample_rate=16000,
                      crop_seconds=1.5, optimizer="amsgrad", schedule="cosine", epochs=40, patience=10,
                      gain_db=6.0, time_shift=0.1, prediction="windows", combine="mean"),
 }
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--model` plus one override flag per Config field (default: the preset's value)."""
-    parser.add_argument("--model", required=True, choices=sorted(PRESETS), help="model preset")
-    parser.add_argument("--name", help="folder under predictions/ for a variant of the preset made with the "
-                                       "flags below (default: the preset's name)")
-    group = parser.add_argument_group("preset overrides (default: the preset's value)")
+def add_config_arguments(parser: argparse.ArgumentParser, feeding: bool = True) -> None:
+    """Add `--model` and `--name`, one override flag per Config field (default: the preset's value),
+    grouped by concern, and (with feeding) one per Feeding field."""
+    parser.add_argument("--model", required=True, choices=sorted(PRESETS), help="the preset")
+    parser.add_argument("--name", help="run name: the folder under predictions/ for a variant of the preset "
+                                       "made with the flags below (default: the preset's name)")
+    groups = {key: parser.add_argument_group(f"{title} (default: the preset's value)")
+              for key, title in GROUPS.items()}
     for f in dataclasses.fields(Config):
-        if f.name in ("preset",):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            group.add_argument(flag, type=_parse_bool, metavar="BOOL", help=_doc(f.name))
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            group.add_argument(flag, type=kind, help=_doc(f.name))
+        if "group" in f.metadata:
+            _add_flag(groups[f.metadata["group"]], f)
+    if feeding:
+        group = parser.add_argument_group("feeding (how fast, not what is learnt)")
+        for f in dataclasses.fields(Feeding):
+            _add_flag(group, f)
+
+
+def _add_flag(group, f: dataclasses.Field) -> None:
+    flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+    if kind == "bool":
+        group.add_argument(flag, type=_parse_bool, metavar="BOOL", help=f.metadata["help"])
+        return
+    parse = {"int": int, "float": float, "str": str}[kind.split(" |")[0]]
+    if "None" in kind:
+        parse = _or_none(parse)
+    group.add_argument(flag, type=parse, help=f.metadata["help"])
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The chosen preset with every flag that was given applied."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if f.name != "preset" and getattr(args, f.name, None) is not None}
+                 if "group" in f.metadata and getattr(args, f.name, None) is not None}
+    overrides = {k: (None if v is NONE else v) for k, v in overrides.items()}
     if getattr(args, "name", None):
-        overrides["preset"] = args.name
+        overrides["name"] = args.name
     return dataclasses.replace(PRESETS[args.model], **overrides)
+
+
+def feeding_from_args(args: argparse.Namespace) -> Feeding:
+    return Feeding(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Feeding)
+                      if getattr(args, f.name, None) is not None})
+
+
+NONE = object()  # "none" given on the command line (None means the flag was not given)
+
+
+def _or_none(parse):
+    def parse_or_none(text: str):
+        return NONE if text.lower() == "none" else parse(text)
+    parse_or_none.__name__ = parse.__name__
+    return parse_or_none
 
 
 def _parse_bool(text: str) -> bool:
@@ -193,24 +241,3 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _doc(name: str) -> str:
-    return _FIELD_DOCS.get(name, "")
-
-
-def _field_docs() -> dict:
-    """Read the one-line docstrings under each field, so --help says what a flag does."""
-    import ast
-    import inspect
-    tree = ast.parse(inspect.getsource(Config))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) \
-                and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = nxt.value.value
-    return docs
-
-
-_FIELD_DOCS = _field_docs()

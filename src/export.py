@@ -36,7 +36,7 @@ def inference_model(config: Config, fold_models: list):
     logs = [ops.log(ops.maximum(fold(inputs), 1e-7)) for fold in folds]
     mean = ops.exp(sum(logs) / len(logs))
     probs = mean / ops.sum(mean, axis=-1, keepdims=True)
-    return keras.Model(audio, probs, name=f"tagger_{config.preset}")
+    return keras.Model(audio, probs, name=f"tagger_{config.name}")
 
 
 def export(paths: Paths, preset: str, out: Path) -> Path:

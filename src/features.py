@@ -207,7 +207,7 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
 @cli.command
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.features", __doc__, out_dir=False)
-    add_config_arguments(parser)
+    add_config_arguments(parser, feeding=False)
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
     config = config_from_args(args)

@@ -296,9 +296,6 @@ class FoldFiles:
 
         return Config.from_json(self.config)
 
-    def read_config_dict(self) -> dict:
-        return json.loads(self.config.read_text())
-
     def write_probabilities(self, path: Path, fnames, probs: np.ndarray, labels: list[str]) -> None:
         """fname plus one probability column per label (oof.csv or test.csv), atomically."""
         table = pd.DataFrame(probs, columns=labels)

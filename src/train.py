@@ -12,6 +12,7 @@ a fold that looks finished.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import cli
-from .config import Config, add_config_arguments, config_from_args
+from .config import Config, Feeding, add_config_arguments, config_from_args, feeding_from_args
 from .errors import DataError
 from .features import model_input
 from .layout import SPLITS, Dataset, FoldFiles, Paths
@@ -40,14 +41,15 @@ def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     return sorted(folds.fold.unique().tolist())
 
 
-def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> dict:
+def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None) -> dict:
     """Train one fold and write its predictions; returns its result record (read back if finished)."""
-    files = paths.fold(config.preset, fold)
+    files = paths.fold(config.name, fold)
     if files.is_finished() and not force:
-        log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.preset,
+        log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.name,
                  files.result)
         return files.read_result()
     started = time.time()
+    feeding = feeding or Feeding()
     files.start(config)
 
     import keras
@@ -60,10 +62,11 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     rows = fold_rows(config, paths, fold)
     keras.utils.set_random_seed(config.seed + fold)
     statistics = rows.train_source.model_statistics(list(rows.fit.fname))
-    steps_per_execution = backend.steps_per_execution(config.steps_per_execution, on_gpu)
+    steps_per_execution = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
     model = build_model(config, len(rows.labels), -(-len(rows.fit) // config.batch_size), steps_per_execution,
                         **statistics)
-    fit_seq, val_seq = feeds(config, rows.train_source, rows.fit, rows.val, rows.one_hot(rows.fit), fold, on_gpu)
+    fit_seq, val_seq = feeds(config, feeding, rows.train_source, rows.fit, rows.val, rows.one_hot(rows.fit), fold,
+                             on_gpu)
     log.info("fold %d: %d training clips, %d validation clips; %s feed, %d step(s) per execution, %s",
              fold, len(rows.fit), len(rows.val), "device" if hasattr(fit_seq, "bank") else "host",
              steps_per_execution, config.precision)
@@ -79,19 +82,20 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False) -> 
     files.write_probabilities(files.test, rows.test.fname, test_probs, rows.labels)
     losses = history.history["val_loss"]
     result = {
-        "model": config.preset, "fold": fold,
+        "model": config.name, "fold": fold,
         "val_map3": map_at_k(rows.val.label.map(rows.labels.index).to_numpy(), oof),
         "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
         "n_train": len(rows.fit), "n_val": len(rows.val), "skipped_train": rows.skipped_train,
         "silent_test": len(rows.silent_test), "backend": keras.backend.backend(),
-        "device": "gpu" if on_gpu else "cpu",
+        "device": "gpu" if on_gpu else "cpu", "feeding": dataclasses.asdict(feeding),
+        "feed": "device" if hasattr(fit_seq, "bank") else "host", "steps_per_execution": steps_per_execution,
         "first_epoch_seconds": timer.first_epoch, "epoch_seconds": timer.median_epoch(),
         "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (predicted - fitted) / 60,
         "minutes": (time.time() - started) / 60,
     }
     files.write_result(result)
     log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min",
-             fold, config.preset, result["val_map3"], len(rows.val), result["best_epoch"],
+             fold, config.name, result["val_map3"], len(rows.val), result["best_epoch"],
              result["epochs_run"], result["minutes"])
     return result
 
@@ -148,7 +152,8 @@ def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files:
         timer,
         # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
         # reuses the predict step compiled for validation instead of loading and compiling anew.
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
+                                      restore_best_weights=True),
         keras.callbacks.CSVLogger(files.log_csv),
     ]
     if backend.has_tensorflow():  # TensorBoard writes through tf.summary
@@ -173,8 +178,8 @@ def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray
     return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))
 
 
-def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame, targets: np.ndarray,
-          fold: int, on_gpu: bool):
+def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame,
+          targets: np.ndarray, fold: int, on_gpu: bool):
     """The training and validation sequences: cut on the accelerator (src.device_feed) when the preset
     asks for it, or on auto with a GPU when the preset allows it; else on the host (src.generator)."""
     from .augment import augmentation
@@ -182,21 +187,20 @@ def feeds(config: Config, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame
     from .generator import ClipSequence
 
     why_not = supports(config)
-    if config.feed == "device" and why_not:
-        raise DataError(f"--feed device cannot serve preset {config.preset}: {why_not}; use --feed host")
+    if feeding.feed == "device" and why_not:
+        raise DataError(f"--feed device cannot serve preset {config.name}: {why_not}; use --feed host")
     min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
     common = dict(train=True, seed=config.seed + fold, mixup=config.mixup, min_length=min_length,
                   flags=_unverified_flags(fit_rows, config))
-    if config.feed == "device" or (config.feed == "auto" and on_gpu and not why_not):
+    if feeding.feed == "device" or (feeding.feed == "auto" and on_gpu and not why_not):
         bank = ClipBank(source)
         log.info("device feed: %.2f GB of audio on the %s", bank.nbytes / 1e9, "GPU" if on_gpu else "CPU")
         return (DeviceClipSequence(bank, fit_rows.fname, targets, config.batch_size, time_shift=config.time_shift,
                                    gain_db=config.gain_db, **common),
                 DeviceClipSequence(bank, val_rows.fname, None, config.batch_size, full_batches=True))
-    if config.feed == "auto" and on_gpu:
+    if feeding.feed == "auto" and on_gpu:
         log.info("host feed: %s", why_not)
-    pydataset = dict(workers=config.workers, use_multiprocessing=config.use_multiprocessing,
-                     max_queue_size=config.max_queue_size)
+    pydataset = feeding.pydataset()
     return (ClipSequence(source, fit_rows.fname, targets, config.batch_size, augment=augmentation(config),
                          **common, **pydataset),
             ClipSequence(source, val_rows.fname, None, config.batch_size, full_batches=True, **pydataset))
@@ -248,14 +252,14 @@ def main(argv=None) -> int:
     config, paths = config_from_args(args), cli.paths(args)
     if args.prepare:
         folds = prepare(config, paths)
-        print(f"{config.preset}: folds {' '.join(map(str, folds))} -> {paths.model_dir(config.preset)}")
+        print(f"{config.name}: folds {' '.join(map(str, folds))} -> {paths.model_dir(config.name)}")
         if args.plan:
-            args.plan.write_text(json.dumps({"folds": folds, "model_dir": str(paths.model_dir(config.preset)),
-                                             "log_dir": str(paths.log_dir(config.preset))}) + "\n")
+            args.plan.write_text(json.dumps({"folds": folds, "model_dir": str(paths.model_dir(config.name)),
+                                             "log_dir": str(paths.log_dir(config.name))}) + "\n")
     elif args.summary:
-        return 0 if summarise(paths, config.preset, args.summary) else 1
+        return 0 if summarise(paths, config.name, args.summary) else 1
     else:
-        train_fold(config, paths, args.fold, args.force)
+        train_fold(config, paths, args.fold, args.force, feeding_from_args(args))
     return 0
 
 

@@ -27,7 +27,10 @@ def test_run_folds_help_and_bad_usage():
 def test_train_help_lists_the_preset_overrides():
     done = subprocess.run([sys.executable, "-m", "src.train", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
-    assert "--crop-seconds CROP_SECONDS" in done.stdout and "Length of each training" in done.stdout
+    assert "--crop-seconds CROP_SECONDS" in done.stdout and "length of each training" in done.stdout
+    for group in ("input and network", "training", "augmentation", "validation and test prediction", "feeding"):
+        assert group in done.stdout                         # flags grouped by concern
+    assert "--patience PATIENCE" in done.stdout and "none = no early stopping" in done.stdout
 
 
 def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
@@ -38,5 +41,7 @@ def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
     args = train_parser().parse_args(["--model", "logmel", "--name", "logmel44", "--sample-rate", "44100",
                                       "--prepare"])
     config = config_from_args(args)
-    assert (config.preset, config.network, config.sample_rate) == ("logmel44", "logmel_cnn", 44100)
-    assert Paths().model_dir(config.preset).name == "logmel44"
+    assert (config.name, config.network, config.sample_rate) == ("logmel44", "logmel_cnn", 44100)
+    assert Paths().model_dir(config.name).name == "logmel44" and config.preset == "logmel"
+    assert config_from_args(train_parser().parse_args(["--model", "1d", "--patience", "none", "--prepare"])).patience \
+        is None

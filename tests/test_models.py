@@ -204,6 +204,10 @@ def test_each_network_declares_its_input_and_an_impossible_pairing_is_refused(tm
     saved = tmp_path / "config.json"                  # a config written before the network decided
     saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "mfcc"}))
     assert Config.from_json(saved) == PRESETS["2d"]
+    legacy = {k: v for k, v in dataclasses.asdict(PRESETS["logmel"]).items() if k != "name"}
+    saved.write_text(json.dumps({**legacy, "preset": "logmel16", "workers": 1, "feed": "auto", "patience": 80}))
+    old = Config.from_json(saved)       # run name in `preset`, feeding settings beside the rest
+    assert (old.name, old.preset, old.patience) == ("logmel16", "", 80)
     saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "wave"}))
     with pytest.raises(ValueError, match="reads mfcc input, not wave"):
         Config.from_json(saved)
