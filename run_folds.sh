@@ -130,7 +130,7 @@ for fold in "${folds[@]}"; do
 done
 while (( ${#fold_of[@]} )); do reap; done
 
-"$PYTHON" -m src.train --model "$model" --summary "$status_file" "${options[@]}"
+"$PYTHON" -m src.core.runs "$plan" "$status_file"
 code=$?
 rm -f "$status_file"
 exit $code

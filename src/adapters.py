@@ -1,5 +1,5 @@
-"""Bring other single-label clip datasets into the competition layout (train.csv, audio_train/,
-sample_submission.csv, audio_test/), linking the audio instead of copying it.
+"""Other single-label clip datasets written in the competition layout. train.csv, audio_train/,
+sample_submission.csv, audio_test/, the audio linked instead of copied.
 
     python -m src.adapters esc50 ESC-50-master data/esc50        # its 5 predefined folds become `fold`
     python -m src.adapters folders speech_commands data/speech   # label/clip.wav folders
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio_cache, cli
-from .errors import DataError
-from .layout import atomic_write_csv, audio_dir
+from .core import audio as audio_cache
+from .core import cli
+from .core.errors import DataError
+from .core.layout import atomic_write_csv, audio_dir
 
 
 def _link(target: Path, link: Path) -> None:

@@ -1,5 +1,5 @@
-"""Benchmark the data path: how fast the audio cache builds and whether the generator keeps the
-model fed, on any dataset in the competition layout. Figures are printed, with ratios measured in the
+"""Speed, measured on any dataset in the competition layout. How fast the audio cache builds, the feed
+alone, the training step alone and the two together, on any machine. Figures are printed, with ratios measured in the
 same run so that a noisy machine still gives a meaningful answer.
 
     python -m src.bench DATA_DIR                 # cache; feed alone, step alone, both together (GPU
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio_cache, cli
-from .config import PRESETS, Config, Feeding
-from .errors import DataError
-from .layout import Paths, audio_dir, class_names, load_train
+from .core import audio as audio_cache
+from .core import cli
+from .core.config import PRESETS, Config, Feeding
+from .core.errors import DataError
+from .core.layout import Paths, audio_dir, class_names, load_train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,10 +138,10 @@ def _sync(x) -> None:
 def _feeds(data_dir: Path, config: Config, feeding: Feeding, clips: int):
     """The preset's training sequences over up to `clips` clips: host feed, and device feed when the
     preset allows it (None otherwise)."""
-    from .augment import augmentation
-    from .device_feed import ClipBank, DeviceClipSequence, supports
-    from .features import model_input
-    from .generator import ClipSequence
+    from .core.augment import augmentation
+    from .core.device_feed import ClipBank, DeviceClipSequence, supports
+    from .core.generator import ClipSequence
+    from .core.inputs import model_input
 
     train = load_train(data_dir)
     labels = class_names(train)
@@ -196,7 +197,7 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
     of `rounds` epochs after one that compiles; and of inference."""
     import keras
 
-    from . import backend
+    from .core import backend
     from .models import build_model
 
     feeding = feeding or Feeding()
@@ -206,7 +207,7 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
     result = {"clips": len(host) * host.batch_size, "steps_per_execution": steps,
               "feed host": feed_rate(host, rounds),
               "feed device": feed_rate(device, rounds) if device is not None else None}
-    from .callbacks import EpochTimer
+    from .core.callbacks import EpochTimer
 
     def train_rate(sequence):
         keras.utils.set_random_seed(0)
@@ -250,7 +251,7 @@ def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray
     import keras
     import librosa
 
-    from .generator import crop_or_pad
+    from .core.generator import crop_or_pad
 
     class KernelStyle(keras.utils.PyDataset):
         def __len__(self):
@@ -275,10 +276,10 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     `epochs` epochs after a first one that traces the model."""
     import keras
 
-    from .callbacks import EpochTimer
+    from .core.callbacks import EpochTimer
+    from .core.generator import ClipSequence
+    from .core.inputs import model_input
     from .data import load_folds, with_folds
-    from .features import model_input
-    from .generator import ClipSequence
     from .models import build_model
 
     config = PRESETS["1d"]
@@ -359,7 +360,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         work = Path(work)
         data_dir = mirror(args.dataset or args.data_dir, work / "data", args.repeat)
-        from . import backend
+        from .core import backend
         backend.configure(work)  # the compilation cache: the same step built again is not compiled again
         info = machine()
         print(f"machine: {info['cores']} cores, GPU: {info['gpu']}, backend {info['backend']} "

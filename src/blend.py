@@ -1,5 +1,5 @@
-"""Stage 7, blend: geometric mean of fold predictions, per model and across models, into top-3
-submissions, with the out-of-fold (OOF) MAP@3 of each model and of the blend.
+"""Stage 5, blend: fold predictions into validated top-3 submissions, by geometric mean. Per model and
+across models, with the out-of-fold (OOF) MAP@3 of each model and of the blend.
 
     python -m src.blend                      # every model under predictions/, equal weights
     python -m src.blend 1d 2d --weights 1 2  # chosen models and weights
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cli
-from .errors import DataError
-from .layout import Dataset, Paths, atomic_write_csv
-from .metrics import geometric_mean, map_at_k, top_k
+from .core import cli
+from .core.errors import DataError
+from .core.layout import Dataset, Paths, atomic_write_csv
+from .core.metrics import geometric_mean, map_at_k, top_k
 
 log = logging.getLogger(__name__)
 

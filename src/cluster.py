@@ -1,4 +1,4 @@
-"""Train one preset's folds on a Dask cluster: the same fold job as run_folds.sh, one fold per GPU worker.
+"""One preset's folds trained on a Dask cluster. The same fold job as run_folds.sh, one fold per GPU worker.
 
     ./run_folds.sh 2d --cluster tcp://HOST:8786 [FOLD ...] [-- TRAIN_OPTIONS]
     python -m src.cluster tcp://HOST:8786 --model 2d [--folds 0 1] [--copy-back] [-- TRAIN_OPTIONS]
@@ -29,10 +29,10 @@ import time
 import uuid
 from pathlib import Path
 
-from . import cli
-from .config import config_from_args
-from .errors import DataError
-from .layout import FoldFiles, Paths
+from .core import cli
+from .core.config import config_from_args
+from .core.errors import DataError
+from .core.layout import FoldFiles, Paths
 
 REPO = Path(__file__).resolve().parent.parent
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
@@ -112,7 +112,8 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
     import joblib
     from distributed import Client, as_completed
 
-    from .train import prepare, summarise, train_parser
+    from .core.runs import summarise
+    from .train import prepare, train_parser
 
     args = train_parser().parse_args([*train_argv, "--prepare"])
     config, paths = config_from_args(args), Paths(args.data_dir, args.out_dir)

@@ -1,4 +1,4 @@
-"""Stage 1, data: download and unpack the competition archives, validate the layout, make the folds.
+"""Stage 1, data: the competition archives downloaded, unpacked and validated. Then the folds made.
 
     python -m src.data [--download] [--data-dir data]
 
@@ -17,9 +17,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from . import cli
-from .errors import DataError
-from .layout import SPLITS, audio_dir, class_names, load_test, load_test_labels, load_train, row_number
+from .core import cli
+from .core.errors import DataError
+from .core.layout import SPLITS, audio_dir, class_names, load_test, load_test_labels, load_train, row_number
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The whole pipeline on the small demo set shipped in data/demo, as a user runs it on the real data:
+"""The whole pipeline on the small demo set shipped in data/demo. As a user runs it on the real data:
 validate the data, build the audio cache, train the 1d and 2d folds with run_folds.sh, blend, inspect.
 
     python -m src.demo            # a few minutes on 2 CPU cores; writes under runs/demo/
@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli
-from .errors import DataError
+from .core import cli
+from .core.errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 

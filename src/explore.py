@@ -1,4 +1,4 @@
-"""Explore a dataset in the competition layout before training on it: a Markdown report with plots.
+"""A dataset report before training on it. Markdown with plots, for any dataset in the competition layout.
 
     python -m src.explore --data-dir data            # writes report/report.md and PNGs (under --out-dir)
 
@@ -17,8 +17,9 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from . import cli
-from .layout import audio_dir, class_names, load_test, load_train
+from .core import cli
+from .core.audio import INT16_SCALE
+from .core.layout import audio_dir, class_names, load_test, load_train
 
 SILENT_DBFS = -60.0     # a clip whose loudest 50 ms window is quieter than this is called silent
 CLIPPED_SHARE = 0.001   # a clip with more than this share of samples at full scale is called clipped
@@ -38,7 +39,7 @@ def clip_facts(path: Path) -> dict:
     usable = len(mono) // window * window
     frames = mono[:usable].reshape(-1, window) if usable else mono[None, :]
     loudest = float(np.sqrt((frames ** 2).mean(axis=1)).max()) if mono.size else 0.0
-    quantised = np.round(mono * 32768).astype(np.int16)
+    quantised = np.round(mono * INT16_SCALE).astype(np.int16)
     return {"readable": True, "error": "", "samplerate": info.samplerate, "channels": info.channels,
             "subtype": info.subtype, "seconds": len(mono) / rate,
             "loudest_dbfs": 20 * np.log10(max(loudest, 1e-10)),

@@ -1,4 +1,4 @@
-"""Export a trained preset as one inference artifact: its fold models blended by geometric mean, with
+"""Stage 8, export: a trained preset as one inference artifact. Its fold models blended by geometric mean, with
 the preset's front end inside, taking raw mono float audio in [-1, 1] at the preset's sample rate,
 crop_seconds long (batch x samples), and giving class probabilities.
 
@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from . import cli
-from .config import Config
-from .errors import DataError
-from .layout import Paths
+from .core import cli
+from .core.config import Config
+from .core.errors import DataError
+from .core.layout import Paths
 from .predict import load_members
 
 
@@ -27,7 +27,7 @@ def inference_model(config: Config, fold_models: list):
     import keras
     from keras import ops
 
-    from .features import input_kind
+    from .core.inputs import input_kind
 
     audio = keras.Input(shape=(config.crop_samples,), name="audio")
     inputs = input_kind(config).front_end(config)(audio)
@@ -41,7 +41,7 @@ def inference_model(config: Config, fold_models: list):
 
 def export(paths: Paths, preset: str, out: Path) -> Path:
     """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json."""
-    from .backend import has_tensorflow
+    from .core.backend import has_tensorflow
 
     if not has_tensorflow():
         raise DataError("src.export writes a TensorFlow SavedModel, which needs TensorFlow: "

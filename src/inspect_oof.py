@@ -1,4 +1,4 @@
-"""Stage 8, inspect: where the out-of-fold (OOF) predictions go wrong.
+"""Stage 6, inspect: where the out-of-fold predictions go wrong. MAP@3 by fold, class, verified or not.
 
     python -m src.inspect_oof 2d          # one model
     python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cli
 from .blend import load_model_predictions
-from .layout import Dataset, with_folds
-from .metrics import geometric_mean, per_row_precision, top_k
+from .core import cli
+from .core.layout import Dataset, with_folds
+from .core.metrics import geometric_mean, per_row_precision, top_k
 
 
 def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str]) -> pd.DataFrame:

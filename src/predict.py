@@ -1,6 +1,6 @@
-"""Tag new audio with the trained fold models: every fold of the chosen models predicts over windows
-covering the whole clip, window probabilities are averaged per model, and folds and models are
-combined by geometric mean, as src.blend does.
+"""Stage 7, predict: new audio tagged with the trained fold models. Every fold of the chosen models
+predicts over windows covering the whole clip, combined as the preset combines them in training, and
+folds and models are combined by geometric mean, as src.blend does.
 
     python -m src.predict recordings/ clip.flac              # top 3 labels per file
     python -m src.predict long.wav --per-window --top-k 5    # labels per window, with timestamps
@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import audio_cache, cli
-from .config import Config
-from .errors import DataError
-from .metrics import geometric_mean
+from .core import audio as audio_cache
+from .core import cli
+from .core.config import Config
+from .core.errors import DataError
+from .core.metrics import geometric_mean
 
 
 @dataclass
@@ -61,8 +62,8 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
-    from .features import input_kind
-    from .inference import windows
+    from .core.inference import windows
+    from .core.inputs import input_kind
 
     kind = input_kind(config)
     rows, seconds_per_row = kind.rows(audio_cache.resample(samples, rate, config.sample_rate), config)
@@ -79,7 +80,7 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
     over folds and models), and per-window probabilities with each window's span in seconds. Windows
     follow the first model; another model joins the per-window blend where its windows have the same
     spans."""
-    from .inference import combine_windows, predict_padded
+    from .core.inference import combine_windows, predict_padded
 
     samples, rate, note = audio_cache.decode(path)
     if len(samples) == 0:

@@ -1,4 +1,4 @@
-"""Stage 6, train: one fold of one preset.
+"""Stage 4, train: one fold of one preset, trained and its predictions written.
 
     python -m src.train --model 1d --fold 3          # train fold 3, predict its OOF rows and the test set
     python -m src.train --model 1d --prepare         # build caches and data/folds.csv, print the fold ids
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -23,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cli
-from .config import Config, Feeding, add_config_arguments, config_from_args, feeding_from_args
-from .errors import DataError
-from .features import model_input
-from .layout import SPLITS, Dataset, FoldFiles, Paths
-from .metrics import map_at_k
+from .core import cli
+from .core.config import Config, Feeding, add_config_arguments, config_from_args, feeding_from_args
+from .core.errors import DataError
+from .core.inputs import model_input
+from .core.layout import SPLITS, Dataset, FoldFiles, Paths
+from .core.metrics import map_at_k
+from .core.runs import write_plan
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
 
     import keras
 
-    from . import BACKEND, backend
+    from . import BACKEND
+    from .core import backend
     from .models import build_model
 
     log.info("%s; %s", backend.configure(paths.out_dir), BACKEND.reason)
@@ -143,8 +144,8 @@ def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files:
     Returns Keras's history and the epoch timer."""
     import keras
 
-    from . import backend
-    from .callbacks import EpochTimer, EpochValidation
+    from .core import backend
+    from .core.callbacks import EpochTimer, EpochValidation
 
     timer = EpochTimer()
     callbacks = [
@@ -168,8 +169,8 @@ def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files:
 
 def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray:
     """Class probabilities of the clips: over windows covering each clip, or from one crop."""
-    from .generator import ClipSequence
-    from .inference import predict_clips, predict_sequence
+    from .core.generator import ClipSequence
+    from .core.inference import predict_clips, predict_sequence
 
     if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
         return np.zeros((0, n_classes), np.float32)
@@ -182,9 +183,9 @@ def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_
           targets: np.ndarray, fold: int, on_gpu: bool):
     """The training and validation sequences: cut on the accelerator (src.device_feed) when the preset
     asks for it, or on auto with a GPU when the preset allows it; else on the host (src.generator)."""
-    from .augment import augmentation
-    from .device_feed import ClipBank, DeviceClipSequence, supports
-    from .generator import ClipSequence
+    from .core.augment import augmentation
+    from .core.device_feed import ClipBank, DeviceClipSequence, supports
+    from .core.generator import ClipSequence
 
     why_not = supports(config)
     if feeding.feed == "device" and why_not:
@@ -214,23 +215,6 @@ def _unverified_flags(rows: pd.DataFrame, config: Config) -> np.ndarray | None:
     return (rows.manually_verified.to_numpy() == 0).astype(np.float32)
 
 
-def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
-    """Print run_folds.sh's closing table (fold, status, validation MAP@3, minutes); True if all ok.
-
-    status_file holds one "fold exit_code seconds" line per fold process."""
-    lines = [line.split() for line in Path(status_file).read_text().splitlines() if line.strip()]
-    print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val MAP@3':>10}{'minutes':>9}")
-    all_ok = True
-    for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
-        files = paths.fold(preset, int(fold))
-        finished = code == "0" and files.is_finished()
-        score = f"{files.read_result()['val_map3']:.4f}" if finished else "-"
-        status = "ok" if finished else f"failed({code})"
-        all_ok &= finished
-        print(f"{'':{len(preset) + 2}}{fold:>4}  {status:<8}{score:>10}{int(seconds) / 60:>9.1f}")
-    return all_ok
-
-
 def train_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m src.train", __doc__)
     add_config_arguments(parser)
@@ -241,7 +225,6 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plan", type=Path, metavar="FILE",
                         help="with --prepare: also write the fold ids and the model's folders as JSON to FILE "
                              "(what run_folds.sh reads)")
-    action.add_argument("--summary", type=Path, metavar="STATUS_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true", help="retrain a finished fold")
     return parser
 
@@ -254,10 +237,7 @@ def main(argv=None) -> int:
         folds = prepare(config, paths)
         print(f"{config.name}: folds {' '.join(map(str, folds))} -> {paths.model_dir(config.name)}")
         if args.plan:
-            args.plan.write_text(json.dumps({"folds": folds, "model_dir": str(paths.model_dir(config.name)),
-                                             "log_dir": str(paths.log_dir(config.name))}) + "\n")
-    elif args.summary:
-        return 0 if summarise(paths, config.name, args.summary) else 1
+            write_plan(args.plan, paths, config.name, folds)
     else:
         train_fold(config, paths, args.fold, args.force, feeding_from_args(args))
     return 0

@@ -2,9 +2,11 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from src import adapters, audio_cache, data, layout
+from src import adapters, data
 from src.blend import blend
-from src.layout import Paths
+from src.core import audio as audio_cache
+from src.core import layout
+from src.core.layout import Paths
 
 
 def wav(path, seconds=0.5, rate=44100):

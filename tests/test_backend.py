@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from src.backend import choose
+from src.core.backend import choose
 
 
 def only(*names):

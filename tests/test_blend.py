@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from src import blend
-from src.config import PRESETS
-from src.errors import DataError
-from src.layout import Paths, load_folds
+from src.core.config import PRESETS
+from src.core.errors import DataError
+from src.core.layout import Paths, load_folds
 
 LABELS = ["Clicks", "Noise", "Tone"]
 

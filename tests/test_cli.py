@@ -34,8 +34,8 @@ def test_train_help_lists_the_preset_overrides():
 
 
 def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
-    from src.config import config_from_args
-    from src.layout import Paths
+    from src.core.config import config_from_args
+    from src.core.layout import Paths
     from src.train import train_parser
 
     args = train_parser().parse_args(["--model", "logmel", "--name", "logmel44", "--sample-rate", "44100",

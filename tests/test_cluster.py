@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, write_dataset
 
-from src.layout import Paths
+from src.core.layout import Paths
 
 distributed = pytest.importorskip("distributed")
 
@@ -101,7 +101,7 @@ def test_a_killed_worker_leaves_every_fold_done_once(cluster, data_dir):
 def test_audio_cache_builds_on_the_cluster_as_it_does_locally(cluster, tmp_path):
     import joblib
 
-    from src import audio_cache
+    from src.core import audio as audio_cache
 
     _, client = cluster
     here, there = write_dataset(tmp_path / "here"), write_dataset(tmp_path / "there")

@@ -3,9 +3,10 @@ import zipfile
 import pandas as pd
 import pytest
 
-from src import data, layout
-from src.errors import DataError
-from src.layout import load_folds
+from src import data
+from src.core import layout
+from src.core.errors import DataError
+from src.core.layout import load_folds
 
 
 def test_duplicate_fname_names_the_row(clean_dataset):
@@ -93,8 +94,8 @@ def test_download_without_credentials_explains_what_to_do(tmp_path, monkeypatch,
 def test_the_run_layout_knows_finished_folds_and_reads_back_what_it_wrote(clean_dataset, tmp_path):
     import numpy as np
 
-    from src.config import PRESETS
-    from src.layout import Dataset, Paths
+    from src.core.config import PRESETS
+    from src.core.layout import Dataset, Paths
 
     dataset = Dataset.load(clean_dataset)
     assert dataset.labels == ["Clicks", "Noise", "Tone"] and len(dataset.y_train) == len(dataset.train)

@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from src.augment import augmentation
-from src.config import PRESETS
-from src.device_feed import ClipBank, DeviceClipSequence, supports
-from src.features import model_input
-from src.generator import ClipSequence
+from src.core.augment import augmentation
+from src.core.config import PRESETS
+from src.core.device_feed import ClipBank, DeviceClipSequence, supports
+from src.core.generator import ClipSequence
+from src.core.inputs import model_input
 
 
 @pytest.mark.parametrize("preset, options", [

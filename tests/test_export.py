@@ -4,9 +4,9 @@ from test_predict import make_models
 
 from src import export
 from src.blend import geometric_mean
-from src.config import PRESETS
-from src.features import mfcc
-from src.layout import Paths
+from src.core.config import PRESETS
+from src.core.inputs import mfcc
+from src.core.layout import Paths
 from src.models import MfccFrontEnd
 from src.predict import load_members
 

@@ -2,8 +2,8 @@ import dataclasses
 
 import numpy as np
 
-from src.config import PRESETS
-from src.features import MfccInput, mfcc, model_input
+from src.core.config import PRESETS
+from src.core.inputs import MfccInput, mfcc, model_input
 
 CONFIG = dataclasses.replace(PRESETS["2d"], crop_seconds=0.5)
 

@@ -2,10 +2,10 @@ import dataclasses
 
 import numpy as np
 
-from src.config import PRESETS
-from src.features import WaveInput, model_input
-from src.generator import ClipSequence, crop_or_pad
-from src.store import PackedStore
+from src.core.config import PRESETS
+from src.core.generator import ClipSequence, crop_or_pad
+from src.core.inputs import WaveInput, model_input
+from src.core.store import PackedStore
 
 PAD = np.array([-9.0, -9.0], np.float32)
 
@@ -82,8 +82,8 @@ def test_validation_is_the_same_every_epoch_and_training_reshuffles(clean_datase
 def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset):
     import keras
 
-    from src.inference import predict_clips, windows
-    from src.metrics import geometric_mean
+    from src.core.inference import predict_clips, windows
+    from src.core.metrics import geometric_mean
     from src.models import MinMaxScale
 
     config, fnames, _ = make_sequence(clean_dataset, "1d", train=False)
@@ -176,7 +176,7 @@ def test_random_crop_lengths_leave_the_rest_padded(tmp_path):
 
 
 def test_gain_time_shift_and_stretch():
-    from src.augment import gain, stretch, time_shift
+    from src.core.augment import gain, stretch, time_shift
 
     rng = np.random.default_rng(0)
     ramp = np.arange(1000, dtype=np.int16)[None, :, None].repeat(40, axis=0) + 100
@@ -194,7 +194,7 @@ def test_gain_time_shift_and_stretch():
 
 
 def test_noise_is_added_at_the_drawn_snr():
-    from src.augment import add_noise
+    from src.core.augment import add_noise
 
     rng = np.random.default_rng(0)
     clean = (8000 * np.sin(np.arange(32000) / 10)).astype(np.int16)[None, :, None].repeat(50, axis=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from src.config import PRESETS
+from src.core.config import PRESETS
 from src.models import build_model
 
 
@@ -150,9 +150,9 @@ def test_epoch_validation_gives_the_loss_keras_gives_over_the_real_rows(clean_da
     """Validation runs in full batches (one compiled shape); the padding rows must not count."""
     import dataclasses
 
-    from src.callbacks import EpochValidation
-    from src.features import model_input
-    from src.generator import ClipSequence
+    from src.core.callbacks import EpochValidation
+    from src.core.generator import ClipSequence
+    from src.core.inputs import model_input
 
     config = dataclasses.replace(PRESETS["1d"], crop_seconds=0.5)
     source = model_input(clean_dataset, "train", config, n_jobs=1)
@@ -189,9 +189,9 @@ def test_each_network_declares_its_input_and_an_impossible_pairing_is_refused(tm
     import dataclasses
     import json
 
-    from src.config import Config
-    from src.features import INPUT_KINDS, input_kind
-    from src.networks import NETWORKS
+    from src.core.config import Config
+    from src.core.inputs import INPUT_KINDS, input_kind
+    from src.core.networks import NETWORKS
 
     assert {net.input for net in NETWORKS.values()} <= set(INPUT_KINDS)
     assert input_kind(PRESETS["2d"]).name == "mfcc" and input_kind(PRESETS["logmel"]).name == "wave"

@@ -6,8 +6,8 @@ import pandas as pd
 import soundfile as sf
 
 from src import predict
-from src.config import PRESETS
-from src.inference import window_starts, windows
+from src.core.config import PRESETS
+from src.core.inference import window_starts, windows
 from src.models import build_model
 
 LABELS = ["Clicks", "Noise", "Tone"]

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, write_dataset
 
 from src import blend, inspect_oof
-from src.layout import Paths
+from src.core.layout import Paths
 
 TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
 
@@ -108,8 +108,8 @@ def test_normalisation_uses_the_folds_training_rows_only(pipeline):
     import keras
 
     import src.models  # noqa: F401 - registers the custom layers and loss that best.keras names
-    from src.config import Config
-    from src.features import model_input
+    from src.core.config import Config
+    from src.core.inputs import model_input
 
     paths, _ = pipeline
     folder = paths.fold_dir("2d", 1)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-from ..config import Config
-from ..networks import network
+from ..core.config import Config
+from ..core.networks import network
 from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask
 from .losses import UnverifiedLoss, label_accuracy
 

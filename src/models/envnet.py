@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..config import Config
+from ..core.config import Config
 from .layers import Int16ToFloat, class_probabilities
 
 

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from ..config import Config
+from ..core.audio import INT16_SCALE
+from ..core.config import Config
 
 
 @keras.saving.register_keras_serializable(package="freesound")
@@ -26,7 +27,7 @@ class FloatToInt16(layers.Layer):
     """Float audio in [-1, 1] to the int16 samples the cache holds (same scale, rounding, clipping)."""
 
     def call(self, waves):
-        return ops.cast(ops.clip(ops.round(waves * 32768.0), -32768, 32767), "int16")
+        return ops.cast(ops.clip(ops.round(waves * INT16_SCALE), -32768, 32767), "int16")
 
 
 @keras.saving.register_keras_serializable(package="freesound")
@@ -65,7 +66,7 @@ class Int16ToFloat(layers.Layer):
     undone, level kept (unlike MinMaxScale), so gain augmentation means something."""
 
     def call(self, waves):
-        return ops.squeeze(ops.cast(waves, "float32"), -1) / 32768.0
+        return ops.squeeze(ops.cast(waves, "float32"), -1) / INT16_SCALE
 
 
 @keras.saving.register_keras_serializable(package="freesound")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..config import Config
+from ..core.config import Config
 from .layers import Int16ToFloat, class_probabilities, log_mel, spec_mask
 
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..config import Config
+from ..core.config import Config
 from .layers import class_probabilities, spec_mask
 
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from .augment import mix
-from .features import InputKind
+from .inputs import InputKind
 
 
 def crop_plans(lengths, length: int, rng: np.random.Generator | None = None,

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from .features import WaveInput, input_kind
 from .generator import Batches, crop_plans
+from .inputs import WaveInput, input_kind
 
 # Samples per device array: int32 indices address each one, so a larger cache is split in shards at
 # clip boundaries.

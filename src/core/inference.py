@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import InputKind
 from .generator import ClipSequence, crop_or_pad
+from .inputs import InputKind
 
 
 def window_starts(n: int, length: int, hop: int) -> list[int]:

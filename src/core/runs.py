@@ -1,0 +1,46 @@
+"""What run_folds.sh (and src.cluster) share with Python: the plan of a run of folds, handed over as
+JSON in a file, and the table that closes the run.
+
+    python -m src.core.runs PLAN STATUS_FILE     # run_folds.sh's closing table; exit 1 if a fold failed
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .layout import Paths
+
+
+def write_plan(path: Path, paths: Paths, name: str, folds: list[int]) -> None:
+    """The fold ids and folders of a run (`python -m src.train --prepare --plan FILE`)."""
+    Path(path).write_text(json.dumps({
+        "name": name, "folds": folds, "data_dir": str(paths.data_dir), "out_dir": str(paths.out_dir),
+        "model_dir": str(paths.model_dir(name)), "log_dir": str(paths.log_dir(name))}) + "\n")
+
+
+def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
+    """Print run_folds.sh's closing table (fold, status, validation MAP@3, minutes); True if all ok.
+
+    status_file holds one "fold exit_code seconds" line per fold process."""
+    lines = [line.split() for line in Path(status_file).read_text().splitlines() if line.strip()]
+    print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val MAP@3':>10}{'minutes':>9}")
+    all_ok = True
+    for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
+        files = paths.fold(preset, int(fold))
+        finished = code == "0" and files.is_finished()
+        score = f"{files.read_result()['val_map3']:.4f}" if finished else "-"
+        status = "ok" if finished else f"failed({code})"
+        all_ok &= finished
+        print(f"{'':{len(preset) + 2}}{fold:>4}  {status:<8}{score:>10}{int(seconds) / 60:>9.1f}")
+    return all_ok
+
+
+def main(argv=None) -> int:
+    plan_file, status_file = (sys.argv[1:] if argv is None else argv)
+    plan = json.loads(Path(plan_file).read_text())
+    return 0 if summarise(Paths(plan["data_dir"], plan["out_dir"]), plan["name"], Path(status_file)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
