@@ -7,6 +7,7 @@ import pytest
 from conftest import ROOT
 
 from src.core.backend import choose
+from src.core.errors import DataError
 
 
 def only(*names):
@@ -31,9 +32,9 @@ def test_otherwise_the_best_installed_for_the_device(gpu, installed, expected):
 
 
 def test_an_unknown_or_missing_backend_is_a_clear_error():
-    with pytest.raises(SystemExit, match="not a backend"):
+    with pytest.raises(DataError, match="not a backend"):
         choose({"KERAS_BACKEND": "numpy"}, has_gpu=False, is_installed=only("jax"))
-    with pytest.raises(SystemExit, match="no Keras backend is installed"):
+    with pytest.raises(DataError, match="no Keras backend is installed"):
         choose({}, has_gpu=False, is_installed=only())
 
 

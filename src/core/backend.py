@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import DataError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 PREFERENCE = {"gpu": ("jax", "torch", "tensorflow"), "cpu": ("tensorflow", "jax", "torch")}
@@ -50,20 +53,26 @@ def choose(environ=os.environ, has_gpu=None, is_installed=installed) -> Choice:
     named = environ.get("KERAS_BACKEND", "").strip()
     if named:
         if named not in BACKENDS:
-            raise SystemExit(f"KERAS_BACKEND={named!r} is not a backend this project runs on: use one of "
+            raise DataError(f"KERAS_BACKEND={named!r} is not a backend this project runs on: use one of "
                              f"{', '.join(BACKENDS)}, or unset it to let src.backend choose")
         return Choice(named, device, "named in KERAS_BACKEND")
     for name in PREFERENCE[device]:
         if is_installed(name):
             return Choice(name, device, f"the best installed for the {device.upper()}; "
                                         f"KERAS_BACKEND=... names another")
-    raise SystemExit("no Keras backend is installed: pip install tensorflow (CPU), or jax / torch "
+    raise DataError("no Keras backend is installed: pip install tensorflow (CPU), or jax / torch "
                      "(see README, 'On a GPU')")
 
 
 def select() -> Choice:
-    """Apply the choice to this process's environment (before Keras is imported) and return it."""
-    choice = choose()
+    """Apply the choice to this process's environment (before Keras is imported) and return it. Runs
+    when the package is imported, before any command's error handling: a bad choice is reported here,
+    the same way (a paragraph on stderr, exit status 2)."""
+    try:
+        choice = choose()
+    except DataError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
     os.environ["KERAS_BACKEND"] = choice.backend
     share = os.environ.get("GPU_SHARE")
     if share and choice.backend == "jax":
@@ -136,7 +145,7 @@ def steps_per_execution(asked: int, on_gpu: bool) -> int:
 
     torch = keras.backend.backend() == "torch"
     if asked > 1 and torch:
-        raise SystemExit(f"--steps-per-execution {asked}: Keras's PyTorch backend runs one step per call; "
+        raise DataError(f"--steps-per-execution {asked}: Keras's PyTorch backend runs one step per call; "
                          f"use 1 (or 0 for the default), or another backend")
     return asked or (8 if on_gpu and not torch else 1)
 

@@ -8,7 +8,7 @@ from ..core.config import Config
 from .layers import MinMaxScale, class_probabilities
 
 
-def conv1d(config: Config, n_classes: int, **_) -> keras.Model:
+def conv1d(config: Config, n_classes: int) -> keras.Model:
     """The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel (360,513 parameters
     for 41 classes and 2 s at 16 kHz). Takes int16 samples."""
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")

@@ -4,8 +4,8 @@ Two 1D convolutions learn a filter bank over the raw wave and max pooling over 1
 filter-by-time map, which 2D convolutions then read like a spectrogram. Trained on 1.5 s crops; at test
 time the preset votes over sliding windows (the mean of their probabilities). As in EnvNet-v2: batch
 norm after every convolution and a stride of 2 in the first (half the cost, the same map). Dense layers
-of 512 units with dropout 0.2 instead of 4096 with 0.5: on a few hundred clips the original barely
-left chance level in 10 epochs (measured on fsd-dev), this learns.
+of 512 units with dropout 0.2 instead of 4096 with 0.5, for datasets of a few hundred clips a class
+(docs/results.md).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _conv_bn_relu(x, conv):
     return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(conv(x)))
 
 
-def envnet(config: Config, n_classes: int, **_) -> keras.Model:
+def envnet(config: Config, n_classes: int) -> keras.Model:
     pool = max(1, config.sample_rate // 200)                   # 10 ms of the first conv's output
     if config.crop_samples // 2 // pool < 60:
         raise ValueError(f"envnet needs crops of >= 0.6 s, got {config.crop_seconds} s; raise --crop-seconds")

@@ -13,7 +13,7 @@ from ..core.config import Config
 from .layers import Int16ToFloat, class_probabilities, log_mel, spec_mask
 
 
-def logmel_cnn(config: Config, n_classes: int, **_) -> keras.Model:
+def logmel_cnn(config: Config, n_classes: int) -> keras.Model:
     frames = 1 + config.crop_samples // config.hop_length
     if config.n_mels < 16 or frames < 16:
         raise ValueError(f"logmel_cnn pools by 2 four times: it needs >= 16 mel bands and >= 16 frames, "
