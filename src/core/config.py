@@ -92,8 +92,10 @@ class Config:
         if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:
             raise ValueError("drop_unverified and stretch must be in [0, 1), time_shift in [0, 1]")
         # An option the run's input cannot take is an error, not a silent no-op.
+        from .inputs import INPUT_KINDS
+
         wave_options = [n for n in ("gain_db", "time_shift", "stretch", "noise_snr") if getattr(self, n)]
-        if wave_options and self.features != "wave":
+        if wave_options and not INPUT_KINDS[self.features].takes_waves:
             raise ValueError(f"{', '.join(wave_options)} augment raw waves; {self.name} reads "
                              f"{self.features} features")
         if (self.time_masks or self.freq_masks) and not network(self.network).masks:

@@ -9,16 +9,19 @@ silence equals padding its audio with zeros.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from . import audio as audio_cache
-from .config import Config
 from .errors import DataError
 from .layout import audio_dir
 from .store import PackedStore, locked, params_key
+
+if TYPE_CHECKING:  # config imports this module to check what an input kind takes
+    from .config import Config
 
 
 def mfcc(samples: np.ndarray, config: Config) -> np.ndarray:
