@@ -9,7 +9,7 @@ usage() {
   cat <<'TXT'
 usage: ./run_folds.sh MODEL [--cluster ADDRESS] [FOLD ...] [-- TRAIN_OPTIONS ...]
 
-  MODEL          a preset of src.config (1d, 2d, logmel, envnet)
+  MODEL          a preset of src.core.config (1d, 2d, logmel, envnet)
   FOLD ...       folds to train (default: all folds in data/folds.csv)
   TRAIN_OPTIONS  passed to every `python -m src.train` (e.g. --epochs 20 --data-dir data --force)
   --cluster ADDRESS

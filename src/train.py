@@ -181,8 +181,8 @@ def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray
 
 def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame,
           targets: np.ndarray, fold: int, on_gpu: bool):
-    """The training and validation sequences: cut on the accelerator (src.device_feed) when the preset
-    asks for it, or on auto with a GPU when the preset allows it; else on the host (src.generator)."""
+    """The training and validation sequences: cut on the accelerator (src.core.device_feed) when the preset
+    asks for it, or on auto with a GPU when the preset allows it; else on the host (src.core.generator)."""
     from .core.augment import augmentation
     from .core.device_feed import ClipBank, DeviceClipSequence, supports
     from .core.generator import ClipSequence

@@ -1,4 +1,4 @@
-"""The backend rule of src.backend: named wins, else the best installed for the device."""
+"""The backend rule of src.core.backend: named wins, else the best installed for the device."""
 import os
 import subprocess
 import sys

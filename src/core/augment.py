@@ -1,6 +1,6 @@
 """Training augmentation of raw-wave crops on the host: gain, time shift, stretch, noise and mixup.
 Each draws its random numbers from the batch's generator, in the order `augmentation` applies them
-(src.device_feed draws the same numbers for the crops it cuts on the accelerator). SpecAugment masks
+(src.core.device_feed draws the same numbers for the crops it cuts on the accelerator). SpecAugment masks
 are a model layer (src.models.layers.SpecMask)."""
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def choose(environ=os.environ, has_gpu=None, is_installed=installed) -> Choice:
     if named:
         if named not in BACKENDS:
             raise DataError(f"KERAS_BACKEND={named!r} is not a backend this project runs on: use one of "
-                             f"{', '.join(BACKENDS)}, or unset it to let src.backend choose")
+                             f"{', '.join(BACKENDS)}, or unset it to let src.core.backend choose")
         return Choice(named, device, "named in KERAS_BACKEND")
     for name in PREFERENCE[device]:
         if is_installed(name):

@@ -32,7 +32,7 @@ class Config:
     name: str = field(default="1d", metadata={"help": "run name: the folder under predictions/"})
     preset: str = field(default="1d", metadata={"help": "the preset the run starts from"})
 
-    network: str = setting("conv1d", "input", "network (src/networks.py; it decides the input): conv1d, envnet "
+    network: str = setting("conv1d", "input", "network (src/core/networks.py; it decides the input): conv1d, envnet "
                            "(raw wave), logmel_cnn (wave, mel spectrogram in the model) or mfcc2d (cached MFCCs)")
     sample_rate: int = setting(16000, "input", "rate the audio cache is resampled to, Hz")
     crop_seconds: float = setting(2.0, "input", "length of each training / prediction crop, seconds")
@@ -144,8 +144,8 @@ class Config:
 class Feeding:
     """How batches reach the model: never what it learns, so flags of a run rather than of a preset."""
 
-    feed: str = field(default="auto", metadata={"help": "where training crops are cut: host (src.generator), "
-                      "device (the audio cache on the accelerator, src.device_feed) or auto (device on a GPU when "
+    feed: str = field(default="auto", metadata={"help": "where training crops are cut: host (src.core.generator), "
+                      "device (the audio cache on the accelerator, src.core.device_feed) or auto (device on a GPU when "
                       "the preset allows it)"})
     steps_per_execution: int = field(default=0, metadata={"help": "training steps per call into the compiled "
                                      "step (fewer host round trips); 0 = auto: 8 on a GPU, 1 on the CPU"})

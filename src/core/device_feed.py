@@ -8,7 +8,7 @@ shifts, scales and mixes the crops with `keras.ops`. Batches are the host feed's
 sample; only the place where they are made differs.
 
 Takes wave inputs with random crops, random crop lengths, time shift, gain and mixup. Stretch and
-noise stay on the host feed (src.generator), which also serves MFCC inputs.
+noise stay on the host feed (src.core.generator), which also serves MFCC inputs.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input that the user must fix (src.cli reports it: a paragraph on stderr, exit status 2)."""
+"""Bad input that the user must fix (src.core.cli reports it: a paragraph on stderr, exit status 2)."""
 from __future__ import annotations
 
 

@@ -3,8 +3,8 @@
 
 Training batches take a random crop of long clips and pad short ones at a random offset, and the
 order is reshuffled every epoch. Validation and test batches are the same every time: long clips give
-their first crop, short clips are padded evenly on both sides (src.inference predicts over windows
-covering each whole clip instead). Augmentation: src.augment.
+their first crop, short clips are padded evenly on both sides (src.core.inference predicts over windows
+covering each whole clip instead). Augmentation: src.core.augment.
 """
 from __future__ import annotations
 

@@ -7,14 +7,14 @@ A dataset (FSDKaggle2018, or any single-label clip dataset written the same way)
     test_labels.csv         optional fname,label of the test clips (scores the test split locally)
     audio_train/, audio_test/
     folds.csv               fname,fold: written once, shared by every model
-    cache/                  the audio cache and features (src.store)
+    cache/                  the audio cache and features (src.core.store)
 
 A run, `--out-dir`:
     predictions/<name>/fold<k>/   config.json, best.keras, log.csv, tensorboard/, oof.csv, test.csv and,
                                   written last, result.json: a fold with it is finished
     predictions/<name>/logs/fold<k>.log
     submissions/<name>.csv
-    compile-cache/                compiled training steps (src.backend)
+    compile-cache/                compiled training steps (src.core.backend)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 5, models: one file per network, each builder returning a keras.Model (src/networks.py lists
+"""Stage 5, models: one file per network, each builder returning a keras.Model (src/core/networks.py lists
 them with the input each reads); `build_model` compiles the preset's network with its optimizer,
 schedule and loss.
 
