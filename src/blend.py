@@ -50,7 +50,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     if not finished or (missing and not allow_partial):
         raise DataError(f"{name}: fold(s) {' '.join(map(str, missing))} of {len(expected)} are not "
                         f"finished under {paths.model_dir(name)}. Run `./run_folds.sh {name} "
-                        f"{' '.join(map(str, missing))}`"
+                        f"{' '.join(map(str, missing))} -- --data-dir {paths.data_dir} --out-dir {paths.out_dir}`"
                         + ("" if not finished else ", or blend what there is with --allow-partial."))
     _check_same_config(paths, name, finished)
     train, test, labels = dataset.train, dataset.test, dataset.labels
@@ -59,8 +59,12 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     tests, minutes = [], 0.0
     for k in finished:
         files = paths.fold(name, k)
-        minutes += files.read_result().get("minutes", 0.0)
+        result = files.read_result()
+        minutes += result.get("minutes", 0.0)
         fold_oof = files.read_probabilities(files.oof, labels)
+        if "n_val" in result and len(fold_oof) != result["n_val"]:
+            raise DataError(f"{files.oof} has {len(fold_oof)} rows but the fold predicted {result['n_val']} "
+                            f"(result.json): the file was damaged or edited. Retrain that fold (--force).")
         unknown = ~fold_oof.index.isin(position.index)
         if unknown.any():
             raise DataError(f"{files.oof} lists {fold_oof.index[unknown][0]!r}, which is not in train.csv: "
@@ -208,7 +212,7 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
                                 sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset))
-    return {"rows": rows, "search": ranking}
+    return {"rows": rows, "search": ranking, "train_clips": len(dataset.train)}
 
 
 def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict:
@@ -236,7 +240,7 @@ def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds, minutes) 
            "train_minutes": minutes, "submission": str(path) if path else "-"}
     if y_test is not None:
         known = y_test >= 0
-        row["test_map3"] = map_at_k(y_test[known], test_probs[known])
+        row["test_map3"], row["test_rows"] = map_at_k(y_test[known], test_probs[known]), int(known.sum())
     return row
 
 
@@ -270,15 +274,19 @@ def main(argv=None) -> int:
             print(f"  {score:.4f}  {' '.join(subset)}")
         print()
     has_test = "test_map3" in report["rows"][0]
-    print(f"{'model':<20}{'folds':>6}{'OOF MAP@3':>11}{'OOF acc':>9}{'test MAP@3' if has_test else '':>12}"
-          f"{'minutes':>9}  submission")
+    print(f"{'model':<20}{'folds':>6}{'OOF rows':>10}{'OOF MAP@3':>11}{'OOF acc':>9}"
+          f"{'test MAP@3' if has_test else '':>12}{'minutes':>9}  submission")
     for row in report["rows"]:
         test = f"{row['test_map3']:.4f}" if has_test else ""
-        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_map3']:>11.4f}{row['oof_accuracy']:>9.4f}"
-              f"{test:>12}{row['train_minutes']:>9.1f}  {row['submission']}")
+        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_rows']:>10}{row['oof_map3']:>11.4f}"
+              f"{row['oof_accuracy']:>9.4f}{test:>12}{row['train_minutes']:>9.1f}  {row['submission']}")
         if "weights" in row:
             print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF MAP@3 gain over equal weights "
                   f"{row['gain_over_equal']:+.4f}, fold-to-fold spread (std) {row['fold_spread']:.4f}")
+    first = report["rows"][0]
+    print(f"(OOF figures over the train clips some fold predicted, of {report['train_clips']}: the others were "
+          f"skipped by the audio cache or are in unfinished folds"
+          + (f"; test figures over the {first['test_rows']} test clips with labels)" if has_test else ")"))
     return 0
 
 

@@ -89,10 +89,12 @@ def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folde
     return [confusion_path, bars_path]
 
 
-def report(table: pd.DataFrame, labels: list[str], worst: int = 10) -> str:
+def report(table: pd.DataFrame, labels: list[str], worst: int = 10, train_clips: int | None = None) -> str:
     """The printed summary."""
     accuracy = (table.label == table.predicted).mean()
-    lines = [f"OOF MAP@3 {table.precision.mean():.4f} (top-1 accuracy {accuracy:.4f}) over {len(table)} clips"]
+    lines = [f"OOF MAP@3 {table.precision.mean():.4f} (top-1 accuracy {accuracy:.4f}) over {len(table)} clips"
+             + (f" of {train_clips} (the rest: skipped by the audio cache or in unfinished folds)"
+                if train_clips and train_clips != len(table) else "")]
     by_fold = table.groupby("fold").precision.agg(["mean", "size"])
     lines.append("per fold:      " + "  ".join(f"{k}: {r['mean']:.4f}" for k, r in by_fold.iterrows()))
     for flag, name in ((1, "verified"), (0, "unverified")):
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
     oof = geometric_mean([p.oof for p in predictions], args.weights)
     table = oof_table(dataset.train, dataset.folds(), oof, labels)
     print(f"{name}:")
-    print(report(table, labels, args.worst))
+    print(report(table, labels, args.worst, len(dataset.train)))
     for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0

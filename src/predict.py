@@ -37,8 +37,9 @@ class Member:
     labels: list[str]
 
 
-def load_members(paths, names: list[str] | None = None) -> list[Member]:
-    """Every finished fold model of the named presets (default: all under predictions/)."""
+def load_members(paths, names: list[str] | None = None, allow_partial: bool = False) -> list[Member]:
+    """Every fold model of the named presets (default: all under predictions/); DataError when a
+    preset's folds are not all finished (unless allowed) or a model file is refused."""
     import keras
 
     from .models import MinMaxScale
@@ -52,12 +53,25 @@ def load_members(paths, names: list[str] | None = None) -> list[Member]:
         if not folds:
             raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}")
         config, labels = folds[0].read_config(), folds[0].labels()
-        loaded = [keras.models.load_model(f.model, compile=False, custom_objects={"MinMaxScale": MinMaxScale})
-                  for f in folds]
+        if len(folds) < config.n_folds and not allow_partial:
+            raise DataError(f"{name}: {len(folds)} of its {config.n_folds} folds are finished under "
+                            f"{paths.model_dir(name)}. Finish them with ./run_folds.sh {name}, or predict with "
+                            f"those there are with --allow-partial.")
+        loaded = [_load(f.model, keras, MinMaxScale) for f in folds]
         members.append(Member(config, loaded, labels))
     if any(m.labels != members[0].labels for m in members):
         raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
     return members
+
+
+def _load(path: Path, keras, min_max_scale):
+    try:
+        return keras.models.load_model(path, compile=False, custom_objects={"MinMaxScale": min_max_scale})
+    except (ValueError, TypeError, OSError) as error:  # safe mode's refusal, a damaged or foreign file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path} could not be loaded as a model of this project ({reason[:300]}). Keras's safe "
+                        f"mode refuses files that would run code on loading; retrain that fold (--force) rather "
+                        f"than loading a model file from elsewhere.") from None
 
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +138,10 @@ def main(argv=None) -> int:
     parser.add_argument("--per-window", action="store_true", help="also give labels per window, with times")
     parser.add_argument("--csv", type=Path, help="write the tags as CSV here")
     parser.add_argument("--json", type=Path, help="write the tags (and windows) as JSON here")
+    parser.add_argument("--allow-partial", action="store_true", help="predict with a preset whose folds are "
+                        "not all finished")
     args = parser.parse_args(argv)
-    members = load_members(cli.paths(args), args.models)
+    members = load_members(cli.paths(args), args.models, args.allow_partial)
     labels = members[0].labels
     results, skipped = [], []
     for path in tqdm(find_audio(args.inputs), unit="file", desc="tagging", disable=None):
@@ -152,7 +168,8 @@ def main(argv=None) -> int:
     if args.csv:
         rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
                  **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
-        pd.DataFrame(rows).to_csv(args.csv, index=False)
+        columns = ["file"] + [f"label{i + 1}" for i in range(args.top_k)] + [f"p{i + 1}" for i in range(args.top_k)]
+        pd.DataFrame(rows, columns=columns).to_csv(args.csv, index=False)   # the header even with no rows
     if args.json:
         args.json.write_text(json.dumps({"files": results, "skipped": [{"file": f, "reason": w} for f, w in skipped]},
                                         indent=2) + "\n")

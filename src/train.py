@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     """Build what every fold of the preset reads (audio cache, features, folds); return the fold ids."""
-    folds = Dataset.load(paths.data_dir).folds(config.n_folds, config.seed)
+    dataset = Dataset.load(paths.data_dir)
+    dataset.check_files()  # before folds.csv is written: fixing a row must not mean deleting it too
+    folds = dataset.folds(config.n_folds, config.seed)
     for split in SPLITS:
         model_input(paths.data_dir, split, config, n_jobs)
     return sorted(folds.fold.unique().tolist())

@@ -8,6 +8,7 @@ import soundfile as sf
 from src import predict
 from src.core.config import PRESETS
 from src.core.inference import window_starts, windows
+from src.core.layout import Paths
 from src.models import build_model
 
 LABELS = ["Clicks", "Noise", "Tone"]
@@ -24,16 +25,15 @@ def test_windows_cover_the_whole_clip():
 def make_models(out_dir, folds=2):
     """Untrained but real fold models of both presets, saved as a run of run_folds.sh saves them."""
     for preset in ("1d", "2d"):
-        config = dataclasses.replace(PRESETS[preset], crop_seconds=0.5)
+        config = dataclasses.replace(PRESETS[preset], crop_seconds=0.5, n_folds=folds)
         for fold in range(folds):
-            folder = out_dir / "predictions" / preset / f"fold{fold}"
-            folder.mkdir(parents=True)
-            config.to_json(folder / "config.json")
+            files = Paths(out_dir=out_dir).fold(preset, fold)
+            files.start(config)
             stats = {"mean": np.zeros(40, np.float32), "variance": np.ones(40, np.float32)} \
                 if preset == "2d" else {}
-            build_model(config, len(LABELS), **stats).save(folder / "best.keras")
-            pd.DataFrame(columns=["fname", *LABELS]).to_csv(folder / "test.csv", index=False)
-            (folder / "result.json").write_text("{}")
+            build_model(config, len(LABELS), **stats).save(files.model)
+            files.write_probabilities(files.test, [], np.zeros((0, len(LABELS))), LABELS)
+            files.write_result({})
 
 
 def test_tags_files_and_folders_per_window_and_skips_unreadable(tmp_path, capsys):

@@ -44,17 +44,26 @@ def cache_dir(data_dir: Path) -> Path:
 
 # --- the dataset's tables -------------------------------------------------------------------------------------
 
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path} is missing. Run `python -m src.data --data-dir {path.parent}` "
                         f"after placing the competition files there (see README).")
-    table = pd.read_csv(path, dtype={"fname": str, "label": str})
+    try:
+        table = pd.read_csv(path, dtype={"fname": str, "label": str}, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: it needs a header ({','.join(required)}) and one row per clip.") from None
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}.")
+    if table.empty and rows_required:
+        raise DataError(f"{path} has a header but no rows: list one clip per row.")
     bad = table["fname"].isna()
     if bad.any():
         raise DataError(f"{path}, row {row_number(bad.idxmax())}: empty fname.")
+    for i, fname in table["fname"].items():
+        why = fname_problem(fname)
+        if why:
+            raise DataError(f"{path}, row {row_number(i)}: fname {fname!r} {why}.")
     dup = table["fname"].duplicated()
     if dup.any():
         i = int(dup.idxmax())
@@ -62,6 +71,18 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
                         f"(first at row {row_number(int((table.fname == table.fname[i]).idxmax()))}); "
                         f"each clip must be listed once.")
     return table
+
+
+def fname_problem(fname: str) -> str | None:
+    """Why a fname cannot name a clip, or None. fnames are relative paths inside audio_train/ or
+    audio_test/ (subfolders allowed): nothing may reach outside them."""
+    if fname != fname.strip():
+        return "has spaces at its start or end; remove them"
+    path = Path(fname)
+    if path.is_absolute() or "\\" in fname or ".." in path.parts or fname.startswith("~"):
+        return ("must be a path relative to the split's audio folder (no leading /, no .., no ~, no "
+                "backslashes)")
+    return None
 
 
 def row_number(index: int) -> int:
@@ -72,10 +93,15 @@ def row_number(index: int) -> int:
 def load_train(data_dir: Path) -> pd.DataFrame:
     """train.csv with fname, label, manually_verified (1 when the column is absent)."""
     path = Path(data_dir) / "train.csv"
-    train = _read_csv(path, ["fname", "label"])
+    train = _read_csv(path, ["fname", "label"], rows_required=True)
     empty = train["label"].isna() | (train["label"].str.strip() == "")
     if empty.any():
         raise DataError(f"{path}, row {row_number(empty.idxmax())}: empty label for {train.fname[empty.idxmax()]!r}.")
+    padded = train["label"] != train["label"].str.strip()
+    if padded.any():
+        i = int(padded.idxmax())
+        raise DataError(f"{path}, row {row_number(i)}: label {train.label[i]!r} has spaces at its start or "
+                        f"end, which would make it a class of its own; remove them.")
     if "manually_verified" not in train.columns:
         train["manually_verified"] = 1
     train["manually_verified"] = train["manually_verified"].fillna(0).astype(int)
@@ -210,6 +236,15 @@ class Dataset:
     def train_with_folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
         return with_folds(self.train, self.folds(n_folds, seed))
 
+    def check_files(self) -> None:
+        """Every listed clip exists; DataError naming the table, row and file otherwise."""
+        for split, table, csv in (("train", self.train, "train.csv"), ("test", self.test, "sample_submission.csv")):
+            folder = audio_dir(self.data_dir, split)
+            for i, fname in table.fname.items():
+                if not (folder / fname).exists():
+                    raise DataError(f"{self.data_dir / csv}, row {row_number(i)}: {folder / fname} does not exist. "
+                                    f"Unpack the audio archives (python -m src.data) or remove the row.")
+
 
 # --- a run's outputs ------------------------------------------------------------------------------
 
@@ -308,6 +343,12 @@ class FoldFiles:
         if list(table.columns) != labels:
             raise DataError(f"{path}: its label columns are not train.csv's labels; it was made for another "
                             f"dataset. Retrain that fold (--force).")
+        values = table.to_numpy(np.float64)
+        bad = ~np.isfinite(values).all(axis=1) | (values < -1e-6).any(axis=1) | (values > 1 + 1e-6).any(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{path}, row {row_number(i)} ({table.index[i]}): probabilities must be finite and "
+                            f"within [0, 1]; the file was damaged or edited. Retrain that fold (--force).")
         return table
 
     def labels(self) -> list[str]:
