@@ -97,15 +97,17 @@ free=("${slots[@]}")
 
 launch() {  # fold slot
   local fold=$1 slot=$2 log=$log_dir/fold$1.log
+  # Appended, never replaced: a rerun's log follows the killed attempt's.
+  echo "=== $(date '+%F %T') attempt on ${slot}" >>"$log"
   if [[ $device == gpu ]]; then
     echo "fold $fold -> GPU $slot (log: $log)"
     CUDA_VISIBLE_DEVICES=$slot GPU_SHARE=$share "$PYTHON" -m src.train --model "$model" --fold "$fold" "${options[@]}" \
-      >"$log" 2>&1 &
+      >>"$log" 2>&1 &
   else
     echo "fold $fold -> $slot (log: $log)"
     CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=$THREADS TF_NUM_INTRAOP_THREADS=$THREADS \
       TF_NUM_INTEROP_THREADS=$THREADS "$PYTHON" -m src.train --model "$model" --fold "$fold" \
-      "${options[@]}" >"$log" 2>&1 &
+      "${options[@]}" >>"$log" 2>&1 &
   fi
   fold_of[$!]=$fold; slot_of[$!]=$slot; start_of[$!]=$SECONDS
 }

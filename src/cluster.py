@@ -105,10 +105,28 @@ def check_storage(client, paths: Paths, shared: bool) -> None:
                             f"copy this machine's data/ (folds.csv and cache/) to every worker first")
 
 
+def security(ca_file: Path | None, cert: Path | None, key: Path | None):
+    """Dask TLS settings from the three files (all or none); None leaves Dask's own configuration
+    (distributed.comm.tls.* in its YAML files or DASK_DISTRIBUTED__COMM__TLS__* variables) in charge."""
+    given = [f for f in (ca_file, cert, key) if f is not None]
+    if not given:
+        return None
+    if len(given) < 3:
+        raise DataError("TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
+    for path in given:
+        if not Path(path).is_file():
+            raise DataError(f"{path} does not exist: give the PEM files the scheduler's certificates were made with")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert), tls_client_key=str(key),
+                    require_encryption=True)
+
+
 def run(address: str, train_argv: list[str], folds: list[int] | None, threads: int | None = None,
-        copy_back: bool = False, resource: str = "GPU") -> bool:
-    """Train the folds through the scheduler at `address`; write logs (and, with copy_back, fold files)
-    under predictions/; print run_folds.sh's closing table. True when every fold finished."""
+        copy_back: bool = False, resource: str = "GPU", tls=None) -> bool:
+    """Train the folds through the scheduler at `address` (with `tls`, a distributed Security, over
+    TLS); write logs (and, with copy_back, fold files) under predictions/; print run_folds.sh's closing
+    table. True when every fold finished."""
     import joblib
     from distributed import Client, as_completed
 
@@ -118,7 +136,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
     args = train_parser().parse_args([*train_argv, "--prepare"])
     config, paths = config_from_args(args), Paths(args.data_dir, args.out_dir)
     worker_argv = [a for a in train_argv if a != "--force"]  # a retried fold must never redo a finished one
-    with Client(address) as client:
+    with Client(address, security=tls) as client:
         offered = [w for w in client.scheduler_info()["workers"].values() if resource in w.get("resources", {})]
         if not offered:
             raise DataError(f"no worker of {address} offers the resource {resource!r}: start one worker per "
@@ -150,7 +168,8 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
                 status.append(f"{fold} lost 0")
                 print(f"fold {fold} FAILED on the cluster: {type(error).__name__}: {error}")
                 continue
-            (log_dir / f"fold{fold}.log").write_text(f"# on {record['host']}\n{record['log']}")
+            with open(log_dir / f"fold{fold}.log", "a") as log_file:  # after any earlier attempt's log
+                log_file.write(f"=== attempt on {record['host']}\n{record['log']}")
             if record["files"]:
                 paths.fold(config.name, fold).receive(record["files"])
             status.append(f"{fold} {record['code']} {int(record['seconds'])}")
@@ -179,10 +198,13 @@ def main(argv=None) -> int:
                         help="workers do not share predictions/: send each fold's files back here")
     parser.add_argument("--resource", default="GPU",
                         help="the worker resource one fold takes (default: GPU; workers declare GPU=1)")
+    for flag, what in (("--tls-ca-file", "the certificate authority"), ("--tls-cert", "this client's certificate"),
+                       ("--tls-key", "this client's private key")):
+        parser.add_argument(flag, type=Path, help=f"PEM file of {what}, for a scheduler at tls://...")
     parser.epilog = (parser.epilog or "") + "\nTRAIN_OPTIONS: those of `python -m src.train` (e.g. --epochs 20)."
     args = parser.parse_args(own)
     ok = run(args.address, ["--model", args.model, *train_argv], args.folds or None, args.threads,
-             args.copy_back, args.resource)
+             args.copy_back, args.resource, security(args.tls_ca_file, args.tls_cert, args.tls_key))
     return 0 if ok else 1
 
 

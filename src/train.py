@@ -52,7 +52,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
         return files.read_result()
     started = time.time()
     feeding = feeding or Feeding()
-    files.start(config)
+    resume = files.start(config, force)
 
     import keras
 
@@ -73,9 +73,22 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
     log.info("fold %d: %d training clips, %d validation clips; %s feed, %d step(s) per execution, %s",
              fold, len(rows.fit), len(rows.val), "device" if hasattr(fit_seq, "bank") else "host",
              steps_per_execution, config.precision)
+    first_epoch = 0
+    if resume:
+        # The model as it was after its last completed epoch: weights, optimizer state, schedule position
+        # and random-number state; the batches continue from the next epoch's order.
+        model.optimizer.build(model.trainable_variables)
+        for variable, value in zip([*model.variables, *model.optimizer.variables],
+                                   files.load_resume_arrays(files.resume_variables), strict=True):
+            variable.assign(value)
+        first_epoch = config.epochs if resume.get("stopped") else resume["epoch"] + 1
+        files.log_rows(resume["epoch"] + 1)
+        fit_seq.start_at(first_epoch)  # batch 0 of the resumed fit is the first of that epoch
+        log.info("fold %d: continuing after epoch %d of %d (state in %s)", fold, resume["epoch"] + 1,
+                 config.epochs, files.resume)
 
     fit_started = time.time()
-    history, timer = fit(model, fit_seq, val_seq, rows.one_hot(rows.val), config, files)
+    timer = fit(model, fit_seq, val_seq, rows.one_hot(rows.val), config, files, resume, first_epoch)
     fitted = time.time()
     oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels))
     test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels))
@@ -83,7 +96,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
 
     files.write_probabilities(files.oof, rows.val.fname, oof, rows.labels)
     files.write_probabilities(files.test, rows.test.fname, test_probs, rows.labels)
-    losses = history.history["val_loss"]
+    losses = pd.read_csv(files.log_csv).val_loss.to_numpy()   # every epoch, earlier attempts' too
     result = {
         "model": config.name, "fold": fold,
         "val_map3": map_at_k(rows.val.label.map(rows.labels.index).to_numpy(), oof),
@@ -97,6 +110,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
         "minutes": (time.time() - started) / 60,
     }
     files.write_result(result)
+    files.clear_resume()
     log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min",
              fold, config.name, result["val_map3"], len(rows.val), result["best_epoch"],
              result["epochs_run"], result["minutes"])
@@ -141,32 +155,36 @@ def fold_rows(config: Config, paths: Paths, fold: int) -> FoldRows:
                     dataset.test, train_source, test_source, int((~usable).sum()), silent)
 
 
-def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files: FoldFiles):
-    """Train with validation every epoch; the best epoch's weights end in the model and in best.keras.
-    Returns Keras's history and the epoch timer."""
+def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files: FoldFiles,
+        resume: dict | None = None, first_epoch: int = 0):
+    """Train with validation every epoch, from the start or from a resume state; after every epoch the
+    state is saved (a killed fold continues from there). The best epoch's weights end in the model and
+    in best.keras. Returns the epoch timer."""
     import keras
 
     from .core import backend
-    from .core.callbacks import EpochTimer, EpochValidation
+    from .core.callbacks import EpochTimer, EpochValidation, FoldCheckpoint, ResumableEarlyStopping
 
-    timer = EpochTimer()
+    timer = EpochTimer(resume["seconds"] if resume else None)
+    # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
+    # reuses the predict step compiled for validation instead of loading and compiling anew.
+    stopping = ResumableEarlyStopping(config.early_stopping_patience, resume and resume["stopping"],
+                                      files.load_resume_arrays(files.resume_best) if resume else None)
     callbacks = [
         EpochValidation(val_seq, val_targets),  # first: the callbacks after it read its val_loss
-        timer,
-        # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
-        # reuses the predict step compiled for validation instead of loading and compiling anew.
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                      restore_best_weights=True),
-        keras.callbacks.CSVLogger(files.log_csv),
+        timer, stopping, keras.callbacks.CSVLogger(files.log_csv, append=bool(resume)),
     ]
-    if backend.has_tensorflow():  # TensorBoard writes through tf.summary
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(files.tensorboard)))
+    if backend.has_tensorflow():  # TensorBoard writes through tf.summary; a resumed attempt in its own run
+        folder = files.tensorboard / (f"resumed_at_epoch_{resume['epoch'] + 2}" if resume else "")
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(folder)))
     else:
         log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
+    callbacks.append(FoldCheckpoint(files, stopping, timer))  # last: after the epoch's log row
     verbose = 2 if not sys.stdout.isatty() else "auto"
-    history = model.fit(fit_seq, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+    model.fit(fit_seq, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=len(fit_seq),
+              callbacks=callbacks, verbose=verbose)
     model.save(files.model)  # once, the best epoch's weights: saving at every better epoch cost seconds a fold
-    return history, timer
+    return timer
 
 
 def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray:
@@ -241,7 +259,14 @@ def main(argv=None) -> int:
         if args.plan:
             write_plan(args.plan, paths, config.name, folds)
     else:
-        train_fold(config, paths, args.fold, args.force, feeding_from_args(args))
+        try:
+            train_fold(config, paths, args.fold, args.force, feeding_from_args(args))
+        except OSError as error:  # a full disk, a read-only folder: say where, keep what was done
+            files = paths.fold(config.name, args.fold)
+            raise DataError(f"could not write {error.filename or 'under ' + str(files.folder)}: "
+                            f"{error.strerror or error}. Epochs completed so far are kept in {files.resume} "
+                            f"and finished folds are untouched: make room or fix the folder, then run the "
+                            f"same command again to continue.") from None
     return 0
 
 

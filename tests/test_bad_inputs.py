@@ -128,6 +128,15 @@ def test_a_refused_model_file_and_a_partial_preset_are_named(tmp_path, capsys):
     assert csv.read_text().startswith("file,label1,label2,label3,p1,p2,p3")   # a header, even empty
 
 
+def test_a_failing_write_names_the_path(clean_dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions").write_text("a file where the folder should be")
+    assert train.main(["--model", "1d", "--fold", "0", "--n-folds", "3", "--data-dir", str(clean_dataset),
+                       "--out-dir", str(out)]) == 2
+    assert "could not write" in capsys.readouterr().err and (out / "predictions").is_file()
+
+
 def test_blend_prints_how_many_rows_each_figure_covers(clean_dataset, tmp_path, capsys):
     fake_folds(clean_dataset, tmp_path / "out")
     assert blend.main(["m", "--data-dir", str(clean_dataset), "--out-dir", str(tmp_path / "out")]) == 0

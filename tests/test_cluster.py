@@ -129,3 +129,25 @@ def test_copy_back_brings_a_fold_home(cluster, data_dir):
         assert (paths.fold_dir("1d", 1) / name).exists(), name
     assert not list(paths.fold_dir("1d", 1).rglob("*.tmp"))
     assert not paths.fold_dir("1d", 0).exists()      # only the fold asked for
+
+
+def test_a_tls_scheduler_is_reached_with_the_certificates(data_dir, tmp_path):
+    from distributed.security import Security
+
+    from src import cluster as runner
+
+    made = Security.temporary()            # a self-signed CA and certificate, made for this test
+    files = {}
+    for name, pem in (("ca", made.tls_ca_file), ("cert", made.tls_client_cert), ("key", made.tls_client_key)):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(pem)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, resources={"GPU": 1},
+                                  dashboard_address=None, security=made) as local:
+        assert local.scheduler_address.startswith("tls://")
+        out = data_dir.parent / "tls"
+        code = runner.main([local.scheduler_address, "--model", "1d", "--folds", "0",
+                            "--tls-ca-file", str(files["ca"]), "--tls-cert", str(files["cert"]),
+                            "--tls-key", str(files["key"]), *options(data_dir, out)])
+        assert code == 0 and Paths(data_dir, out).fold("1d", 0).is_finished()
+        assert runner.main([local.scheduler_address, "--model", "1d", "--tls-cert", str(files["cert"]),
+                            *options(data_dir, out)]) == 2     # half the settings: a clear refusal

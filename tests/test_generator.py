@@ -48,7 +48,7 @@ def test_wave_batches_have_the_model_shape_and_range(clean_dataset):
     assert x.shape == (5, config.crop_samples, 1) and y.shape == (5, len(fnames))
     assert x.dtype == np.int16 and np.abs(x).max() > 1000  # raw samples: the model scales them
     last_x, last_y = seq[len(seq) - 1]   # training batches are full: one compiled shape
-    assert len(last_x) == 5 and (last_y.argmax(1)[3:] == seq.order[:2]).all()   # topped up from the start
+    assert len(last_x) == 5 and (last_y.argmax(1)[3:] == seq.order(0)[:2]).all()   # topped up from the start
     _, _, plain = make_sequence(clean_dataset, "1d", train=False)
     assert len(plain[len(plain) - 1][0]) == len(fnames) - 15
 
@@ -69,14 +69,19 @@ def test_validation_is_the_same_every_epoch_and_training_reshuffles(clean_datase
     assert np.argmax(np.concatenate([y for _, y in first]), axis=1).tolist() == list(range(len(fnames)))
 
     _, _, train = make_sequence(clean_dataset, "1d", train=True)
+    assert train.num_batches is None                       # an endless stream: batch i // len is the epoch
+    n = len(train)
     # Every clip once per epoch (then the last batch is topped up with the epoch's first clips).
-    order = lambda: np.argmax(np.concatenate([train[i][1] for i in range(len(train))]), axis=1)[:len(fnames)].tolist()
-    epoch0 = order()
+    order = lambda epoch: np.argmax(np.concatenate([train[epoch * n + i][1] for i in range(n)]),
+                                    axis=1)[:len(fnames)].tolist()
+    epoch0, epoch1 = order(0), order(1)
     assert sorted(epoch0) == list(range(len(fnames)))
-    np.testing.assert_array_equal(train[0][0], train[0][0])  # a batch is reproducible within an epoch
-    train.on_epoch_end()
-    epoch1 = order()
-    assert sorted(epoch1) == sorted(epoch0) and epoch1 != epoch0
+    np.testing.assert_array_equal(train[0][0], train[0][0])  # a batch depends on its number alone
+    train.on_epoch_end()                                      # Keras's callbacks change nothing
+    assert order(0) == epoch0 and sorted(epoch1) == sorted(epoch0) and epoch1 != epoch0
+    train.start_at(1)                                         # a resumed fold: batch 0 is epoch 1's first
+    fresh = make_sequence(clean_dataset, "1d", train=True)[2]
+    np.testing.assert_array_equal(train[0][0], fresh[n][0])
 
 
 def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset):
@@ -165,9 +170,8 @@ def test_random_crop_lengths_leave_the_rest_padded(tmp_path):
                        dataclasses.replace(PRESETS["1d"], sample_rate=1000, crop_seconds=2.0))
     seq = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3, min_length=500)
     lengths = []
-    for _ in range(5):
-        lengths += list((seq[0][:, :, 0] != 0).sum(axis=1))
-        seq.on_epoch_end()
+    for epoch in range(5):
+        lengths += list((seq[epoch * len(seq)][:, :, 0] != 0).sum(axis=1))
     assert min(lengths) >= 500 and max(lengths) <= 2000 and len(set(lengths)) > 10
     fixed = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3)
     assert ((fixed[0][:, :, 0] != 0).sum(axis=1) == 2000).all()

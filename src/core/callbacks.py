@@ -30,9 +30,9 @@ class EpochValidation(keras.callbacks.Callback):
 class EpochTimer(keras.callbacks.Callback):
     """Seconds per epoch: the first one holds the compilation, the median the steady state."""
 
-    def __init__(self):
+    def __init__(self, seconds: list[float] | None = None):
         super().__init__()
-        self.seconds: list[float] = []
+        self.seconds: list[float] = list(seconds or [])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -47,3 +47,36 @@ class EpochTimer(keras.callbacks.Callback):
     def median_epoch(self) -> float | None:
         rest = self.seconds[1:] or self.seconds
         return round(float(np.median(rest)), 3) if rest else None
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that keeps the best epoch's weights and can continue from a saved state."""
+
+    def __init__(self, patience: int, restored: dict | None = None, best_weights: list | None = None):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self.restored, self.restored_weights = restored, best_weights
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored:
+            self.best, self.wait, self.best_epoch = (self.restored[k] for k in ("best", "wait", "best_epoch"))
+            self.best_weights = self.restored_weights
+
+    def state(self) -> dict:
+        return {"best": None if self.best is None else float(self.best), "wait": int(self.wait),
+                "best_epoch": int(self.best_epoch)}
+
+
+class FoldCheckpoint(keras.callbacks.Callback):
+    """After every epoch (the last callback, so the epoch's log row is written): the fold's resume
+    state, so a killed fold continues from its last completed epoch with the same numbers."""
+
+    def __init__(self, files, stopping: ResumableEarlyStopping, timer: EpochTimer):
+        super().__init__()
+        self.files, self.stopping, self.timer = files, stopping, timer
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = [*self.model.variables, *self.model.optimizer.variables]
+        self.files.save_resume([keras.ops.convert_to_numpy(v) for v in variables], self.stopping.best_weights,
+                               {"epoch": epoch, "stopping": self.stopping.state(), "seconds": self.timer.seconds,
+                                "stopped": bool(self.model.stop_training)})

@@ -58,8 +58,12 @@ def crop_or_pad(clip: np.ndarray, length: int, pad_row: np.ndarray,
 
 class Batches(keras.utils.PyDataset):
     """The batch order of a list of clips, shared by the host and device feeds: reshuffled every epoch
-    in training (seeded by seed and epoch), in list order otherwise; `rows(index)` gives the clips of
-    one batch and `rng(index)` its random numbers."""
+    in training (seeded by seed and epoch), in list order otherwise.
+
+    Training sequences are endless streams: batch `i` is batch `i % len` of epoch `i // len` (plus the
+    epoch a resumed fold starts at), so what a batch holds depends on its number alone, never on when
+    Keras's epoch callbacks run relative to a prefetching iterator (TensorFlow's tf.data starts the
+    next epoch's batches before on_epoch_end). Fit them with steps_per_epoch=len(sequence)."""
 
     def __init__(self, fnames, targets: np.ndarray | None, batch_size: int, train: bool, seed: int,
                  mixup: float, flags: np.ndarray | None, min_length: int | None,
@@ -72,39 +76,51 @@ class Batches(keras.utils.PyDataset):
         self.flags = None if flags is None else np.asarray(flags, np.float32)
         self.min_length = min_length  # training crops of random length from here to the crop length
         self.full_batches = train if full_batches is None else full_batches
-        self.epoch = 0
-        self.order = self._order()
+        self.first_epoch = 0
+        self._orders: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return math.ceil(len(self.fnames) / self.batch_size)
 
-    def _order(self) -> np.ndarray:
+    @property
+    def num_batches(self):
+        return None if self.train else len(self)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(epoch, batch within the epoch) of batch number i."""
+        return divmod(i + self.first_epoch * len(self), len(self)) if self.train else (0, i)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The clips of an epoch in the order its batches take them."""
         if not self.train:
             return np.arange(len(self.fnames))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.fnames))
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.fnames))}
+        return self._orders[epoch]
 
-    def rows(self, index: int) -> np.ndarray:
-        """The clips of batch `index`. Training batches are always full (the last one is topped up
-        from the start of the epoch's order), so a compiled step sees one shape; so are prediction
-        batches with full_batches (predict_sequence drops the extra rows)."""
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+    def rows(self, i: int) -> np.ndarray:
+        """The clips of batch i. Training batches are always full (the last of an epoch is topped up
+        from the start of its order), so a compiled step sees one shape; so are prediction batches
+        with full_batches (predict_sequence drops the extra rows)."""
+        epoch, index = self.locate(i)
+        order = self.order(epoch)
+        rows = order[index * self.batch_size:(index + 1) * self.batch_size]
         if self.full_batches and len(rows) < self.batch_size:
-            rows = np.concatenate([rows, np.resize(self.order, self.batch_size - len(rows))])
+            rows = np.concatenate([rows, np.resize(order, self.batch_size - len(rows))])
         return rows
 
-    def rng(self, index: int) -> np.random.Generator | None:
+    def rng(self, i: int) -> np.random.Generator | None:
         """One generator per (epoch, batch) in training: the same crops whatever worker serves it."""
-        return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        return np.random.default_rng([self.seed, *self.locate(i)]) if self.train else None
 
     def with_flags(self, targets: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Targets with each clip's unverified flag appended as one more column, after mixup (the flag
         stays the clip's own): what UnverifiedLoss reads."""
         return targets if self.flags is None else np.concatenate([targets, self.flags[rows, None]], axis=1)
 
-    def on_epoch_end(self) -> None:
-        if self.train:
-            self.epoch += 1
-            self.order = self._order()
+    def start_at(self, epoch: int) -> None:
+        """Continue a killed fold: batch 0 is the first of `epoch`, as in an uninterrupted run."""
+        self.first_epoch = epoch
 
 
 class ClipSequence(Batches):

@@ -18,6 +18,7 @@ A run, `--out-dir`:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -316,15 +317,66 @@ class FoldFiles:
         self.oof = self.folder / "oof.csv"
         self.test = self.folder / "test.csv"
         self.result = self.folder / "result.json"
+        # The state after the last completed epoch, while the fold trains; state.json is written last.
+        self.resume = self.folder / "resume"
+        self.resume_variables = self.resume / "variables.npz"
+        self.resume_best = self.resume / "best_weights.npz"
+        self.resume_state = self.resume / "state.json"
 
     def is_finished(self) -> bool:
         return self.result.exists()
 
-    def start(self, config) -> None:
-        """Begin (or begin again) a fold: no result.json, the config that trains it saved."""
+    def start(self, config, force: bool = False) -> dict | None:
+        """Begin a fold, or continue a killed one: no result.json, the config that trains it saved.
+        Returns the resume state of the last completed epoch when there is one for this very config
+        (and not force), else None (and no resume state is left)."""
         self.result.unlink(missing_ok=True)
         self.folder.mkdir(parents=True, exist_ok=True)
+        state = None
+        if self.resume_state.exists() and not force and self.config.exists() and \
+                dataclasses.asdict(self.read_config()) == dataclasses.asdict(config):
+            state = json.loads(self.resume_state.read_text())
+        if state is None:
+            self.clear_resume()
+            import shutil
+
+            shutil.rmtree(self.tensorboard, ignore_errors=True)  # a fresh start: no events of killed attempts
         config.to_json(self.config)
+        return state
+
+    def save_resume(self, variables: list, best_weights: list | None, state: dict) -> None:
+        """Every variable of the model and its optimizer (weights, moments, step, random-number state),
+        the best weights so far and the training state after a completed epoch; each file atomically,
+        state.json last (it says the rest is complete)."""
+        self.resume.mkdir(parents=True, exist_ok=True)
+        for path, arrays in ((self.resume_variables, variables), (self.resume_best, best_weights)):
+            if arrays is not None:
+                tmp = path.with_name(path.stem + ".tmp.npz")
+                np.savez(tmp, *arrays)
+                tmp.replace(path)
+        tmp = self.resume / "state.json.tmp"
+        tmp.write_text(json.dumps(state) + "\n")
+        tmp.replace(self.resume_state)
+
+    def load_resume_arrays(self, path: Path) -> list | None:
+        """The arrays of resume/variables.npz or resume/best_weights.npz, in order (None if absent)."""
+        if not path.exists():
+            return None
+        with np.load(path) as saved:
+            return [saved[f"arr_{k}"] for k in range(len(saved.files))]
+
+    def clear_resume(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.resume, ignore_errors=True)
+
+    def log_rows(self, epochs: int) -> None:
+        """Keep log.csv's first `epochs` epochs: rows of an epoch that did not complete are dropped."""
+        if self.log_csv.exists():
+            lines = self.log_csv.read_text().splitlines(keepends=True)
+            tmp = self.log_csv.with_name("log.csv.tmp")
+            tmp.write_text("".join(lines[:1 + epochs]))
+            tmp.replace(self.log_csv)
 
     def read_config(self):
         from .config import Config
