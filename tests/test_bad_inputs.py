@@ -79,8 +79,23 @@ CASES = [
     ("duplicate fname", DATA, set_cell("train.csv", 3, "fname", "tone00.wav"), 2, "duplicate fname 'tone00.wav'"),
     ("BOM and CRLF", DATA, lambda d, o: (d / "train.csv").write_bytes(
         b"\xef\xbb\xbf" + (d / "train.csv").read_bytes().replace(b"\n", b"\r\n")), 0, "train clips in 3 labels"),
-    ("odd but decodable audio", ["audio_cache", "--rates", "16000"], None, 0, "skipped"),
+    ("corrupt, empty, truncated, stereo, 8-bit and 22.05 kHz clips", ["audio_cache", "--rates", "16000"], None, 0,
+     "2 skipped"),
+    ("48 kHz, 0.1 s, 60 s and non-WAV clips", ["audio_cache", "--rates", "16000"], lambda d, o: odd_clips(d), 0,
+     "3 skipped"),
 ]
+
+
+def odd_clips(data_dir):
+    import soundfile as sf
+
+    rows = [("rate48k.wav", 48000, 1.0), ("short.wav", 44100, 0.1), ("long.wav", 44100, 60.0)]
+    for name, rate, seconds in rows:
+        sf.write(data_dir / "audio_train" / name, 0.1 * np.sin(np.arange(int(rate * seconds)) / 7), rate)
+    (data_dir / "audio_train" / "notes.wav").write_text("not audio at all")      # a text file named .wav
+    train_table = pd.read_csv(data_dir / "train.csv")
+    extra = pd.DataFrame({"fname": [r[0] for r in rows] + ["notes.wav"], "label": "Tone", "manually_verified": 1})
+    pd.concat([train_table, extra]).to_csv(data_dir / "train.csv", index=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -126,6 +141,23 @@ def test_a_refused_model_file_and_a_partial_preset_are_named(tmp_path, capsys):
     assert predict.main([str(tmp_path / "nothing.wav"), "--models", "1d", "--allow-partial", "--csv", str(csv),
                          "--out-dir", str(tmp_path / "out")]) == 1
     assert csv.read_text().startswith("file,label1,label2,label3,p1,p2,p3")   # a header, even empty
+
+
+def test_no_kaggle_credentials_is_explained(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert data.main(["--download", "--data-dir", str(tmp_path / "d")]) == 2
+    assert "accept the rules" in capsys.readouterr().err
+
+
+def test_files_sent_back_by_a_worker_stay_inside_the_fold(tmp_path):
+    from src.core.errors import DataError
+
+    files = Paths(out_dir=tmp_path).fold("m", 0)
+    with pytest.raises(DataError, match="not a path inside the fold folder"):
+        files.receive({"oof.csv": b"x", "../../escape.txt": b"x"})
+    assert not (tmp_path / "predictions" / "escape.txt").exists() and not files.oof.exists()
 
 
 def test_a_failing_write_names_the_path(clean_dataset, tmp_path, capsys):

@@ -423,6 +423,10 @@ class FoldFiles:
     def receive(self, files: dict[str, bytes]) -> None:
         """Write a fold's files sent from another machine (contents()), result.json last, so the fold
         looks finished only when the rest is in place."""
+        for name in files:  # names come from another machine: nothing may land outside this folder
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise DataError(f"a worker sent back {name!r} for {self.folder}: not a path inside the fold "
+                                f"folder; nothing was written")
         for name in sorted(files, key=lambda n: n == self.result.name):
             target = self.folder / name
             target.parent.mkdir(parents=True, exist_ok=True)
