@@ -13,7 +13,8 @@ HERE = Path(__file__).resolve().parent
 
 def summary(module: str) -> str:
     """The first sentence of a module's docstring, without its "Stage N, name:" prefix."""
-    text = " ".join(ast.get_docstring(ast.parse((HERE / f"{module}.py").read_text())).split("\n\n")[0].split())
+    path = HERE / f"{module}.py" if module in STAGES else HERE / "tools" / f"{module}.py"
+    text = " ".join(ast.get_docstring(ast.parse(path.read_text())).split("\n\n")[0].split())
     text = re.sub(r"^Stage \d+, [\w ]+: ", "", text)
     return text.split(". ")[0].rstrip(".")
 
@@ -22,10 +23,11 @@ def main() -> None:
     print("The pipeline, in order (./run_folds.sh MODEL runs `train` for every fold):")
     for k, module in enumerate(STAGES, 1):
         print(f"  {k}. python -m src.{module:<12} {summary(module)}")
-    print("Around it:")
+    print("Around it (src/tools/):")
     for module in TOOLS:
         print(f"     python -m src.{module:<12} {summary(module)}")
-    print("Library: src/core/ (layout, inputs, feeds, backend, ...), networks: src/models/; see docs/architecture.md")
+    print("Tools: src/tools/; library: src/core/ (layout, inputs, feeds, backend, ...); networks: src/models/;\n"
+          "see docs/architecture.md")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     return sorted(folds.fold.unique().tolist())
 
 
-def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None) -> dict:
+def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None,
+               resume_every: float = 0.0) -> dict:
     """Train one fold and write its predictions; returns its result record (read back if finished)."""
     files = paths.fold(config.name, fold)
     if files.is_finished() and not force:
@@ -88,7 +89,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
                  config.epochs, files.resume)
 
     fit_started = time.time()
-    timer = fit(model, fit_seq, val_seq, rows.one_hot(rows.val), config, files, resume, first_epoch)
+    timer = fit(model, fit_seq, val_seq, rows.one_hot(rows.val), config, files, resume, first_epoch, resume_every)
     fitted = time.time()
     oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels))
     test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels))
@@ -156,7 +157,7 @@ def fold_rows(config: Config, paths: Paths, fold: int) -> FoldRows:
 
 
 def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files: FoldFiles,
-        resume: dict | None = None, first_epoch: int = 0):
+        resume: dict | None = None, first_epoch: int = 0, resume_every: float = 0.0):
     """Train with validation every epoch, from the start or from a resume state; after every epoch the
     state is saved (a killed fold continues from there). The best epoch's weights end in the model and
     in best.keras. Returns the epoch timer."""
@@ -179,7 +180,7 @@ def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(folder)))
     else:
         log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
-    callbacks.append(FoldCheckpoint(files, stopping, timer))  # last: after the epoch's log row
+    callbacks.append(FoldCheckpoint(files, stopping, timer, resume_every))  # last: after the epoch's log row
     verbose = 2 if not sys.stdout.isatty() else "auto"
     model.fit(fit_seq, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=len(fit_seq),
               callbacks=callbacks, verbose=verbose)
@@ -246,6 +247,9 @@ def train_parser() -> argparse.ArgumentParser:
                         help="with --prepare: also write the fold ids and the model's folders as JSON to FILE "
                              "(what run_folds.sh reads)")
     parser.add_argument("--force", action="store_true", help="retrain a finished fold")
+    parser.add_argument("--resume-every", type=float, default=10.0, metavar="SECONDS",
+                        help="save the state a killed fold resumes from after an epoch that ends this long after "
+                             "the last save; 0 = after every epoch (default: 10)")
     return parser
 
 
@@ -260,7 +264,7 @@ def main(argv=None) -> int:
             write_plan(args.plan, paths, config.name, folds)
     else:
         try:
-            train_fold(config, paths, args.fold, args.force, feeding_from_args(args))
+            train_fold(config, paths, args.fold, args.force, feeding_from_args(args), args.resume_every)
         except OSError as error:  # a full disk, a read-only folder: say where, keep what was done
             files = paths.fold(config.name, args.fold)
             raise DataError(f"could not write {error.filename or 'under ' + str(files.folder)}: "

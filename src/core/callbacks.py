@@ -1,4 +1,5 @@
-"""Callbacks of a fold's training: validation by prediction, and epoch times."""
+"""Callbacks of a fold's training: validation by prediction, epoch times, early stopping and the
+state a killed fold resumes from."""
 from __future__ import annotations
 
 import time
@@ -68,14 +69,20 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class FoldCheckpoint(keras.callbacks.Callback):
-    """After every epoch (the last callback, so the epoch's log row is written): the fold's resume
-    state, so a killed fold continues from its last completed epoch with the same numbers."""
+    """After an epoch (the last callback, so the epoch's log row is written): the fold's resume state,
+    so a killed fold continues from there with the same numbers. Saved after every epoch that ends at
+    least `every` seconds after the last save (0: every epoch), so that epochs of a fraction of a
+    second on a GPU are not slowed by writing it each time."""
 
-    def __init__(self, files, stopping: ResumableEarlyStopping, timer: EpochTimer):
+    def __init__(self, files, stopping: ResumableEarlyStopping, timer: EpochTimer, every: float = 0.0):
         super().__init__()
-        self.files, self.stopping, self.timer = files, stopping, timer
+        self.files, self.stopping, self.timer, self.every = files, stopping, timer, every
+        self.saved = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() - self.saved < self.every:
+            return
+        self.saved = time.perf_counter()
         variables = [*self.model.variables, *self.model.optimizer.variables]
         self.files.save_resume([keras.ops.convert_to_numpy(v) for v in variables], self.stopping.best_weights,
                                {"epoch": epoch, "stopping": self.stopping.state(), "seconds": self.timer.seconds,

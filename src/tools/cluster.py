@@ -29,12 +29,12 @@ import time
 import uuid
 from pathlib import Path
 
+from . import ROOT
 from .core import cli
 from .core.config import config_from_args
 from .core.errors import DataError
 from .core.layout import FoldFiles, Paths
 
-REPO = Path(__file__).resolve().parent.parent
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
 
 
@@ -51,13 +51,13 @@ def run_fold(train_argv: list[str], preset: str, paths: Paths, fold: int, thread
     """The cluster task: train one fold in a fresh process on this worker, as run_folds.sh does locally.
     Returns the exit code, the log, the seconds it took and, with copy_back, the fold's files."""
     started = time.time()
-    fold_files = FoldFiles((REPO / paths.fold_dir(preset, fold)).resolve())
+    fold_files = FoldFiles((ROOT / paths.fold_dir(preset, fold)).resolve())
     note = INTERRUPTED_NOTE + "\n" if fold_files.config.exists() and not fold_files.is_finished() else ""
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
                    TF_NUM_INTEROP_THREADS=str(threads))
-    done = subprocess.run([sys.executable, "-m", "src.train", *train_argv, "--fold", str(fold)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "src.train", *train_argv, "--fold", str(fold)], cwd=ROOT,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=_die_with_parent)
     files = {}
@@ -81,7 +81,7 @@ def check_storage(client, paths: Paths, shared: bool) -> None:
     """Stop early, naming the worker and the fix, when a worker does not see what it needs."""
     if shared:
         for folder in (paths.data_dir, paths.predictions_dir):
-            folder = (REPO / folder).resolve()
+            folder = (ROOT / folder).resolve()
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".cluster-check-{uuid.uuid4().hex}"
             probe.write_text(probe.name)
@@ -95,7 +95,7 @@ def check_storage(client, paths: Paths, shared: bool) -> None:
                                 f"every worker mounts at the same path, or copy data/ to the workers and "
                                 f"run with --copy-back (see `python -m src.cluster --help`)")
         return
-    data = (REPO / paths.data_dir).resolve()
+    data = (ROOT / paths.data_dir).resolve()
     names = [str(p.relative_to(data)) for p in [data / "folds.csv", *sorted((data / "cache").rglob("index.csv"))]]
     mine = _digests(str(data), names)
     for worker, theirs in client.run(_digests, str(data), names).items():

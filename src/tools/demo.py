@@ -11,10 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from . import ROOT
 from .core import cli
 from .core.errors import DataError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(command: list[str]) -> None:

@@ -27,14 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import ROOT
 from .core import audio as audio_cache
 from .core import cli
 from .core.config import PRESETS, Config, Feeding
 from .core.errors import DataError
 from .core.layout import Paths, audio_dir, class_names, load_train
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 # --- setup ---------------------------------------------------------------------------------------
 
