@@ -247,9 +247,10 @@ def train_parser() -> argparse.ArgumentParser:
                         help="with --prepare: also write the fold ids and the model's folders as JSON to FILE "
                              "(what run_folds.sh reads)")
     parser.add_argument("--force", action="store_true", help="retrain a finished fold")
-    parser.add_argument("--resume-every", type=float, default=10.0, metavar="SECONDS",
-                        help="save the state a killed fold resumes from after an epoch that ends this long after "
-                             "the last save; 0 = after every epoch (default: 10)")
+    parser.add_argument("--resume-every", type=float, default=0.0, metavar="SECONDS",
+                        help="save the state a killed fold resumes from after every epoch (0, the default), or "
+                             "only after an epoch that ends this long after the last save (for sub-second "
+                             "epochs on a GPU)")
     return parser
 
 

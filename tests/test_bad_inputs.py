@@ -147,8 +147,9 @@ def test_no_kaggle_credentials_is_explained(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
+    before = sorted(os.listdir(ROOT))
     assert data.main(["--download", "--data-dir", str(tmp_path / "d")]) == 2
-    assert "accept the rules" in capsys.readouterr().err
+    assert "accept the rules" in capsys.readouterr().err and sorted(os.listdir(ROOT)) == before
 
 
 def test_files_sent_back_by_a_worker_stay_inside_the_fold(tmp_path):

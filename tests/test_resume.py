@@ -10,7 +10,7 @@ import pandas as pd
 from conftest import ROOT, write_dataset
 
 OPTIONS = ["--model", "1d", "--fold", "0", "--n-folds", "3", "--epochs", "6", "--batch-size", "4",
-           "--crop-seconds", "0.5", "--resume-every", "0"]
+           "--crop-seconds", "0.5"]
 
 
 def train(data_dir, out_dir, **popen):
