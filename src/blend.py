@@ -4,6 +4,7 @@ across models, with the out-of-fold (OOF) MAP@3 of each model and of the blend.
     python -m src.blend                      # every model under predictions/, equal weights
     python -m src.blend 1d 2d --weights 1 2  # chosen models and weights
     python -m src.blend --search             # the equal-weight subset with the best OOF MAP@3
+    python -m src.blend logmel 1d 2d --stack # also a second-level model trained on the OOF predictions
 
 Writes submissions/<model>.csv for each model and submissions/<name>.csv for the blend. Each
 submission is validated before it is written: its rows and fnames are sample_submission.csv's, and
@@ -187,10 +188,11 @@ def search_blends(predictions: list[ModelPredictions], y_true: np.ndarray) -> li
 
 
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
-          allow_partial: bool = False, fit: bool = False, search: bool = False) -> dict:
+          allow_partial: bool = False, fit: bool = False, search: bool = False, stack: bool = False) -> dict:
     """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3;
     with fit, also a blend whose weights are fitted on the OOF matrix; with search, the models are
-    first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported)."""
+    first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported); with
+    stack, also a second-level model trained on the OOF probabilities (stacked)."""
     dataset = Dataset.load(paths.data_dir)
     test, labels, y_train, y_test = dataset.test, dataset.labels, dataset.y_train, dataset.y_test
     predictions = [load_model_predictions(paths, m, dataset, allow_partial) for m in models]
@@ -212,7 +214,54 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
                                 sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset))
+    if stack:
+        oof, probs, strengths = stacked(predictions, dataset)
+        stack_name = "stack_" + "_".join(p.name for p in predictions)
+        path = write_submission(paths.submissions_dir / f"{stack_name}.csv", probs, list(test.fname), labels)
+        rows.append(_report_row(stack_name, oof, probs, y_train, y_test, path, None,
+                                sum(p.minutes for p in predictions)))
+        rows[-1]["stack_strengths"] = strengths
     return {"rows": rows, "search": ranking, "train_clips": len(dataset.train)}
+
+
+STACK_STRENGTHS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths the inner cross-validation chooses from
+
+
+def stacked(predictions: list[ModelPredictions], dataset: Dataset) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """A second-level model on the models' OOF probabilities: multinomial logistic regression on their
+    logs, its regularisation chosen by an inner 3-fold cross-validation. Its OOF predictions come from
+    the outer folds of folds.csv (each outer fold predicted by a stacker trained on the others, inner
+    CV included), so its OOF MAP@3 is as honest as the first level's; the test predictions come from a
+    stacker trained on every OOF row. Only OOF rows train or choose anything. Returns the OOF matrix
+    (NaN where some model has no prediction), the test matrix and the strength chosen per outer fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    rows = predicted_rows([p.oof for p in predictions])
+    features = lambda matrices: np.concatenate([np.log(np.clip(m, 1e-7, 1.0)) for m in matrices], axis=1)
+    x, y = features([p.oof[rows] for p in predictions]), dataset.y_train[rows]
+    groups = dataset.train_with_folds().fold.to_numpy()[rows]
+    n_classes = len(dataset.labels)
+
+    def fit(x_fit, y_fit):
+        inner = StratifiedKFold(3, shuffle=True, random_state=0)
+        search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(STACK_STRENGTHS)}, cv=inner,
+                              scoring="neg_log_loss")
+        return search.fit(x_fit, y_fit)
+
+    def probabilities(model, x_new):
+        out = np.full((len(x_new), n_classes), 1e-9)   # labels the stacker never saw: last, not absent
+        out[:, model.best_estimator_.classes_] = model.predict_proba(x_new)
+        return out / out.sum(axis=1, keepdims=True)
+
+    oof, strengths = np.full((len(dataset.train), n_classes), np.nan), []
+    for k in np.unique(groups):
+        model = fit(x[groups != k], y[groups != k])
+        oof[np.flatnonzero(rows)[groups == k]] = probabilities(model, x[groups == k])
+        strengths.append(float(model.best_params_["C"]))
+    test = probabilities(fit(x, y), features([p.test for p in predictions])) if len(dataset.test) else \
+        np.zeros((0, n_classes))
+    return oof, test, strengths
 
 
 def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict:
@@ -255,6 +304,8 @@ def main(argv=None) -> int:
                         "OOF predictions (log loss), written as <name>_fitted.csv")
     parser.add_argument("--search", action="store_true", help="blend the equal-weight subset of the models "
                         "with the best OOF MAP@3 (every subset is tried; the test set plays no part)")
+    parser.add_argument("--stack", action="store_true", help="also a second-level model (logistic regression on "
+                        "the models' OOF probabilities, inner cross-validation; written as stack_<models>.csv)")
     args = parser.parse_args(argv)
     paths = cli.paths(args)
     models = args.models or paths.trained_models()
@@ -266,7 +317,8 @@ def main(argv=None) -> int:
     if args.weights and (args.search or len(args.weights) != len(models)):
         parser.error("--search blends with equal weights" if args.search else
                      f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
-    report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search)
+    report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search,
+                   args.stack)
     if report["search"]:
         print(f"equal-weight subsets by OOF MAP@3 (best {min(10, len(report['search']))} "
               f"of {len(report['search'])}):")
@@ -283,6 +335,9 @@ def main(argv=None) -> int:
         if "weights" in row:
             print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF MAP@3 gain over equal weights "
                   f"{row['gain_over_equal']:+.4f}, fold-to-fold spread (std) {row['fold_spread']:.4f}")
+        if "stack_strengths" in row:
+            print(f"{'':<20}stacked: logistic regression on the OOF log-probabilities, strength C chosen by "
+                  f"inner cross-validation per outer fold: {row['stack_strengths']}")
     first = report["rows"][0]
     print(f"(OOF figures over the train clips some fold predicted, of {report['train_clips']}: the others were "
           f"skipped by the audio cache or are in unfinished folds"

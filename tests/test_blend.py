@@ -162,3 +162,29 @@ def test_a_model_named_twice_is_refused(capsys):
     with pytest.raises(SystemExit):
         blend.main(["a", "b", "a"])
     assert "a model named twice" in capsys.readouterr().err
+
+
+def test_stacking_learns_what_a_mean_cannot_and_chooses_on_oof_only(clean_dataset, tmp_path):
+    paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
+    truth = pd.read_csv(clean_dataset / "test_labels.csv").set_index("fname").label
+    y_test = test.fname.map(truth).map(LABELS.index).to_numpy()
+    rng = np.random.default_rng(0)
+    # A model that always ranks the label after the true one first: a mean keeps its mistake, a
+    # second-level model learns the shift from the OOF rows and carries it to the test clips.
+    shifted = lambda labels: np.eye(3)[(labels + 1) % 3] * 0.7 + 0.1 + rng.uniform(0, 0.05, (len(labels), 3))
+    oof, test_probs = shifted(y), shifted(y_test)
+    for k in (0, 1):
+        rows = (folds.fold == k).to_numpy()
+        write_fold(paths, "shifted", k, train.fname[rows], oof[rows], test.fname, test_probs)
+    report = blend.blend(paths, ["shifted"], stack=True)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["shifted"]["oof_map3"] < 0.6
+    assert rows["stack_shifted"]["oof_map3"] == pytest.approx(1.0) and rows["stack_shifted"]["oof_rows"] == len(train)
+    assert rows["stack_shifted"]["test_map3"] == pytest.approx(1.0)
+    assert len(rows["stack_shifted"]["stack_strengths"]) == 2             # one inner CV per outer fold
+    submission = pd.read_csv(paths.submissions_dir / "stack_shifted.csv")
+    blend.validate_submission(submission, test.fname.tolist(), LABELS)
+    # The test labels play no part: without them the stacked submission is the same file.
+    (clean_dataset / "test_labels.csv").unlink()
+    blend.blend(paths, ["shifted"], stack=True)
+    assert pd.read_csv(paths.submissions_dir / "stack_shifted.csv").equals(submission)
