@@ -44,17 +44,40 @@ def add_noise(batch: np.ndarray, rng: np.random.Generator, min_snr: float, max_s
     return as_dtype(signal + noise, batch.dtype)
 
 
+# The draws of gain, time shift and mixup, shared with src.core.device_feed so that both feeds take
+# the same numbers from a batch's generator.
+
+def draw_gains(rng: np.random.Generator, n: int, max_db: float) -> np.ndarray:
+    """n float32 factors, gains drawn from [-max_db, max_db] dB."""
+    db = rng.uniform(-max_db, max_db, size=(n, 1, 1))
+    return (10 ** (db / 20)).astype(np.float32).reshape(n)
+
+
+def draw_shifts(rng: np.random.Generator, n: int, length: int, fraction: float) -> np.ndarray:
+    """n shifts of up to `fraction` of a `length`-row crop, either way."""
+    limit = int(fraction * length)
+    return rng.integers(-limit, limit + 1, size=n)
+
+
+def draw_mix(rng: np.random.Generator, n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup weights lam ~ Beta(alpha, alpha) (float32) and each example's partner in the batch."""
+    return rng.beta(alpha, alpha, size=n).astype(np.float32), rng.permutation(n)
+
+
+def mix_targets(targets: np.ndarray, lam: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    return lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
+
+
 def gain(batch: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:
     """Each (B, samples, 1) crop scaled by a gain drawn from [-max_db, max_db] dB."""
-    db = rng.uniform(-max_db, max_db, size=(len(batch), 1, 1))
-    return as_dtype(batch.astype(np.float32) * (10 ** (db / 20)).astype(np.float32), batch.dtype)
+    factors = draw_gains(rng, len(batch), max_db)
+    return as_dtype(batch.astype(np.float32) * factors[:, None, None], batch.dtype)
 
 
 def time_shift(batch: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
     """Each crop rolled in time by up to `fraction` of its length, either way (what leaves one end
     comes in at the other)."""
-    limit = int(fraction * batch.shape[1])
-    for k, shift in enumerate(rng.integers(-limit, limit + 1, size=len(batch))):
+    for k, shift in enumerate(draw_shifts(rng, len(batch), batch.shape[1], fraction)):
         batch[k] = np.roll(batch[k], int(shift), axis=0)
     return batch
 
@@ -76,9 +99,7 @@ def stretch(batch: np.ndarray, rng: np.random.Generator, amount: float) -> np.nd
 def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
     """Mixup: each example becomes lam * itself + (1 - lam) * a random partner of the batch, its
     targets with the same lam, lam ~ Beta(alpha, alpha). Integer inputs are rounded back."""
-    lam = rng.beta(alpha, alpha, size=len(batch)).astype(np.float32)
-    partner = rng.permutation(len(batch))
+    lam, partner = draw_mix(rng, len(batch), alpha)
     shape = (-1,) + (1,) * (batch.ndim - 1)
     mixed = lam.reshape(shape) * batch + (1 - lam.reshape(shape)) * batch[partner]
-    lam = lam[:, None]
-    return as_dtype(mixed, batch.dtype), lam * targets + (1 - lam) * targets[partner]
+    return as_dtype(mixed, batch.dtype), mix_targets(targets, lam, partner)

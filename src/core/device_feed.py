@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .augment import draw_gains, draw_mix, draw_shifts, mix_targets
 from .generator import Batches, crop_plans
 from .inputs import WaveInput, input_kind
 
@@ -113,16 +114,13 @@ class DeviceClipSequence(Batches):
         # The host feed's draws, in its order: crop plans, time shift, gain, mixup.
         shift = scale = partner = lam = None
         if train and self.time_shift:
-            limit = int(self.time_shift * self.bank.length)
-            shift = rng.integers(-limit, limit + 1, size=len(rows))
+            shift = draw_shifts(rng, len(rows), self.bank.length, self.time_shift)
         if train and self.gain_db:
-            db = rng.uniform(-self.gain_db, self.gain_db, size=(len(rows), 1, 1))
-            scale = (10 ** (db / 20)).astype(np.float32).reshape(-1)
+            scale = draw_gains(rng, len(rows), self.gain_db)
         targets = None if self.targets is None else self.targets[rows]
         if train and self.mixup > 0 and targets is not None:
-            lam = rng.beta(self.mixup, self.mixup, size=len(rows)).astype(np.float32)
-            partner = rng.permutation(len(rows))
-            targets = lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
+            lam, partner = draw_mix(rng, len(rows), self.mixup)
+            targets = mix_targets(targets, lam, partner)
         inputs = self.bank.cut(self.shard[rows], self.offset[rows], start, take, before, shift, scale,
                                partner, lam)
         if targets is None:
