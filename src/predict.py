@@ -40,10 +40,6 @@ class Member:
 def load_members(paths, names: list[str] | None = None, allow_partial: bool = False) -> list[Member]:
     """Every fold model of the named presets (default: all under predictions/); DataError when a
     preset's folds are not all finished (unless allowed) or a model file is refused."""
-    import keras
-
-    from .models import MinMaxScale
-
     names = names or paths.trained_models()
     if not names:
         raise DataError(f"no trained folds under {paths.predictions_dir}: run ./run_folds.sh first")
@@ -57,16 +53,21 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
             raise DataError(f"{name}: {len(folds)} of its {config.n_folds} folds are finished under "
                             f"{paths.model_dir(name)}. Finish them with ./run_folds.sh {name}, or predict with "
                             f"those there are with --allow-partial.")
-        loaded = [_load(f.model, keras, MinMaxScale) for f in folds]
+        loaded = [_load(f.model) for f in folds]
         members.append(Member(config, loaded, labels))
     if any(m.labels != members[0].labels for m in members):
         raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
     return members
 
 
-def _load(path: Path, keras, min_max_scale):
+def _load(path: Path):
+    """One fold model; DataError naming the file when Keras refuses it."""
+    import keras
+
+    from .models import MinMaxScale
+
     try:
-        return keras.models.load_model(path, compile=False, custom_objects={"MinMaxScale": min_max_scale})
+        return keras.models.load_model(path, compile=False, custom_objects={"MinMaxScale": MinMaxScale})
     except (ValueError, TypeError, OSError) as error:  # safe mode's refusal, a damaged or foreign file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path} could not be loaded as a model of this project ({reason[:300]}). Keras's safe "

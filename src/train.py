@@ -204,28 +204,39 @@ def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_
           targets: np.ndarray, fold: int, on_gpu: bool):
     """The training and validation sequences: cut on the accelerator (src.core.device_feed) when the preset
     asks for it, or on auto with a GPU when the preset allows it; else on the host (src.core.generator)."""
-    from .core.augment import augmentation
     from .core.device_feed import ClipBank, DeviceClipSequence, supports
     from .core.generator import ClipSequence
 
     why_not = supports(config)
     if feeding.feed == "device" and why_not:
         raise DataError(f"--feed device cannot serve preset {config.name}: {why_not}; use --feed host")
-    min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
-    common = dict(train=True, seed=config.seed + fold, mixup=config.mixup, min_length=min_length,
-                  flags=_unverified_flags(fit_rows, config))
+    flags = _unverified_flags(fit_rows, config)
     if feeding.feed == "device" or (feeding.feed == "auto" and on_gpu and not why_not):
         bank = ClipBank(source)
         log.info("device feed: %.2f GB of audio on the %s", bank.nbytes / 1e9, "GPU" if on_gpu else "CPU")
-        return (DeviceClipSequence(bank, fit_rows.fname, targets, config.batch_size, time_shift=config.time_shift,
-                                   gain_db=config.gain_db, **common),
+        return (training_sequence(config, source, fit_rows.fname, targets, config.seed + fold, flags, bank=bank),
                 DeviceClipSequence(bank, val_rows.fname, None, config.batch_size, full_batches=True))
     if feeding.feed == "auto" and on_gpu:
         log.info("host feed: %s", why_not)
-    pydataset = feeding.pydataset()
-    return (ClipSequence(source, fit_rows.fname, targets, config.batch_size, augment=augmentation(config),
-                         **common, **pydataset),
-            ClipSequence(source, val_rows.fname, None, config.batch_size, full_batches=True, **pydataset))
+    return (training_sequence(config, source, fit_rows.fname, targets, config.seed + fold, flags, feeding),
+            ClipSequence(source, val_rows.fname, None, config.batch_size, full_batches=True, **feeding.pydataset()))
+
+
+def training_sequence(config: Config, source, fnames, targets: np.ndarray, seed: int,
+                      flags: np.ndarray | None = None, feeding: Feeding | None = None, bank=None):
+    """The preset's training batches (crops, augmentation, mixup): cut on the accelerator from `bank`
+    when one is given, else on the host with `feeding`'s workers."""
+    from .core.augment import augmentation
+    from .core.device_feed import DeviceClipSequence
+    from .core.generator import ClipSequence
+
+    common = dict(train=True, seed=seed, mixup=config.mixup, flags=flags,
+                  min_length=round(config.min_crop_seconds / config.crop_seconds * source.crop_length))
+    if bank is not None:
+        return DeviceClipSequence(bank, fnames, targets, config.batch_size, time_shift=config.time_shift,
+                                  gain_db=config.gain_db, **common)
+    return ClipSequence(source, fnames, targets, config.batch_size, augment=augmentation(config), **common,
+                        **(feeding or Feeding()).pydataset())
 
 
 def _unverified_flags(rows: pd.DataFrame, config: Config) -> np.ndarray | None:

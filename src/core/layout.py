@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,7 @@ class Dataset:
     labels: list[str]
     test: pd.DataFrame
     truth: pd.DataFrame | None
+    _folds: dict = field(default_factory=dict, repr=False, compare=False)  # folds.csv, read once
 
     @classmethod
     def load(cls, data_dir: Path) -> Dataset:
@@ -232,7 +234,10 @@ class Dataset:
         return known.map(lambda label: self.labels.index(label) if isinstance(label, str) else -1).to_numpy()
 
     def folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
-        return load_folds(self.data_dir, n_folds, seed, self.train)
+        """folds.csv (made on first use), read once per Dataset and number of folds asked for."""
+        if (n_folds, seed) not in self._folds:
+            self._folds[n_folds, seed] = load_folds(self.data_dir, n_folds, seed, self.train)
+        return self._folds[n_folds, seed]
 
     def train_with_folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
         return with_folds(self.train, self.folds(n_folds, seed))
@@ -338,8 +343,6 @@ class FoldFiles:
             state = json.loads(self.resume_state.read_text())
         if state is None:
             self.clear_resume()
-            import shutil
-
             shutil.rmtree(self.tensorboard, ignore_errors=True)  # a fresh start: no events of killed attempts
         config.to_json(self.config)
         return state
@@ -366,8 +369,6 @@ class FoldFiles:
             return [saved[f"arr_{k}"] for k in range(len(saved.files))]
 
     def clear_resume(self) -> None:
-        import shutil
-
         shutil.rmtree(self.resume, ignore_errors=True)
 
     def log_rows(self, epochs: int) -> None:

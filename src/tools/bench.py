@@ -136,24 +136,19 @@ def _sync(x) -> None:
 def _feeds(data_dir: Path, config: Config, feeding: Feeding, clips: int):
     """The preset's training sequences over up to `clips` clips: host feed, and device feed when the
     preset allows it (None otherwise)."""
-    from .core.augment import augmentation
-    from .core.device_feed import ClipBank, DeviceClipSequence, supports
-    from .core.generator import ClipSequence
+    from .core.device_feed import ClipBank, supports
     from .core.inputs import model_input
+    from .train import training_sequence
 
     train = load_train(data_dir)
     labels = class_names(train)
     source = model_input(data_dir, "train", config)
     ok = train[train.fname.map(lambda f: source.store.status(f) == "ok")].head(clips)
     targets = np.eye(len(labels), dtype=np.float32)[ok.label.map(labels.index)]
-    min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
-    common = dict(train=True, seed=0, mixup=config.mixup, min_length=min_length)
-    host = ClipSequence(source, ok.fname, targets, config.batch_size, augment=augmentation(config),
-                        **feeding.pydataset(), **common)
+    host = training_sequence(config, source, ok.fname, targets, 0, feeding=feeding)
     device = None
     if supports(config) is None:
-        device = DeviceClipSequence(ClipBank(source), ok.fname, targets, config.batch_size,
-                                    time_shift=config.time_shift, gain_db=config.gain_db, **common)
+        device = training_sequence(config, source, ok.fname, targets, 0, bank=ClipBank(source))
     statistics = source.model_statistics(list(ok.fname))
     return host, device, len(labels), statistics
 
