@@ -61,7 +61,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
     from .core import backend
     from .models import build_model
 
-    log.info("%s; %s", backend.configure(paths.out_dir), BACKEND.reason)
+    log.info("%s; %s", backend.configure(paths.compile_cache), BACKEND.reason)
     on_gpu = backend.accelerator()
     rows = fold_rows(config, paths, fold)
     keras.utils.set_random_seed(config.seed + fold)

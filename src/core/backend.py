@@ -83,9 +83,9 @@ def select() -> Choice:
     return choice
 
 
-def configure(out_dir: Path | None = None) -> str:
+def configure(compile_cache: Path | None = None) -> str:
     """After Keras is imported: per-backend settings that need the framework (GPU memory share for
-    PyTorch and TensorFlow, JAX's persistent compilation cache under out_dir/compile-cache). Returns a
+    PyTorch and TensorFlow, JAX's persistent compilation cache in the compile_cache folder). Returns a
     line for the run's log."""
     import keras
 
@@ -96,8 +96,8 @@ def configure(out_dir: Path | None = None) -> str:
         import jax
 
         platform = jax.default_backend()
-        if out_dir is not None:
-            cache = Path(out_dir) / "compile-cache" / "jax"
+        if compile_cache is not None:
+            cache = Path(compile_cache) / "jax"
             cache.mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", str(cache))
             # Keep every compiled step, however quick to build: the point is that no fold pays twice.

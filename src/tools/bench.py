@@ -353,7 +353,8 @@ def main(argv=None) -> int:
         work = Path(work)
         data_dir = mirror(args.dataset or args.data_dir, work / "data", args.repeat)
         from .core import backend
-        backend.configure(work)  # the compilation cache: the same step built again is not compiled again
+        # The compilation cache: the same step built again is not compiled again.
+        backend.configure(Paths(out_dir=work).compile_cache)
         info = machine()
         print(f"machine: {info['cores']} cores, GPU: {info['gpu']}, backend {info['backend']} "
               f"(keras {info['keras']})")
