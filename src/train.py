@@ -28,6 +28,7 @@ from .core.errors import DataError
 from .core.inputs import model_input
 from .core.layout import SPLITS, Dataset, FoldFiles, Paths
 from .core.metrics import map_at_k
+from .core.networks import network
 from .core.runs import write_plan
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     """Build what every fold of the preset reads (audio cache, features, folds); return the fold ids."""
+    network(config.network).check_weights()  # before minutes of caching: say now if weights are missing
     dataset = Dataset.load(paths.data_dir)
     dataset.check_files()  # before folds.csv is written: fixing a row must not mean deleting it too
     folds = dataset.folds(config.n_folds, config.seed)
@@ -183,7 +185,7 @@ def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files:
     callbacks.append(FoldCheckpoint(files, stopping, timer, resume_every))  # last: after the epoch's log row
     verbose = 2 if not sys.stdout.isatty() else "auto"
     model.fit(fit_seq, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=len(fit_seq),
-              callbacks=callbacks, verbose=verbose)
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # the sequence orders its own batches
     model.save(files.model)  # once, the best epoch's weights: saving at every better epoch cost seconds a fold
     return timer
 

@@ -45,6 +45,8 @@ class Config:
     optimizer: str = setting("adam", "training", "adam, or amsgrad (Adam with the AMSGrad correction)")
     schedule: str = setting("constant", "training",
                             "learning rate over training: constant, or cosine (decays to 0 over all epochs)")
+    warmup_epochs: int = setting(0, "training", "epochs over which the learning rate rises linearly from 0 "
+                                 "before the schedule starts (for pretrained weights); 0 = none")
     epochs: int = setting(50, "training", "maximum epochs")
     batch_size: int = setting(64, "training", "clips per batch")
     patience: int | None = setting(5, "training", "epochs without a better validation loss before stopping; "
@@ -89,6 +91,8 @@ class Config:
         if not 0 <= self.min_crop_seconds <= self.crop_seconds:
             raise ValueError(f"min_crop_seconds must be within [0, crop_seconds={self.crop_seconds}], "
                              f"not {self.min_crop_seconds}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be within [0, epochs={self.epochs}), not {self.warmup_epochs}")
         if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:
             raise ValueError("drop_unverified and stretch must be in [0, 1), time_shift in [0, 1]")
         # An option the run's input cannot take is an error, not a silent no-op.
@@ -177,6 +181,14 @@ PRESETS = {
                      schedule="cosine", epochs=80, batch_size=32, patience=None, mixup=0.2,
                      min_crop_seconds=1.0, time_masks=1, freq_masks=1, prediction="windows",
                      combine="mean"),
+    # The aisfx CNN pretrained on sound-effect libraries (src/models/aisfx_cnn.py; its weights are
+    # optional: requirements-pretrained.txt), fine-tuned whole with logmel's augmentation: the
+    # pretraining's input (44.1 kHz, 96 HTK mel bands, 2048 / 1024), a lower learning rate than from
+    # scratch after a two-epoch warm-up, so that the first steps of the new head do not undo it.
+    "aisfx": Config(name="aisfx", preset="aisfx", network="aisfx_cnn", sample_rate=44100, crop_seconds=2.0,
+                    n_mels=96, n_fft=2048, hop_length=1024, learning_rate=3e-4, optimizer="adam",
+                    schedule="cosine", warmup_epochs=2, epochs=20, batch_size=32, patience=None, mixup=0.2,
+                    min_crop_seconds=1.0, time_masks=1, freq_masks=1, prediction="windows", combine="mean"),
     # EnvNet: 1.5 s raw-wave crops, probability voting over sliding windows at test time.
     "envnet": Config(name="envnet", preset="envnet", network="envnet", sample_rate=16000,
                      crop_seconds=1.5, optimizer="amsgrad", schedule="cosine", epochs=40, patience=10,
@@ -219,7 +231,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {k: (None if v is NONE else v) for k, v in overrides.items()}
     if getattr(args, "name", None):
         overrides["name"] = args.name
-    return dataclasses.replace(PRESETS[args.model], **overrides)
+    try:
+        return dataclasses.replace(PRESETS[args.model], **overrides)
+    except ValueError as error:  # options that contradict each other or the preset
+        from .errors import DataError
+
+        raise DataError(f"--model {args.model} with these options: {error}") from None
 
 
 def feeding_from_args(args: argparse.Namespace) -> Feeding:

@@ -20,7 +20,7 @@ __all__ = ["build_model", "FloatToInt16", "Int16ToFloat", "MfccFrontEnd", "MinMa
 def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_per_execution: int = 1,
                 **statistics) -> keras.Model:
     """The preset's network in its precision, compiled with Adam (or AMSGrad), its learning-rate
-    schedule and categorical cross-entropy that treats unverified clips as the preset says
+    warm-up and schedule and categorical cross-entropy that treats unverified clips as the preset says
     (UnverifiedLoss); `steps_per_execution` training steps per call into the compiled step."""
     previous = keras.config.dtype_policy()
     # Layers take the policy when they are made; float32 pieces (front ends, softmax) say so themselves.
@@ -30,9 +30,14 @@ def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_
     finally:
         keras.config.set_dtype_policy(previous)
     learning_rate = config.learning_rate
-    if config.schedule == "cosine":
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.schedule == "cosine" or warmup:
+        # After the warm-up: cosine decay to 0 over the remaining steps, or (alpha=1) a constant rate.
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
+            0.0 if warmup else config.learning_rate,
+            decay_steps=max(1, (config.epochs - config.warmup_epochs) * steps_per_epoch),
+            alpha=0.0 if config.schedule == "cosine" else 1.0,
+            warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
                   loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified),
                   metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")],

@@ -30,6 +30,15 @@ class FloatToInt16(layers.Layer):
         return ops.cast(ops.clip(ops.round(waves * INT16_SCALE), -32768, 32767), "int16")
 
 
+def power_mel(waves, n_fft: int, hop_length: int, window: np.ndarray, mel: np.ndarray):
+    """Float audio (batch, samples) to a power mel spectrogram (batch, frames, mel bands) as librosa
+    computes it: centred frames (zero padding), the given window, |STFT|^2 times the filter bank."""
+    padded = ops.pad(waves, [[0, 0], [n_fft // 2, n_fft // 2]])
+    real, imag = ops.stft(padded, sequence_length=n_fft, sequence_stride=hop_length, fft_length=n_fft,
+                          window=window, center=False)
+    return ops.matmul(real ** 2 + imag ** 2, mel)
+
+
 @keras.saving.register_keras_serializable(package="freesound")
 class MfccFrontEnd(layers.Layer):
     """Float audio (batch, samples) to the MFCCs of src.features (batch, n_mfcc, frames, 1): centred
@@ -48,11 +57,7 @@ class MfccFrontEnd(layers.Layer):
         self.window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype("float32")
 
     def call(self, waves):
-        n_fft, hop = self.settings["n_fft"], self.settings["hop_length"]
-        padded = ops.pad(waves, [[0, 0], [n_fft // 2, n_fft // 2]])
-        real, imag = ops.stft(padded, sequence_length=n_fft, sequence_stride=hop, fft_length=n_fft,
-                              window=self.window, center=False)
-        mel = ops.matmul(real ** 2 + imag ** 2, self.mel)
+        mel = power_mel(waves, self.settings["n_fft"], self.settings["hop_length"], self.window, self.mel)
         mfcc = ops.matmul(10.0 * ops.log10(ops.maximum(mel, 1e-10)), self.dct)
         return ops.expand_dims(ops.transpose(mfcc, (0, 2, 1)), -1)
 
@@ -91,6 +96,36 @@ class LogMel(layers.Layer):
         db = 10.0 * ops.log10(ops.maximum(self.mel(waves), 1e-10))
         db = db - ops.max(db, axis=(1, 2), keepdims=True)
         return ops.maximum(db, -self.settings["top_db"])
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+class SfxMel(layers.Layer):
+    """Float audio (batch, samples) -> the spectrogram the aisfx network was pretrained on, laid out
+    (batch, mel bands, frames) like LogMel: each example scaled to a peak of 1, power mel spectrogram
+    (HTK mel scale, each filter summing to 1, 0 Hz to Nyquist), log10(1 + 10^4 x), divided by the
+    pretraining data's maximum so that values lie in about [0, 1]. As aisfx's own librosa front end
+    computes it (src.models.aisfx_cnn; tests/reference/ checks it against the package)."""
+
+    MAXIMUM = 9.457798957824707  # aisfx.preprocessing.spectrogram_normalize's "original" scale
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, **kwargs):
+        super().__init__(**kwargs)
+        import librosa
+        import scipy
+
+        self.settings = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
+        self.mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sample_rate / 2,
+                                       htk=True, norm=1.0).T.astype("float32")
+        self.window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype("float32")
+
+    def call(self, waves):
+        peak = ops.max(ops.abs(waves), axis=1, keepdims=True)
+        waves = waves / ops.where(peak > 0, peak, 1.0)
+        mel = power_mel(waves, self.settings["n_fft"], self.settings["hop_length"], self.window, self.mel)
+        return ops.transpose(ops.log10(1.0 + 1e4 * mel) / self.MAXIMUM, (0, 2, 1))
 
     def get_config(self):
         return {**super().get_config(), **self.settings}
