@@ -5,7 +5,8 @@
                                                      # and the model's folder
 
 Writes predictions/<model>/fold<k>/: config.json, best.keras, log.csv, tensorboard/, oof.csv (the fold's
-validation rows), test.csv (sample_submission order) and, last, result.json. A fold with result.json is
+validation rows), test.csv (sample_submission order), with --clean-labels cleaned_labels.csv (the
+training labels it changed) and, last, result.json. A fold with result.json is
 finished and is skipped unless --force; every file is written atomically, so a killed run never leaves
 a fold that looks finished.
 """
@@ -26,7 +27,7 @@ from .core import cli
 from .core.config import Config, Feeding, add_config_arguments, config_from_args, feeding_from_args
 from .core.errors import DataError
 from .core.inputs import model_input
-from .core.layout import SPLITS, Dataset, FoldFiles, Paths
+from .core.layout import SPLITS, Dataset, FoldFiles, Paths, atomic_write_csv
 from .core.metrics import map_at_k
 from .core.networks import network
 from .core.runs import write_plan
@@ -36,12 +37,21 @@ log = logging.getLogger(__name__)
 
 def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     """Build what every fold of the preset reads (audio cache, features, folds); return the fold ids."""
-    network(config.network).check_weights()  # before minutes of caching: say now if weights are missing
+    # Before minutes of caching: say now if pretrained weights are missing.
+    network(config.network).check_weights()
+    if config.clean_labels != "off":
+        from .core.label_cleaning import check_weights
+
+        check_weights()
     dataset = Dataset.load(paths.data_dir)
     dataset.check_files()  # before folds.csv is written: fixing a row must not mean deleting it too
     folds = dataset.folds(config.n_folds, config.seed)
     for split in SPLITS:
         model_input(paths.data_dir, split, config, n_jobs)
+    if config.clean_labels != "off":  # the judge's embeddings, once, before the fold processes need them
+        from .core.label_cleaning import embeddings
+
+        embeddings(paths.data_dir, n_jobs)
     return sorted(folds.fold.unique().tolist())
 
 
@@ -66,6 +76,11 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
     log.info("%s; %s", backend.configure(paths.compile_cache), BACKEND.reason)
     on_gpu = backend.accelerator()
     rows = fold_rows(config, paths, fold)
+    if config.clean_labels != "off":
+        from .core.label_cleaning import clean
+
+        rows.fit, disputed = clean(config, paths.data_dir, rows.fit, rows.labels, fold)
+        atomic_write_csv(disputed, files.cleaned)
     keras.utils.set_random_seed(config.seed + fold)
     statistics = rows.train_source.model_statistics(list(rows.fit.fname))
     steps_per_execution = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
@@ -105,6 +120,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
         "val_map3": map_at_k(rows.val.label.map(rows.labels.index).to_numpy(), oof),
         "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
         "n_train": len(rows.fit), "n_val": len(rows.val), "skipped_train": rows.skipped_train,
+        "cleaned_labels": len(disputed) if config.clean_labels != "off" else 0,
         "silent_test": len(rows.silent_test), "backend": keras.backend.backend(),
         "device": "gpu" if on_gpu else "cpu", "feeding": dataclasses.asdict(feeding),
         "feed": "device" if hasattr(fit_seq, "bank") else "host", "steps_per_execution": steps_per_execution,

@@ -59,6 +59,14 @@ class Config:
                                        "(1 = as is, 0 = left out of the loss)")
     drop_unverified: float = setting(0.0, "training", "share of each batch's unverified clips with the highest "
                                      "loss left out of it; 0 = none")
+    clean_labels: str = setting("off", "training", "label cleaning with nested folds: unverified training clips "
+                                "whose label a judge (logistic regression on pretrained aisfx embeddings, trained "
+                                "on inner folds of the fold's own training rows) confidently disputes are "
+                                "relabelled to its class (relabel) or dropped (drop); off = none. Needs the "
+                                "aisfx weights")
+    clean_confidence: float = setting(0.8, "training", "label cleaning: the judge's probability of another class "
+                                      "from which it disputes a label")
+    clean_folds: int = setting(5, "training", "label cleaning: inner folds of the judge")
 
     min_crop_seconds: float = setting(0.0, "augmentation", "random crop lengths: training crops last between "
                                       "this and crop_seconds, padded; 0 = off")
@@ -85,12 +93,16 @@ class Config:
     def __post_init__(self):
         for name, allowed in (("network", tuple(NETWORKS)), ("prediction", ("crop", "windows")),
                               ("combine", ("mean", "geometric")), ("optimizer", ("adam", "amsgrad")),
-                              ("schedule", ("constant", "cosine")), ("precision", ("float32", "bfloat16"))):
+                              ("schedule", ("constant", "cosine")), ("precision", ("float32", "bfloat16")),
+                              ("clean_labels", ("off", "relabel", "drop"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if not 0 <= self.min_crop_seconds <= self.crop_seconds:
             raise ValueError(f"min_crop_seconds must be within [0, crop_seconds={self.crop_seconds}], "
                              f"not {self.min_crop_seconds}")
+        if not 0 < self.clean_confidence <= 1 or self.clean_folds < 2:
+            raise ValueError(f"clean_confidence must be in (0, 1] and clean_folds >= 2, not "
+                             f"{self.clean_confidence} and {self.clean_folds}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be within [0, epochs={self.epochs}), not {self.warmup_epochs}")
         if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:

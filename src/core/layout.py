@@ -322,6 +322,7 @@ class FoldFiles:
         self.oof = self.folder / "oof.csv"
         self.test = self.folder / "test.csv"
         self.result = self.folder / "result.json"
+        self.cleaned = self.folder / "cleaned_labels.csv"  # with label cleaning: the disputed training clips
         # The state after the last completed epoch, while the fold trains; state.json is written last.
         self.resume = self.folder / "resume"
         self.resume_variables = self.resume / "variables.npz"

@@ -25,6 +25,7 @@ from .layers import Int16ToFloat, SfxMel, class_probabilities, spec_mask
 # What the pretrained weights were trained on; a preset must keep it.
 PRETRAINED_INPUT = {"sample_rate": 44100, "n_fft": 2048, "hop_length": 1024, "n_mels": 96}
 CHANNELS = (64, 128, 256, 512)
+EMBEDDING_SIZE = CHANNELS[-1]
 
 
 def sfx_mel(config: Config, name: str = "sfx_mel") -> SfxMel:
@@ -72,6 +73,24 @@ def pretrained_state() -> dict:
 
 
 def aisfx_cnn(config: Config, n_classes: int) -> keras.Model:
+    inputs, x = spectrogram(config)
+    masks = spec_mask(config)
+    if masks is not None:
+        x = masks(x)
+    x = embedding_network(config.n_mels, pretrained_state())(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = class_probabilities(n_classes)(x)
+    return keras.Model(inputs, outputs, name="aisfx_cnn")
+
+
+def embedding_model(config: Config) -> keras.Model:
+    """int16 crops -> the pretrained 512-d embedding, as the package computes it (no head, no masks)."""
+    inputs, x = spectrogram(config)
+    return keras.Model(inputs, embedding_network(config.n_mels, pretrained_state())(x), name="aisfx_embedder")
+
+
+def spectrogram(config: Config):
+    """The int16 wave input and the spectrogram the pretrained network reads, (batch, bands, frames, 1)."""
     changed = {k: (getattr(config, k), v) for k, v in PRETRAINED_INPUT.items() if getattr(config, k) != v}
     if changed:
         raise ValueError("the pretrained aisfx weights expect " + ", ".join(
@@ -82,11 +101,4 @@ def aisfx_cnn(config: Config, n_classes: int) -> keras.Model:
         raise ValueError(f"aisfx_cnn pools by 2 three times: it needs >= 8 frames, got {frames}; raise --crop-seconds")
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
     x = sfx_mel(config)(Int16ToFloat(name="int16_to_float")(inputs))          # (batch, mels, frames)
-    x = layers.Reshape((config.n_mels, frames, 1))(x)
-    masks = spec_mask(config)
-    if masks is not None:
-        x = masks(x)
-    x = embedding_network(config.n_mels, pretrained_state())(x)
-    x = layers.Dropout(0.3)(x)
-    outputs = class_probabilities(n_classes)(x)
-    return keras.Model(inputs, outputs, name="aisfx_cnn")
+    return inputs, layers.Reshape((config.n_mels, frames, 1))(x)
