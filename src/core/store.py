@@ -145,9 +145,9 @@ class PackedStore:
         # File descriptors and lookups are made anew in each worker process rather than pickled.
         return dict(self.__dict__, _fd=None, _lookup=None, _sources=None)
 
-    def __del__(self):
+    def __del__(self, _close=os.close):  # bound now: at interpreter exit the os global may be gone
         if getattr(self, "_fd", None) not in (None, -1):
-            os.close(self._fd)
+            _close(self._fd)
 
 
 def write_rows(path: Path, byte_offset: int, rows: np.ndarray) -> None:
