@@ -242,8 +242,8 @@ def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_
 
 def training_sequence(config: Config, source, fnames, targets: np.ndarray, seed: int,
                       flags: np.ndarray | None = None, feeding: Feeding | None = None, bank=None):
-    """The preset's training batches (crops, augmentation, mixup): cut on the accelerator from `bank`
-    when one is given, else on the host with `feeding`'s workers."""
+    """The preset's training batches (crops, augmentation, mixup or between-class mixing): cut on the
+    accelerator from `bank` when one is given, else on the host with `feeding`'s workers."""
     from .core.augment import augmentation
     from .core.device_feed import DeviceClipSequence
     from .core.generator import ClipSequence
@@ -254,6 +254,7 @@ def training_sequence(config: Config, source, fnames, targets: np.ndarray, seed:
         return DeviceClipSequence(bank, fnames, targets, config.batch_size, time_shift=config.time_shift,
                                   gain_db=config.gain_db, **common)
     return ClipSequence(source, fnames, targets, config.batch_size, augment=augmentation(config), **common,
+                        between_class_rate=config.sample_rate if config.between_class else 0,
                         **(feeding or Feeding()).pydataset())
 
 

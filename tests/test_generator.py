@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
 from src.core.config import PRESETS
 from src.core.generator import ClipSequence, crop_or_pad
@@ -207,3 +208,54 @@ def test_noise_is_added_at_the_drawn_snr():
     noise = noisy.astype(np.float64) - clean
     snr = 10 * np.log10((clean.astype(np.float64) ** 2).mean(axis=(1, 2)) / (noise ** 2).mean(axis=(1, 2)))
     assert snr.min() > 9.5 and snr.max() < 20.5 and np.ptp(snr) > 3
+
+
+def test_sound_pressure_follows_the_a_weighting():
+    from src.core.augment import a_weighting_db, sound_pressure_db
+
+    rate = 16000
+    t = np.arange(rate // 2) / rate
+    crops = np.stack([np.sin(2 * np.pi * 1000 * t), 0.5 * np.sin(2 * np.pi * 1000 * t),
+                      np.sin(2 * np.pi * 100 * t), np.zeros_like(t)])[..., None]
+    loud, half, low, silent = sound_pressure_db((crops * 32767).astype(np.int16), rate)
+    assert abs(a_weighting_db([1000.0])[0]) < 0.1 and a_weighting_db([100.0])[0] == pytest.approx(-19.1, abs=0.1)
+    assert loud - half == pytest.approx(6.02, abs=0.05)
+    assert loud - low == pytest.approx(19.1, abs=0.3)
+    assert silent == -80.0
+
+
+def test_between_class_mixes_other_classes_at_the_drawn_ratio_of_sound_pressure(tmp_path):
+    """Loud 1 kHz clips of class 0 and quiet 250 Hz clips of class 1: in every mix the two are heard
+    (A-weighted level of each component) in the ratio r : 1 - r its targets give."""
+    from src.core.augment import a_weighting_db
+
+    rate, n = 16000, 8000
+    t = np.arange(n) / rate
+    tones = {0: (1000.0, 0.8), 1: (250.0, 0.05)}
+    source_file = tmp_path / "x.wav"
+    source_file.write_bytes(b"x")
+    store = PackedStore(tmp_path / "store", "int16", 1, {"test": 1})
+    classes = [0, 1, 0, 1, 0, 1, 1, 0]
+    for k, c in enumerate(classes):
+        frequency, amplitude = tones[c]
+        store.append(f"c{k}", np.round(amplitude * 32767 * np.sin(2 * np.pi * frequency * t)).astype(np.int16),
+                     source_file)
+    store.flush()
+    config = dataclasses.replace(PRESETS["envnet"], crop_seconds=0.5, time_shift=0, gain_db=0, between_class=True)
+    targets = np.eye(2, dtype=np.float32)[classes]
+    from src.train import training_sequence
+
+    config = dataclasses.replace(config, sample_rate=rate, batch_size=8)
+    seq = training_sequence(config, WaveInput(store, config), [f"c{k}" for k in range(8)], targets, seed=3)
+    x, y = seq[0]
+    assert x.dtype == np.int16 and x.shape == (8, n, 1)
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-6)
+    assert ((y > 0.05) & (y < 0.95)).all()             # every example mixed, always with the other class
+    for wave, target in zip(x[:, :, 0].astype(np.float64) / 32767, y):
+        level = [20 * np.log10(2 * abs(np.exp(-2j * np.pi * f * t) @ wave) / n) + a_weighting_db([f])[0]
+                 for f, _ in tones.values()]
+        assert level[0] - level[1] == pytest.approx(20 * np.log10(target[0] / target[1]), abs=0.5)
+    with pytest.raises(ValueError, match="between_class replaces mixup"):
+        dataclasses.replace(PRESETS["logmel"], between_class=True)
+    with pytest.raises(ValueError, match="between_class augment raw waves"):
+        dataclasses.replace(PRESETS["2d"], between_class=True)

@@ -1,4 +1,5 @@
-"""Training augmentation of raw-wave crops on the host: gain, time shift, stretch, noise and mixup.
+"""Training augmentation of raw-wave crops on the host: gain, time shift, stretch, noise, mixup and
+between-class learning.
 Each draws its random numbers from the batch's generator, in the order `augmentation` applies them
 (src.core.device_feed draws the same numbers for the crops it cuts on the accelerator). SpecAugment masks
 are a model layer (src.models.layers.SpecMask)."""
@@ -103,3 +104,61 @@ def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gen
     shape = (-1,) + (1,) * (batch.ndim - 1)
     mixed = lam.reshape(shape) * batch + (1 - lam.reshape(shape)) * batch[partner]
     return as_dtype(mixed, batch.dtype), mix_targets(targets, lam, partner)
+
+
+def a_weighting_db(frequencies: np.ndarray, floor_db: float = -80.0) -> np.ndarray:
+    """The A-weighting curve (IEC 61672) in dB at the given frequencies, floored at floor_db."""
+    f2 = np.maximum(np.asarray(frequencies, np.float64) ** 2, 1e-12)
+    ra = 12194.0 ** 2 * f2 ** 2 / ((f2 + 20.6 ** 2) * np.sqrt((f2 + 107.7 ** 2) * (f2 + 737.9 ** 2))
+                                     * (f2 + 12194.0 ** 2))
+    return np.maximum(20 * np.log10(np.maximum(ra, 1e-300)) + 2.0, floor_db)
+
+
+def sound_pressure_db(batch: np.ndarray, rate: int, floor_db: float = -80.0) -> np.ndarray:
+    """Each (B, samples, 1) crop's loudness as EnvNet-v2's between-class learning measures it: the
+    largest A-weighted power of its frames (about 0.1 s, Hann window, half overlap), in dB of full scale
+    (int16 crops are scaled to [-1, 1] first), floored at floor_db."""
+    waves = batch[..., 0].astype(np.float64)
+    if np.issubdtype(batch.dtype, np.integer):
+        waves /= -float(np.iinfo(batch.dtype).min)
+    n_fft = 2 ** int(round(np.log2(0.1 * rate)))          # 2048 at 16 kHz, 4096 at 44.1 kHz, as in the paper
+    hop = n_fft // 2
+    if waves.shape[1] < n_fft:
+        waves = np.pad(waves, ((0, 0), (0, n_fft - waves.shape[1])))
+    starts = np.arange(0, waves.shape[1] - n_fft + 1, hop)
+    frames = np.stack([waves[:, s:s + n_fft] for s in starts], axis=1) * np.hanning(n_fft + 1)[:-1]
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+    weights = 10 ** (a_weighting_db(np.fft.rfftfreq(n_fft, 1 / rate), floor_db) / 10)
+    loudest = (power * weights).sum(axis=-1).max(axis=1)
+    return np.maximum(10 * np.log10(np.maximum(loudest, 1e-30)), floor_db)
+
+
+def draw_between_class(rng: np.random.Generator, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ratios r ~ U(0, 1) (float32) and each example's partner: another example of the batch of another
+    class (itself, with r = 1, when the batch holds one class only)."""
+    n = len(classes)
+    ratio = rng.uniform(0, 1, size=n).astype(np.float32)
+    partner = np.arange(n)
+    for i in range(n):
+        others = np.flatnonzero(classes != classes[i])
+        if len(others):
+            partner[i] = rng.choice(others)
+        else:
+            ratio[i] = 1.0
+    return ratio, partner
+
+
+def between_class(batch: np.ndarray, targets: np.ndarray, rng: np.random.Generator, rate: int):
+    """Between-class learning (Tokozume, Ushiku and Harada, ICLR 2018): each example mixed with one of
+    another class at a ratio r ~ U(0, 1) of their sound pressures. With G1, G2 their loudness in dB,
+    p = 1 / (1 + 10^((G1 - G2) / 20) (1 - r) / r) and the mix (p x1 + (1 - p) x2) / sqrt(p^2 + (1 - p)^2),
+    so that a quiet clip is heard at the share r asks for; its targets are r t1 + (1 - r) t2."""
+    ratio, partner = draw_between_class(rng, targets.argmax(axis=1))
+    loudness = sound_pressure_db(batch, rate)
+    with np.errstate(divide="ignore"):
+        odds = np.where(ratio > 0, (1 - ratio) / np.maximum(ratio, 1e-12), np.inf)
+    p = 1 / (1 + 10 ** ((loudness - loudness[partner]) / 20) * odds)
+    shape = (-1,) + (1,) * (batch.ndim - 1)
+    p = p.reshape(shape)
+    mixed = (p * batch + (1 - p) * batch[partner]) / np.sqrt(p ** 2 + (1 - p) ** 2)
+    return as_dtype(mixed, batch.dtype), mix_targets(targets, ratio, partner)

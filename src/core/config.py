@@ -84,6 +84,10 @@ class Config:
     mask_fraction: float = setting(0.1, "augmentation", "largest share of frames (or bands) one mask covers")
     mixup: float = setting(0.0, "augmentation", "mixup alpha: training clips mixed in pairs with "
                            "Beta(alpha, alpha) weights, labels alike; 0 = off")
+    between_class: bool = setting(False, "augmentation", "wave crops: between-class learning (EnvNet-v2's "
+                                  "pairing): every training crop mixed with one of another class at a ratio "
+                                  "r ~ U(0, 1) of their A-weighted sound pressures, targets r : 1 - r; "
+                                  "instead of mixup")
 
     prediction: str = setting("crop", "inference", "validation and test prediction: crop (one centred / "
                               "first crop) or windows (covering the clip)")
@@ -110,7 +114,10 @@ class Config:
         # An option the run's input cannot take is an error, not a silent no-op.
         from .inputs import INPUT_KINDS
 
-        wave_options = [n for n in ("gain_db", "time_shift", "stretch", "noise_snr") if getattr(self, n)]
+        if self.between_class and self.mixup:
+            raise ValueError("between_class replaces mixup: set mixup to 0 to use it")
+        wave_options = [n for n in ("gain_db", "time_shift", "stretch", "noise_snr", "between_class")
+                        if getattr(self, n)]
         if wave_options and not INPUT_KINDS[self.features].takes_waves:
             raise ValueError(f"{', '.join(wave_options)} augment raw waves; {self.name} reads "
                              f"{self.features} features")

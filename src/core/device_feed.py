@@ -7,8 +7,8 @@ numbers, by the same `crop_plans` and in the same order as the host feed), and t
 shifts, scales and mixes the crops with `keras.ops`. Batches are the host feed's batches, sample for
 sample; only the place where they are made differs.
 
-Takes wave inputs with random crops, random crop lengths, time shift, gain and mixup. Stretch and
-noise stay on the host feed (src.core.generator), which also serves MFCC inputs.
+Takes wave inputs with random crops, random crop lengths, time shift, gain and mixup. Stretch, noise
+and between-class mixing stay on the host feed (src.core.generator), which also serves MFCC inputs.
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def supports(config) -> str | None:
     """Why the device feed cannot take this preset, or None when it can."""
     if not input_kind(config).takes_waves:
         return f"it reads {config.features} input (the device feed cuts raw waves)"
-    unsupported = [name for name in ("stretch", "noise_snr") if getattr(config, name)]
+    unsupported = [name for name in ("stretch", "noise_snr", "between_class") if getattr(config, name)]
     if unsupported:
         return f"{' and '.join(unsupported)} augment on the host"
     return None

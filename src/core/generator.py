@@ -13,7 +13,7 @@ import math
 import keras
 import numpy as np
 
-from .augment import mix
+from .augment import between_class, mix
 from .inputs import InputKind
 
 
@@ -130,11 +130,12 @@ class ClipSequence(Batches):
     def __init__(self, source: InputKind, fnames: list[str], targets: np.ndarray | None = None,
                  batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
                  flags: np.ndarray | None = None, augment=None, min_length: int | None = None,
-                 full_batches: bool | None = None, **pydataset_kwargs):
+                 full_batches: bool | None = None, between_class_rate: int = 0, **pydataset_kwargs):
         super().__init__(fnames, targets, batch_size, train, seed, mixup, flags, min_length, full_batches,
                          **pydataset_kwargs)
         self.source = source
         self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
+        self.between_class_rate = between_class_rate  # the crops' sample rate with between-class mixing, else 0
 
     def __getitem__(self, index: int):
         rows, rng = self.rows(index), self.rng(index)
@@ -149,6 +150,8 @@ class ClipSequence(Batches):
             batch = self.augment(batch, rng)
         if self.train and self.mixup > 0 and targets is not None:
             batch, targets = mix(batch, targets, self.mixup, rng)
+        elif self.train and self.between_class_rate and targets is not None:
+            batch, targets = between_class(batch, targets, rng, self.between_class_rate)
         inputs = self.source.finish(batch)
         if targets is None:
             return inputs
