@@ -345,9 +345,11 @@ def main(argv=None) -> int:
             print(f"{'':<20}stacked: logistic regression on the OOF log-probabilities, strength C chosen by "
                   f"inner cross-validation per outer fold: {row['stack_strengths']}")
     first = report["rows"][0]
-    print(f"(OOF figures over the train clips some fold predicted, of {report['train_clips']}: the others were "
-          f"skipped by the audio cache or are in unfinished folds"
-          + (f"; test figures over the {first['test_rows']} test clips with labels)" if has_test else ")"))
+    covered = min(row["oof_rows"] for row in report["rows"])
+    scope = (f"OOF figures over all {report['train_clips']} train clips" if covered == report["train_clips"] else
+             f"OOF figures over the train clips some fold predicted, of {report['train_clips']}: the others were "
+             f"skipped by the audio cache or are in unfinished folds")
+    print(f"({scope}" + (f"; test figures over the {first['test_rows']} test clips with labels)" if has_test else ")"))
     return 0
 
 

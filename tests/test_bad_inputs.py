@@ -174,7 +174,8 @@ def test_blend_prints_how_many_rows_each_figure_covers(clean_dataset, tmp_path, 
     fake_folds(clean_dataset, tmp_path / "out")
     assert blend.main(["m", "--data-dir", str(clean_dataset), "--out-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "OOF rows" in out and "of 18" in out and "test figures over the 6 test clips" in out
+    assert "OOF rows" in out and "OOF figures over all 18 train clips" in out
+    assert "test figures over the 6 test clips" in out
 
 
 def test_data_stage_runs_on_the_edited_dataset(clean_dataset, capsys):
