@@ -76,11 +76,13 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
     log.info("%s; %s", backend.configure(paths.compile_cache), BACKEND.reason)
     on_gpu = backend.accelerator()
     rows = fold_rows(config, paths, fold)
+    cleaned = 0
     if config.clean_labels != "off":
         from .core.label_cleaning import clean
 
         rows.fit, disputed = clean(config, paths.data_dir, rows.fit, rows.labels, fold)
         atomic_write_csv(disputed, files.cleaned)
+        cleaned = len(disputed)
     keras.utils.set_random_seed(config.seed + fold)
     statistics = rows.train_source.model_statistics(list(rows.fit.fname))
     steps_per_execution = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
@@ -120,7 +122,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
         "val_map3": map_at_k(rows.val.label.map(rows.labels.index).to_numpy(), oof),
         "val_loss": float(min(losses)), "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses),
         "n_train": len(rows.fit), "n_val": len(rows.val), "skipped_train": rows.skipped_train,
-        "cleaned_labels": len(disputed) if config.clean_labels != "off" else 0,
+        "cleaned_labels": cleaned,
         "silent_test": len(rows.silent_test), "backend": keras.backend.backend(),
         "device": "gpu" if on_gpu else "cpu", "feeding": dataclasses.asdict(feeding),
         "feed": "device" if hasattr(fit_seq, "bank") else "host", "steps_per_execution": steps_per_execution,

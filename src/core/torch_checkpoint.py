@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -43,14 +44,12 @@ ALLOWED = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("_codecs", "encode"): codecs.encode,
-    **{("torch", name): (lambda name=name: StorageType(name))() for name in STORAGE_DTYPES},
+    **{("torch", name): StorageType(name) for name in STORAGE_DTYPES},
 }
 
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, archive: zipfile.ZipFile, prefix: str, data: bytes):
-        import io
-
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix = archive, prefix
 
