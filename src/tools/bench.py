@@ -6,6 +6,7 @@ same run so that a noisy machine still gives a meaningful answer.
                                                  # busy share), inference; peak RSS
     KERAS_BACKEND=torch python -m src.bench DATA_DIR --models logmel --precision bfloat16
     python -m src.bench DATA_DIR --repeat 10     # the same on the train list repeated 10 times
+    python -m src.bench DATA_DIR --models logmel --fold-stack 5   # and 5 folds trained as one model
     python -m src.bench DATA_DIR --full-run      # a complete 5-fold 1d + 2d run, timed by stage,
                                                  # against per-batch loading and resampling
 
@@ -166,13 +167,18 @@ def feed_rate(sequence, rounds: int) -> float:
     return len(sequence) * sequence.batch_size / float(np.median(times))
 
 
-def resident(sequence, batches: int = 8):
+def resident(sequence, batches: int = 8, folds: int = 1):
     """A PyDataset as long as `sequence` serving its first batches, made once and kept on the device,
-    in a loop: the training step measured without any feed."""
+    in a loop: the training step measured without any feed. With folds > 1, batches of a FoldStack:
+    each fold's slot a different one of those batches."""
     import keras
     from keras import ops
 
+    from .core.fold_stack import stacked_batch
+
     kept = [tuple(ops.convert_to_tensor(t) for t in sequence[i]) for i in range(min(batches, len(sequence)))]
+    if folds > 1:
+        kept = [stacked_batch([kept[(i + k) % len(kept)] for k in range(folds)]) for i in range(len(kept))]
 
     class Resident(keras.utils.PyDataset):
         def __len__(self):
@@ -183,10 +189,12 @@ def resident(sequence, batches: int = 8):
     return Resident()
 
 
-def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feeding: Feeding | None = None) -> dict:
+def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feeding: Feeding | None = None,
+                   fold_stack: int = 0) -> dict:
     """Samples/s of the feed alone (host and device), the training step alone (batches already on
     the device), and training fed by each feed (the two together, with the GPU busy share), medians
-    of `rounds` epochs after one that compiles; and of inference."""
+    of `rounds` epochs after one that compiles; and of inference. With fold_stack K, also the step
+    alone of K folds stacked into one model (src.core.fold_stack), samples/s of all K together."""
     import keras
 
     from .core import backend
@@ -211,6 +219,10 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
         return len(sequence) * config.batch_size / float(np.median(timer.seconds[1:])), busy.mean, model
 
     result["step"], result["busy step"], model = train_rate(resident(device if device is not None else host))
+    if fold_stack > 1:
+        result["stack"], result["busy stack"] = stack_rate(config, resident(device if device is not None else host,
+                                                                            folds=fold_stack),
+                                                           fold_stack, n_classes, steps, rounds, statistics, result)
     result["host"], result["busy host"], _ = train_rate(host)
     if device is not None:
         result["device"], result["busy device"], _ = train_rate(device)
@@ -220,6 +232,29 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
     model.predict(x[: len(x) // config.batch_size * config.batch_size], batch_size=config.batch_size, verbose=0)
     result["inference"] = len(x) // config.batch_size * config.batch_size / (time.perf_counter() - start)
     return result
+
+
+def stack_rate(config: Config, sequence, folds: int, n_classes: int, steps: int, rounds: int, statistics: dict,
+               result: dict) -> tuple[float, float | None]:
+    """Samples/s (all folds together) and GPU busy share of `folds` networks trained as one FoldStack on
+    `sequence`'s stacked batches."""
+    import keras
+
+    from .core.callbacks import EpochTimer
+    from .core.fold_stack import FoldStack
+    from .models import build_model
+
+    networks = []
+    for k in range(folds):
+        keras.utils.set_random_seed(k)
+        networks.append(build_model(config, n_classes, len(sequence), steps, **statistics))
+    stack = FoldStack(networks)
+    stack.compile_as(networks[0], steps_per_execution=steps)
+    timer = EpochTimer()
+    with GpuBusy() as busy:
+        stack.fit(sequence, epochs=rounds + 1, steps_per_epoch=len(sequence), callbacks=[timer], verbose=0)
+    result["first epochs"].append(round(timer.seconds[0], 1))
+    return len(sequence) * config.batch_size * folds / float(np.median(timer.seconds[1:])), busy.mean
 
 
 def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> float:
@@ -342,6 +377,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, help="PyDataset workers (default: the preset's)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="training precision (default float32)")
+    parser.add_argument("--fold-stack", type=int, default=0, metavar="K",
+                        help="also time the training step of K folds stacked into one model (JAX only; "
+                             "src.core.fold_stack), samples/s of all K together")
     parser.add_argument("--skip-cache", action="store_true", help="skip the audio cache timings")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS fold process")
     parser.add_argument("--json", type=Path, help="also append each model's figures to this JSON-lines file")
@@ -381,12 +419,17 @@ def main(argv=None) -> int:
         fmt = lambda v, w, unit="": f"{v:>{w}.0f}{unit}" if v is not None else f"{'-':>{w + len(unit)}}"
         for name in args.models:
             config = dataclasses.replace(PRESETS[name], precision=args.precision)
-            speed = bench_training(data_dir, config, args.clips, args.rounds, Feeding(workers=args.workers or 1))
+            speed = bench_training(data_dir, config, args.clips, args.rounds, Feeding(workers=args.workers or 1),
+                                   args.fold_stack)
             rss = peak_rss(data_dir, work / "rss", name) if not args.no_rss else None
             print(f"  {name:<7}{fmt(speed['feed host'], 11)}{fmt(speed['feed device'], 9)}{fmt(speed['step'], 12)}"
                   f"{fmt(speed['host'], 10)}{fmt(speed['busy host'], 5, '%')}{fmt(speed.get('device'), 12)}"
                   f"{fmt(speed.get('busy device'), 5, '%')}{fmt(speed['inference'], 11)}{fmt(rss, 6, ' MiB')}"
                   f"   first epochs {speed['first epochs']} s", flush=True)
+            if "stack" in speed:
+                busy = "" if speed["busy stack"] is None else f", GPU busy {speed['busy stack']:.0f}%"
+                print(f"  {'':<7}{args.fold_stack} folds stacked, step alone: {speed['stack']:.0f} samples/s of all "
+                      f"folds together ({speed['stack'] / speed['step']:.2f}x one fold's){busy}", flush=True)
             if args.json:
                 with open(args.json, "a") as out:
                     out.write(json.dumps({"model": name, **info, "precision": args.precision,
