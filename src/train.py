@@ -56,7 +56,7 @@ def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
 
 
 def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None,
-               resume_every: float = 0.0) -> dict:
+               resume_every: float | None = None) -> dict:
     """Train one fold and write its predictions; returns its result record (read back if finished)."""
     files = paths.fold(config.name, fold)
     if files.is_finished() and not force:
@@ -177,7 +177,7 @@ def fold_rows(config: Config, paths: Paths, fold: int) -> FoldRows:
 
 
 def fit(model, fit_seq, val_seq, val_targets: np.ndarray, config: Config, files: FoldFiles,
-        resume: dict | None = None, first_epoch: int = 0, resume_every: float = 0.0):
+        resume: dict | None = None, first_epoch: int = 0, resume_every: float | None = None):
     """Train with validation every epoch, from the start or from a resume state; after every epoch the
     state is saved (a killed fold continues from there). The best epoch's weights end in the model and
     in best.keras. Returns the epoch timer."""
@@ -279,10 +279,10 @@ def train_parser() -> argparse.ArgumentParser:
                         help="with --prepare: also write the fold ids and the model's folders as JSON to FILE "
                              "(what run_folds.sh reads)")
     parser.add_argument("--force", action="store_true", help="retrain a finished fold")
-    parser.add_argument("--resume-every", type=float, default=0.0, metavar="SECONDS",
-                        help="save the state a killed fold resumes from after every epoch (0, the default), or "
-                             "only after an epoch that ends this long after the last save (for sub-second "
-                             "epochs on a GPU)")
+    parser.add_argument("--resume-every", type=float, metavar="SECONDS",
+                        help="save the state a killed fold resumes from after an epoch that ends this long after "
+                             "the last save (0: after every epoch). Default: as often as keeps saving under 5 %% "
+                             "of the time (every epoch on a CPU, every few sub-second epochs on a GPU)")
     return parser
 
 

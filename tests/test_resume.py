@@ -10,7 +10,7 @@ import pandas as pd
 from conftest import ROOT, write_dataset
 
 OPTIONS = ["--model", "1d", "--fold", "0", "--n-folds", "3", "--epochs", "6", "--batch-size", "4",
-           "--crop-seconds", "0.5"]
+           "--crop-seconds", "0.5", "--resume-every", "0"]  # every epoch saved: the kill comes after epoch 2's
 
 
 def train(data_dir, out_dir, **popen):
@@ -46,3 +46,16 @@ def test_a_killed_fold_resumes_to_the_same_result(tmp_path):
     for name in ("oof.csv", "test.csv"):
         assert (done["whole"] / name).read_text() == (done["killed"] / name).read_text()
     assert not (done["killed"] / "resume").exists()       # the resume state goes once the fold is finished
+
+
+def test_the_resume_state_costs_at_most_a_twentieth_of_the_time_by_default():
+    from src.core.callbacks import SAVE_SHARE, FoldCheckpoint
+
+    checkpoint = FoldCheckpoint(files=None, stopping=None, timer=None)
+    assert checkpoint.due(checkpoint.saved)              # the first epoch is saved, however short
+    checkpoint.cost = 0.03                               # a 30 ms save: the next one 0.6 s later at the earliest
+    assert SAVE_SHARE == 0.05
+    assert not checkpoint.due(checkpoint.saved + 0.59) and checkpoint.due(checkpoint.saved + 0.61)
+    every = FoldCheckpoint(files=None, stopping=None, timer=None, every=0)
+    every.cost = 10.0
+    assert every.due(every.saved)                        # --resume-every 0: every epoch, whatever it costs
