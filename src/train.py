@@ -252,11 +252,11 @@ def training_sequence(config: Config, source, fnames, targets: np.ndarray, seed:
 
     common = dict(train=True, seed=seed, mixup=config.mixup, flags=flags,
                   min_length=round(config.min_crop_seconds / config.crop_seconds * source.crop_length))
+    common["between_class_rate"] = config.sample_rate if config.between_class else 0
     if bank is not None:
         return DeviceClipSequence(bank, fnames, targets, config.batch_size, time_shift=config.time_shift,
                                   gain_db=config.gain_db, **common)
     return ClipSequence(source, fnames, targets, config.batch_size, augment=augmentation(config), **common,
-                        between_class_rate=config.sample_rate if config.between_class else 0,
                         **(feeding or Feeding()).pydataset())
 
 

@@ -47,7 +47,26 @@ def test_device_batches_equal_host_batches(clean_dataset, preset, options, shard
         np.testing.assert_array_equal(plain_host[i], np.asarray(plain_device[i][0]))
 
 
+def test_device_between_class_batches_equal_host_batches(clean_dataset):
+    config = dataclasses.replace(PRESETS["envnet"], crop_seconds=1.0, between_class=True)
+    source = model_input(clean_dataset, "train", config, n_jobs=1)
+    fnames = [f for f in source.store.index.fname if source.store.status(f) == "ok"]
+    targets = np.eye(3, dtype=np.float32)[np.arange(len(fnames)) % 3]
+    common = dict(train=True, seed=4, between_class_rate=config.sample_rate)
+    host = ClipSequence(source, fnames, targets, 6, augment=augmentation(config), **common)
+    device = DeviceClipSequence(ClipBank(source), fnames, targets, 6, time_shift=config.time_shift,
+                                gain_db=config.gain_db, **common)
+    for i in range(2 * len(host)):
+        (hx, hy), (dx, dy) = host[i], device[i]
+        dx = np.asarray(dx)
+        assert ((hy > 0) & (hy < 1)).any(axis=1).mean() > 0.9   # mixed, with another class
+        np.testing.assert_allclose(hy, dy, atol=1e-6)
+        # Loudness in float32 on the device, float64 on the host: a sample may round the other way.
+        assert np.abs(hx.astype(int) - dx).max() <= 1 and (hx == dx).mean() > 0.99
+
+
 def test_what_the_device_feed_cannot_take_is_named():
     assert supports(PRESETS["logmel"]) is None and supports(PRESETS["envnet"]) is None
     assert "mfcc" in supports(PRESETS["2d"])
     assert "stretch" in supports(dataclasses.replace(PRESETS["1d"], stretch=0.1))
+    assert supports(dataclasses.replace(PRESETS["envnet"], between_class=True)) is None

@@ -224,10 +224,13 @@ def test_sound_pressure_follows_the_a_weighting():
     assert silent == -80.0
 
 
-def test_between_class_mixes_other_classes_at_the_drawn_ratio_of_sound_pressure(tmp_path):
+@pytest.mark.parametrize("feed", ["host", "device"])
+def test_between_class_mixes_other_classes_at_the_drawn_ratio_of_sound_pressure(tmp_path, feed):
     """Loud 1 kHz clips of class 0 and quiet 250 Hz clips of class 1: in every mix the two are heard
-    (A-weighted level of each component) in the ratio r : 1 - r its targets give."""
+    (A-weighted level of each component) in the ratio r : 1 - r its targets give, cut on the host or
+    on the device."""
     from src.core.augment import a_weighting_db
+    from src.core.device_feed import ClipBank
 
     rate, n = 16000, 8000
     t = np.arange(n) / rate
@@ -246,8 +249,11 @@ def test_between_class_mixes_other_classes_at_the_drawn_ratio_of_sound_pressure(
     from src.train import training_sequence
 
     config = dataclasses.replace(config, sample_rate=rate, batch_size=8)
-    seq = training_sequence(config, WaveInput(store, config), [f"c{k}" for k in range(8)], targets, seed=3)
+    source = WaveInput(store, config)
+    seq = training_sequence(config, source, [f"c{k}" for k in range(8)], targets, seed=3,
+                            bank=ClipBank(source) if feed == "device" else None)
     x, y = seq[0]
+    x = np.asarray(x)
     assert x.dtype == np.int16 and x.shape == (8, n, 1)
     np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-6)
     assert ((y > 0.05) & (y < 0.95)).all()             # every example mixed, always with the other class

@@ -114,23 +114,42 @@ def a_weighting_db(frequencies: np.ndarray, floor_db: float = -80.0) -> np.ndarr
     return np.maximum(20 * np.log10(np.maximum(ra, 1e-300)) + 2.0, floor_db)
 
 
-def sound_pressure_db(batch: np.ndarray, rate: int, floor_db: float = -80.0) -> np.ndarray:
+LOUDNESS_FLOOR_DB = -80.0  # the quietest loudness between-class mixing tells apart (silence)
+
+
+def loudness_frames(length: int, rate: int,
+                    floor_db: float = LOUDNESS_FLOOR_DB) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How EnvNet-v2's between-class learning measures a crop of `length` samples at `rate`: frames of
+    about 0.1 s (n_fft 2048 at 16 kHz, 4096 at 44.1 kHz, as in the paper) at half overlap, as sample
+    indices (frames x n_fft; index `length` past a short crop's end, for a zero sample appended), the
+    Hann window and the A-weights (power) of the rfft bins. Shared by the host and device feeds."""
+    n_fft = 2 ** int(round(np.log2(0.1 * rate)))
+    hop = n_fft // 2
+    starts = np.arange(0, max(length, n_fft) - n_fft + 1, hop)
+    index = np.minimum(starts[:, None] + np.arange(n_fft), length)
+    weights = 10 ** (a_weighting_db(np.fft.rfftfreq(n_fft, 1 / rate), floor_db) / 10)
+    return index, np.hanning(n_fft + 1)[:-1], weights
+
+
+def sound_pressure_db(batch: np.ndarray, rate: int, floor_db: float = LOUDNESS_FLOOR_DB) -> np.ndarray:
     """Each (B, samples, 1) crop's loudness as EnvNet-v2's between-class learning measures it: the
-    largest A-weighted power of its frames (about 0.1 s, Hann window, half overlap), in dB of full scale
-    (int16 crops are scaled to [-1, 1] first), floored at floor_db."""
+    largest A-weighted power of its frames (loudness_frames), in dB of full scale (int16 crops are
+    scaled to [-1, 1] first), floored at floor_db."""
     waves = batch[..., 0].astype(np.float64)
     if np.issubdtype(batch.dtype, np.integer):
         waves /= -float(np.iinfo(batch.dtype).min)
-    n_fft = 2 ** int(round(np.log2(0.1 * rate)))          # 2048 at 16 kHz, 4096 at 44.1 kHz, as in the paper
-    hop = n_fft // 2
-    if waves.shape[1] < n_fft:
-        waves = np.pad(waves, ((0, 0), (0, n_fft - waves.shape[1])))
-    starts = np.arange(0, waves.shape[1] - n_fft + 1, hop)
-    frames = np.stack([waves[:, s:s + n_fft] for s in starts], axis=1) * np.hanning(n_fft + 1)[:-1]
-    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
-    weights = 10 ** (a_weighting_db(np.fft.rfftfreq(n_fft, 1 / rate), floor_db) / 10)
-    loudest = (power * weights).sum(axis=-1).max(axis=1)
+    index, window, weights = loudness_frames(waves.shape[1], rate, floor_db)
+    frames = np.pad(waves, ((0, 0), (0, 1)))[:, index] * window
+    loudest = (np.abs(np.fft.rfft(frames, axis=-1)) ** 2 * weights).sum(axis=-1).max(axis=1)
     return np.maximum(10 * np.log10(np.maximum(loudest, 1e-30)), floor_db)
+
+
+def between_class_share(loudness, partner_loudness, ratio, xp=np):
+    """p of between-class mixing: the weight of each example against its partner's, so that at their
+    loudness (dB) the mix is heard at `ratio` : 1 - ratio. With numpy (xp=np) on the host, keras.ops
+    (xp=ops) on the device."""
+    odds = xp.where(ratio > 0, (1 - ratio) / xp.maximum(ratio, 1e-12), float("inf"))
+    return 1 / (1 + xp.power(10.0, (loudness - partner_loudness) / 20) * odds)
 
 
 def draw_between_class(rng: np.random.Generator, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +175,7 @@ def between_class(batch: np.ndarray, targets: np.ndarray, rng: np.random.Generat
     ratio, partner = draw_between_class(rng, targets.argmax(axis=1))
     loudness = sound_pressure_db(batch, rate)
     with np.errstate(divide="ignore"):
-        odds = np.where(ratio > 0, (1 - ratio) / np.maximum(ratio, 1e-12), np.inf)
-    p = 1 / (1 + 10 ** ((loudness - loudness[partner]) / 20) * odds)
+        p = between_class_share(loudness, loudness[partner], ratio.astype(np.float64))
     shape = (-1,) + (1,) * (batch.ndim - 1)
     p = p.reshape(shape)
     mixed = (p * batch + (1 - p) * batch[partner]) / np.sqrt(p ** 2 + (1 - p) ** 2)

@@ -7,8 +7,8 @@ numbers, by the same `crop_plans` and in the same order as the host feed), and t
 shifts, scales and mixes the crops with `keras.ops`. Batches are the host feed's batches, sample for
 sample; only the place where they are made differs.
 
-Takes wave inputs with random crops, random crop lengths, time shift, gain and mixup. Stretch, noise
-and between-class mixing stay on the host feed (src.core.generator), which also serves MFCC inputs.
+Takes wave inputs with random crops, random crop lengths, time shift, gain, mixup and between-class
+mixing. Stretch and noise stay on the host feed (src.core.generator), which also serves MFCC inputs.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .augment import draw_gains, draw_mix, draw_shifts, mix_targets
+from . import augment
 from .generator import Batches, crop_plans
 from .inputs import WaveInput, input_kind
 
@@ -59,19 +59,23 @@ class ClipBank:
         where = np.array([self._where[f] for f in fnames], np.int64).reshape(-1, 3)
         return where[:, 0], where[:, 1], where[:, 2]
 
-    def cut(self, shard, offset, start, take, before, shift=None, scale=None, partner=None, lam=None):
+    def cut(self, shard, offset, start, take, before, shift=None, scale=None, partner=None, lam=None,
+            ratio=None, analysis=None):
         """(batch, length, 1) int16 crops on the device: `take` samples of each clip from `start`,
         placed `before` samples in, silence around them; then rolled by `shift`, scaled by `scale`
-        and mixed with the batch's `partner` rows by `lam`, each rounded back to int16 as the host
-        feed does. Arguments are host arrays of one value per crop (a few hundred numbers a batch)."""
+        and mixed with the batch's `partner` rows, by mixup's `lam` or, with `ratio` and `analysis`
+        (augment.loudness_frames), between-class at `ratio` of their loudness; each step rounded back to
+        int16 as the host feed does. Arguments are host arrays of one value per crop (a few hundred
+        numbers a batch)."""
         column = lambda values, dtype="int32": None if values is None else np.asarray(values, dtype)[:, None]
         before = np.asarray(before)
         return self._cut(tuple(self.shards), column(shard), column(np.asarray(offset) + start - before),
                          column(before), column(before + np.asarray(take)), column(shift),
                          column(scale, "float32"), None if partner is None else np.asarray(partner, "int32"),
-                         column(lam, "float32"))
+                         column(lam, "float32"), None if ratio is None else np.asarray(ratio, "float32"),
+                         None if analysis is None else tuple(np.asarray(a, "float32") for a in analysis))
 
-    def _cut_on_device(self, shards, shard, base, first, end, shift, scale, partner, lam):
+    def _cut_on_device(self, shards, shard, base, first, end, shift, scale, partner, lam, ratio, analysis):
         length = self.length
         position = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
         if shift is not None:  # np.roll: out[p] = crop[(p - shift) mod length]
@@ -84,10 +88,24 @@ class ClipBank:
             wave = ops.where(mine, ops.take(samples, index), wave)
         if scale is not None:
             wave = _to_int16(ops.cast(wave, "float32") * scale)
-        if partner is not None:
+        if ratio is not None:
+            wave = ops.cast(wave, "float32")
+            loudness = _sound_pressure_db(wave, *analysis)
+            p = ops.expand_dims(augment.between_class_share(loudness, ops.take(loudness, partner), ratio, xp=ops), 1)
+            partners = ops.take(wave, partner, axis=0)
+            wave = _to_int16((p * wave + (1 - p) * partners) / ops.sqrt(p ** 2 + (1 - p) ** 2))
+        elif partner is not None:
             wave = ops.cast(wave, "float32")
             wave = _to_int16(lam * wave + (1 - lam) * ops.take(wave, partner, axis=0))
         return ops.expand_dims(wave, -1)
+
+
+def _sound_pressure_db(wave, index, window, weights):
+    """src.core.augment.sound_pressure_db of (batch, samples) int16-valued crops, on the device."""
+    frames = ops.take(ops.pad(wave / 32768.0, ((0, 0), (0, 1))), ops.cast(index, "int32"), axis=1) * window
+    real, imag = ops.rfft(frames)
+    loudest = ops.max(ops.sum((real ** 2 + imag ** 2) * weights, axis=-1), axis=1)
+    return ops.maximum(10 * ops.log10(ops.maximum(loudest, 1e-30)), augment.LOUDNESS_FLOOR_DB)
 
 
 def _to_int16(values):
@@ -101,28 +119,33 @@ class DeviceClipSequence(Batches):
     def __init__(self, bank: ClipBank, fnames, targets: np.ndarray | None = None, batch_size: int = 64,
                  train: bool = False, seed: int = 0, mixup: float = 0.0, flags: np.ndarray | None = None,
                  min_length: int | None = None, time_shift: float = 0.0, gain_db: float = 0.0,
-                 full_batches: bool | None = None, **pydataset_kwargs):
+                 full_batches: bool | None = None, between_class_rate: int = 0, **pydataset_kwargs):
         super().__init__(fnames, targets, batch_size, train, seed, mixup, flags, min_length, full_batches,
                          **pydataset_kwargs)
         self.bank = bank
         self.shard, self.offset, self.lengths = bank.lookup(self.fnames)
         self.time_shift, self.gain_db = time_shift, gain_db
+        # With between-class mixing: how each crop's loudness is measured (the crops' sample rate's frames).
+        self.analysis = augment.loudness_frames(bank.length, between_class_rate) if between_class_rate else None
 
     def __getitem__(self, index: int):
         rows, rng, train = self.rows(index), self.rng(index), self.train
         start, take, before = crop_plans(self.lengths[rows], self.bank.length, rng, self.min_length or 0)
-        # The host feed's draws, in its order: crop plans, time shift, gain, mixup.
-        shift = scale = partner = lam = None
+        # The host feed's draws, in its order: crop plans, time shift, gain, mixup or between-class.
+        shift = scale = partner = lam = ratio = None
         if train and self.time_shift:
-            shift = draw_shifts(rng, len(rows), self.bank.length, self.time_shift)
+            shift = augment.draw_shifts(rng, len(rows), self.bank.length, self.time_shift)
         if train and self.gain_db:
-            scale = draw_gains(rng, len(rows), self.gain_db)
+            scale = augment.draw_gains(rng, len(rows), self.gain_db)
         targets = None if self.targets is None else self.targets[rows]
         if train and self.mixup > 0 and targets is not None:
-            lam, partner = draw_mix(rng, len(rows), self.mixup)
-            targets = mix_targets(targets, lam, partner)
+            lam, partner = augment.draw_mix(rng, len(rows), self.mixup)
+            targets = augment.mix_targets(targets, lam, partner)
+        elif train and self.analysis is not None and targets is not None:
+            ratio, partner = augment.draw_between_class(rng, targets.argmax(axis=1))
+            targets = augment.mix_targets(targets, ratio, partner)
         inputs = self.bank.cut(self.shard[rows], self.offset[rows], start, take, before, shift, scale,
-                               partner, lam)
+                               partner, lam, ratio, self.analysis if ratio is not None else None)
         if targets is None:
             return (inputs,)  # a tuple: Keras takes a bare array for numpy only
         return inputs, self.with_flags(targets, rows)
@@ -132,7 +155,7 @@ def supports(config) -> str | None:
     """Why the device feed cannot take this preset, or None when it can."""
     if not input_kind(config).takes_waves:
         return f"it reads {config.features} input (the device feed cuts raw waves)"
-    unsupported = [name for name in ("stretch", "noise_snr", "between_class") if getattr(config, name)]
+    unsupported = [name for name in ("stretch", "noise_snr") if getattr(config, name)]
     if unsupported:
         return f"{' and '.join(unsupported)} augment on the host"
     return None
