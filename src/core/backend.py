@@ -139,8 +139,10 @@ def accelerator() -> bool:
 
 
 def steps_per_execution(asked: int, on_gpu: bool) -> int:
-    """Training steps per call into the compiled step: `asked`, or when 0, 8 on a GPU (one host round
-    trip per 8 steps) and 1 on the CPU. PyTorch's Keras trainer takes 1 only."""
+    """Training steps per call of Keras's train function: `asked`, or when 0, 8 on a GPU and 1 on the
+    CPU. TensorFlow compiles them into one loop; Keras's JAX trainer still dispatches each step's
+    compiled function on its own and saves only its per-step bookkeeping (callbacks, logs) between
+    them. PyTorch's Keras trainer takes 1 only."""
     import keras
 
     torch = keras.backend.backend() == "torch"

@@ -170,8 +170,9 @@ class Feeding:
     feed: str = field(default="auto", metadata={"help": "where training crops are cut: host (src.core.generator), "
                       "device (the audio cache on the accelerator, src.core.device_feed) or auto (device on a GPU when "
                       "the preset allows it)"})
-    steps_per_execution: int = field(default=0, metadata={"help": "training steps per call into the compiled "
-                                     "step (fewer host round trips); 0 = auto: 8 on a GPU, 1 on the CPU"})
+    steps_per_execution: int = field(default=0, metadata={"help": "training steps per call of Keras's train "
+                                     "function (TensorFlow compiles them as one loop; under JAX it saves Keras's "
+                                     "per-step bookkeeping only); 0 = auto: 8 on a GPU, 1 on the CPU"})
     workers: int = field(default=1, metadata={"help": "host feed: PyDataset workers"})
     use_multiprocessing: bool = field(default=False, metadata={"help": "host feed: workers are processes"})
     max_queue_size: int = field(default=10, metadata={"help": "host feed: batches prepared ahead of the model"})
