@@ -222,14 +222,20 @@ def predict(model, config: Config, source, fnames, n_classes: int) -> np.ndarray
 
 def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_rows: pd.DataFrame,
           targets: np.ndarray, fold: int, on_gpu: bool):
-    """The training and validation sequences: cut on the accelerator (src.core.device_feed) when the preset
-    asks for it, or on auto with a GPU when the preset allows it; else on the host (src.core.generator)."""
-    from .core.device_feed import ClipBank, DeviceClipSequence, supports
+    """The training and validation sequences: cut on the accelerator (src.core.device_feed) when asked
+    (--feed device), or on auto with a GPU when the preset allows it and the audio cache fits beside
+    training in the process's share of GPU memory; else on the host (src.core.generator)."""
+    from .core import backend
+    from .core.device_feed import ClipBank, DeviceClipSequence, bank_bytes, room_for, supports
     from .core.generator import ClipSequence
 
     why_not = supports(config)
     if feeding.feed == "device" and why_not:
         raise DataError(f"--feed device cannot serve preset {config.name}: {why_not}; use --feed host")
+    if not why_not and (feeding.feed == "device" or (feeding.feed == "auto" and on_gpu)):
+        why_not = room_for(bank_bytes(source), backend.device_memory())
+        if why_not and feeding.feed == "device":
+            raise DataError(f"--feed device: {why_not}; use --feed host")
     flags = _unverified_flags(fit_rows, config)
     if feeding.feed == "device" or (feeding.feed == "auto" and on_gpu and not why_not):
         bank = ClipBank(source)

@@ -7,7 +7,7 @@ import pytest
 
 from src.core.augment import augmentation
 from src.core.config import PRESETS
-from src.core.device_feed import ClipBank, DeviceClipSequence, supports
+from src.core.device_feed import BANK_SHARE, ClipBank, DeviceClipSequence, bank_bytes, room_for, supports
 from src.core.generator import ClipSequence
 from src.core.inputs import model_input
 
@@ -70,3 +70,17 @@ def test_what_the_device_feed_cannot_take_is_named():
     assert "mfcc" in supports(PRESETS["2d"])
     assert "stretch" in supports(dataclasses.replace(PRESETS["1d"], stretch=0.1))
     assert supports(dataclasses.replace(PRESETS["envnet"], between_class=True)) is None
+
+
+def test_the_audio_cache_goes_on_the_gpu_only_where_it_leaves_room_to_train(clean_dataset):
+    from src.core import backend
+
+    source = model_input(clean_dataset, "train", PRESETS["logmel"], n_jobs=1)
+    needed = bank_bytes(source)                           # known before anything is copied to the device
+    assert needed == ClipBank(source).nbytes > 0
+    assert room_for(needed, None) is None                 # no limit known (CPU, TensorFlow): as asked
+    assert room_for(needed, int(needed / BANK_SHARE) + 1) is None
+    # FSDKaggle2018 at 22.05 kHz (about 2.8 GB) in a fifth of a 16 GB GPU: the host feed, and why.
+    why = room_for(2_840_000_000, 16_000_000_000 // 5)
+    assert "2.84 GB" in why and "3.20 GB" in why and "FOLDS_PER_GPU" in why
+    assert backend.device_memory() is None                # this machine has no GPU

@@ -155,3 +155,24 @@ def steps_per_execution(asked: int, on_gpu: bool) -> int:
 def has_tensorflow() -> bool:
     """TensorFlow-only pieces (TensorBoard logs, SavedModel export) need it installed."""
     return installed("tensorflow")
+
+
+def device_memory() -> int | None:
+    """Bytes of GPU memory this process may take (its GPU_SHARE where one is set), or None on the CPU
+    or where the backend does not say (TensorFlow grows its allocation and reports no limit)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return (device.memory_stats() or {}).get("bytes_limit") if device.platform == "gpu" else None
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        share = min(1.0, float(os.environ.get("GPU_SHARE") or 1.0))
+        return int(torch.cuda.get_device_properties(0).total_memory * share)
+    return None

@@ -151,6 +151,26 @@ class DeviceClipSequence(Batches):
         return inputs, self.with_flags(targets, rows)
 
 
+# The audio cache goes on the device only if it leaves the rest of the process's GPU memory to training.
+BANK_SHARE = 0.6
+
+
+def bank_bytes(source: WaveInput) -> int:
+    """Bytes a ClipBank of `source` takes on the device: the stretch of the cache's data file that holds
+    its decodable clips (int16 samples)."""
+    ok = source.store.index[source.store.index.status == "ok"]
+    return 2 * int((ok.offset + ok.length).max() - ok.offset.min()) if len(ok) else 0
+
+
+def room_for(nbytes: int, memory: int | None) -> str | None:
+    """Why a ClipBank of nbytes does not fit beside training in `memory` bytes of GPU memory (this
+    process's share), or None when it does or the memory is unknown."""
+    if memory is None or nbytes <= BANK_SHARE * memory:
+        return None
+    return (f"the audio cache ({nbytes / 1e9:.2f} GB) would take over {BANK_SHARE:.0%} of this process's "
+            f"{memory / 1e9:.2f} GB of GPU memory (fewer fold processes per GPU, FOLDS_PER_GPU, give each more)")
+
+
 def supports(config) -> str | None:
     """Why the device feed cannot take this preset, or None when it can."""
     if not input_kind(config).takes_waves:
