@@ -9,8 +9,8 @@ batches of its own clips; its loss is its own and the stack minimises their sum,
 gradients are those it would get alone.
 
 Inputs and outputs carry the fold axis second: (batch, folds, ...) in, (batch, folds, classes) out.
-`src.bench --fold-stack K` measures whether this pays on a machine. JAX only: tf.vectorized_map and
-torch.vmap do not map Keras's stateless calls.
+`src.bench --fold-stack K` measures whether this pays on a machine. JAX only, the GPU backend: it
+relies on jax.vmap's batching of convolutions, and is tested there alone.
 """
 from __future__ import annotations
 
@@ -65,23 +65,23 @@ class FoldStack(keras.Model):
 
     def set_fold_weights(self, k: int, model: keras.Model) -> None:
         """Fold k's slice of the stack takes `model`'s variables."""
-        for stacked, pick in ((self.stacked_trainable, model.trainable_variables),
-                              (self.stacked_state, model.non_trainable_variables)):
-            for variable, value in zip(stacked, pick, strict=True):
-                whole = ops.convert_to_numpy(variable)
-                whole[k] = ops.convert_to_numpy(value)
-                variable.assign(whole)
+        for stacked, own in self._pairs(model):
+            whole = ops.convert_to_numpy(stacked)
+            whole[k] = ops.convert_to_numpy(own)
+            stacked.assign(whole)
 
     def fold_into(self, k: int, model: keras.Model) -> keras.Model:
         """`model` (the fold's own network) given fold k's current variables, and returned."""
-        for stacked, pick in ((self.stacked_trainable, model.trainable_variables),
-                              (self.stacked_state, model.non_trainable_variables)):
-            for variable, target in zip(stacked, pick, strict=True):
-                target.assign(np.asarray(ops.convert_to_numpy(variable))[k])
+        for stacked, own in self._pairs(model):
+            own.assign(np.asarray(ops.convert_to_numpy(stacked))[k])
         return model
 
+    def _pairs(self, model: keras.Model):
+        """(stacked variable, the model's own variable) of every variable, in stateless_call's order."""
+        yield from zip(self.stacked_trainable, model.trainable_variables, strict=True)
+        yield from zip(self.stacked_state, model.non_trainable_variables, strict=True)
 
-@keras.saving.register_keras_serializable(package="freesound")
+
 class FoldSum(keras.losses.Loss):
     """A per-clip loss of one fold applied to each fold of a stack's (batch, folds, classes) outputs and
     summed over the folds: the mean over the batch is then the sum of the folds' own losses."""
