@@ -387,6 +387,9 @@ def main(argv=None) -> int:
     parser.add_argument("--full-run-epochs", type=int, default=50, help="maximum epochs per fold there")
     parser.add_argument("--kernel-epochs", type=int, default=3, help="epochs of the per-batch comparison")
     args = parser.parse_args(argv)
+    if args.fold_stack > 1 and os.environ.get("KERAS_BACKEND") != "jax":
+        parser.error(f"--fold-stack runs under JAX only (this run: {os.environ.get('KERAS_BACKEND')}); "
+                     f"set KERAS_BACKEND=jax")
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         work = Path(work)
         data_dir = mirror(args.dataset or args.data_dir, work / "data", args.repeat)
