@@ -170,6 +170,12 @@ def test_a_failing_write_names_the_path(clean_dataset, tmp_path, capsys):
     assert "could not write" in capsys.readouterr().err and (out / "predictions").is_file()
 
 
+def test_a_crop_too_short_for_the_network_is_a_message_not_a_traceback(clean_dataset, tmp_path, capsys):
+    assert train.main(["--model", "envnet", "--fold", "0", "--n-folds", "3", "--crop-seconds", "0.5",
+                       "--data-dir", str(clean_dataset), "--out-dir", str(tmp_path)]) == 2
+    assert "envnet needs crops of >= 0.6 s, got 0.5 s; raise --crop-seconds" in capsys.readouterr().err
+
+
 def test_blend_prints_how_many_rows_each_figure_covers(clean_dataset, tmp_path, capsys):
     fake_folds(clean_dataset, tmp_path / "out")
     assert blend.main(["m", "--data-dir", str(clean_dataset), "--out-dir", str(tmp_path / "out")]) == 0

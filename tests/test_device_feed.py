@@ -84,3 +84,17 @@ def test_the_audio_cache_goes_on_the_gpu_only_where_it_leaves_room_to_train(clea
     why = room_for(2_840_000_000, 16_000_000_000 // 5)
     assert "2.84 GB" in why and "3.20 GB" in why and "FOLDS_PER_GPU" in why
     assert backend.device_memory() is None                # this machine has no GPU
+
+
+def test_a_fold_trains_on_device_cut_between_class_batches(clean_dataset, tmp_path):
+    import json
+
+    from src import train
+
+    options = ["--model", "envnet", "--n-folds", "3", "--epochs", "2", "--batch-size", "6", "--crop-seconds", "0.6",
+               "--between-class", "true", "--feed", "device", "--data-dir", str(clean_dataset),
+               "--out-dir", str(tmp_path)]
+    assert train.main([*options, "--prepare"]) == 0
+    assert train.main([*options, "--fold", "0"]) == 0
+    result = json.loads((tmp_path / "predictions" / "envnet" / "fold0" / "result.json").read_text())
+    assert result["feed"] == "device" and result["epochs_run"] == 2 and 0 <= result["val_map3"] <= 1

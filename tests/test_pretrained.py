@@ -89,7 +89,7 @@ def test_missing_weights_say_how_to_install_them(clean_dataset, tmp_path, monkey
 def test_rebuilt_input_must_be_the_pretraining_input():
     from src.models import build_model
 
-    with pytest.raises(ValueError, match="expect sample-rate 44100, n-mels 96; got sample-rate 22050, n-mels 64"):
+    with pytest.raises(DataError, match="expect sample-rate 44100, n-mels 96; got sample-rate 22050, n-mels 64"):
         build_model(dataclasses.replace(PRESETS["aisfx"], sample_rate=22050, n_mels=64), 3)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from keras import layers, ops
 
 from ..core.config import Config
+from ..core.errors import DataError
 from ..core.pretrained import WEIGHTS
 from ..core.torch_checkpoint import read_checkpoint
 from .layers import Int16ToFloat, SfxMel, class_probabilities, spec_mask
@@ -93,12 +94,12 @@ def spectrogram(config: Config):
     """The int16 wave input and the spectrogram the pretrained network reads, (batch, bands, frames, 1)."""
     changed = {k: (getattr(config, k), v) for k, v in PRETRAINED_INPUT.items() if getattr(config, k) != v}
     if changed:
-        raise ValueError("the pretrained aisfx weights expect " + ", ".join(
+        raise DataError("the pretrained aisfx weights expect " + ", ".join(
             f"{k.replace('_', '-')} {v}" for k, (_, v) in changed.items()) + "; got " + ", ".join(
             f"{k.replace('_', '-')} {mine}" for k, (mine, _) in changed.items()))
     frames = config.crop_frames
     if frames < 8:
-        raise ValueError(f"aisfx_cnn pools by 2 three times: it needs >= 8 frames, got {frames}; raise --crop-seconds")
+        raise DataError(f"aisfx_cnn pools by 2 three times: it needs >= 8 frames, got {frames}; raise --crop-seconds")
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
     x = sfx_mel(config)(Int16ToFloat(name="int16_to_float")(inputs))          # (batch, mels, frames)
     return inputs, layers.Reshape((config.n_mels, frames, 1))(x)
