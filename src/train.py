@@ -229,20 +229,18 @@ def feeds(config: Config, feeding: Feeding, source, fit_rows: pd.DataFrame, val_
     from .core.device_feed import ClipBank, DeviceClipSequence, bank_bytes, room_for, supports
     from .core.generator import ClipSequence
 
-    why_not = supports(config)
+    wanted = feeding.feed == "device" or (feeding.feed == "auto" and on_gpu)
+    # The memory check only for a preset the device feed can take, before anything is copied.
+    why_not = supports(config) or (room_for(bank_bytes(source), backend.device_memory()) if wanted else None)
     if feeding.feed == "device" and why_not:
         raise DataError(f"--feed device cannot serve preset {config.name}: {why_not}; use --feed host")
-    if not why_not and (feeding.feed == "device" or (feeding.feed == "auto" and on_gpu)):
-        why_not = room_for(bank_bytes(source), backend.device_memory())
-        if why_not and feeding.feed == "device":
-            raise DataError(f"--feed device: {why_not}; use --feed host")
     flags = _unverified_flags(fit_rows, config)
-    if feeding.feed == "device" or (feeding.feed == "auto" and on_gpu and not why_not):
+    if wanted and not why_not:
         bank = ClipBank(source)
         log.info("device feed: %.2f GB of audio on the %s", bank.nbytes / 1e9, "GPU" if on_gpu else "CPU")
         return (training_sequence(config, source, fit_rows.fname, targets, config.seed + fold, flags, bank=bank),
                 DeviceClipSequence(bank, val_rows.fname, None, config.batch_size, full_batches=True))
-    if feeding.feed == "auto" and on_gpu:
+    if wanted:
         log.info("host feed: %s", why_not)
     return (training_sequence(config, source, fit_rows.fname, targets, config.seed + fold, flags, feeding),
             ClipSequence(source, val_rows.fname, None, config.batch_size, full_batches=True, **feeding.pydataset()))

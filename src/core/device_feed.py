@@ -64,16 +64,16 @@ class ClipBank:
         """(batch, length, 1) int16 crops on the device: `take` samples of each clip from `start`,
         placed `before` samples in, silence around them; then rolled by `shift`, scaled by `scale`
         and mixed with the batch's `partner` rows, by mixup's `lam` or, with `ratio` and `analysis`
-        (augment.loudness_frames), between-class at `ratio` of their loudness; each step rounded back to
-        int16 as the host feed does. Arguments are host arrays of one value per crop (a few hundred
-        numbers a batch)."""
+        (augment.loudness_frames, already on the device), between-class at `ratio` of their loudness;
+        each step rounded back to int16 as the host feed does. The other arguments are host arrays of
+        one value per crop (a few hundred numbers a batch)."""
         column = lambda values, dtype="int32": None if values is None else np.asarray(values, dtype)[:, None]
         before = np.asarray(before)
         return self._cut(tuple(self.shards), column(shard), column(np.asarray(offset) + start - before),
                          column(before), column(before + np.asarray(take)), column(shift),
                          column(scale, "float32"), None if partner is None else np.asarray(partner, "int32"),
                          column(lam, "float32"), None if ratio is None else np.asarray(ratio, "float32"),
-                         None if analysis is None else tuple(np.asarray(a, "float32") for a in analysis))
+                         analysis)
 
     def _cut_on_device(self, shards, shard, base, first, end, shift, scale, partner, lam, ratio, analysis):
         length = self.length
@@ -102,7 +102,7 @@ class ClipBank:
 
 def _sound_pressure_db(wave, index, window, weights):
     """src.core.augment.sound_pressure_db of (batch, samples) int16-valued crops, on the device."""
-    frames = ops.take(ops.pad(wave / 32768.0, ((0, 0), (0, 1))), ops.cast(index, "int32"), axis=1) * window
+    frames = ops.take(ops.pad(wave / 32768.0, ((0, 0), (0, 1))), index, axis=1) * window
     real, imag = ops.rfft(frames)
     loudest = ops.max(ops.sum((real ** 2 + imag ** 2) * weights, axis=-1), axis=1)
     return ops.maximum(10 * ops.log10(ops.maximum(loudest, 1e-30)), augment.LOUDNESS_FLOOR_DB)
@@ -125,8 +125,12 @@ class DeviceClipSequence(Batches):
         self.bank = bank
         self.shard, self.offset, self.lengths = bank.lookup(self.fnames)
         self.time_shift, self.gain_db = time_shift, gain_db
-        # With between-class mixing: how each crop's loudness is measured (the crops' sample rate's frames).
-        self.analysis = augment.loudness_frames(bank.length, between_class_rate) if between_class_rate else None
+        # With between-class mixing: how each crop's loudness is measured (the crops' sample rate's frames),
+        # put on the device once rather than sent with every batch.
+        self.analysis = None
+        if between_class_rate:
+            self.analysis = tuple(ops.convert_to_tensor(a, dtype) for a, dtype in zip(
+                augment.loudness_frames(bank.length, between_class_rate), ("int32", "float32", "float32")))
 
     def __getitem__(self, index: int):
         rows, rng, train = self.rows(index), self.rng(index), self.train
