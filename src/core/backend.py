@@ -64,6 +64,12 @@ def choose(environ=os.environ, has_gpu=None, is_installed=installed) -> Choice:
                      "(see README, 'On a GPU')")
 
 
+def gpu_share() -> float | None:
+    """GPU_SHARE as a number (at most 1), or None when no share is set."""
+    share = os.environ.get("GPU_SHARE")
+    return min(1.0, float(share)) if share else None
+
+
 def select() -> Choice:
     """Apply the choice to this process's environment (before Keras is imported) and return it. Runs
     when the package is imported, before any command's error handling: a bad choice is reported here,
@@ -74,10 +80,10 @@ def select() -> Choice:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
     os.environ["KERAS_BACKEND"] = choice.backend
-    share = os.environ.get("GPU_SHARE")
+    share = gpu_share()
     if share and choice.backend == "jax":
         # Preallocation of a fixed share keeps several fold processes on one GPU from starving each other.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.95 * float(share):.3f}")
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.95 * share:.3f}")
     if choice.backend == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return choice
@@ -91,7 +97,7 @@ def configure(compile_cache: Path | None = None) -> str:
 
     backend = keras.backend.backend()
     notes = []
-    share = os.environ.get("GPU_SHARE")
+    share = gpu_share()
     if backend == "jax":
         import jax
 
@@ -109,7 +115,7 @@ def configure(compile_cache: Path | None = None) -> str:
 
         platform = "gpu" if torch.cuda.is_available() else "cpu"
         if share and platform == "gpu":
-            torch.cuda.set_per_process_memory_fraction(min(1.0, float(share)))
+            torch.cuda.set_per_process_memory_fraction(share)
         notes.append("no persistent compilation cache under torch")
     else:
         import tensorflow as tf
@@ -119,7 +125,7 @@ def configure(compile_cache: Path | None = None) -> str:
         for gpu in gpus:  # grow as needed instead of taking the whole GPU
             tf.config.experimental.set_memory_growth(gpu, True)
     if share and platform == "gpu":
-        notes.append(f"GPU memory share {float(share):.2f}")
+        notes.append(f"GPU memory share {share:.2f}")
     return f"backend {backend} on {platform}" + (f"; {', '.join(notes)}" if notes else "")
 
 
@@ -173,6 +179,5 @@ def device_memory() -> int | None:
 
         if not torch.cuda.is_available():
             return None
-        share = min(1.0, float(os.environ.get("GPU_SHARE") or 1.0))
-        return int(torch.cuda.get_device_properties(0).total_memory * share)
+        return int(torch.cuda.get_device_properties(0).total_memory * (gpu_share() or 1.0))
     return None

@@ -33,14 +33,15 @@ class FoldStack(keras.Model):
             raise ValueError("FoldStack needs one or more networks of the same architecture")
         self.network, self.n_folds = folds[0], len(folds)
 
-        def stacked(pick, trainable):
-            return [self.add_weight(shape=(self.n_folds, *v.shape), dtype=v.dtype, trainable=trainable,
-                                    initializer="zeros", name=f"stacked_{i}_{v.name}")
-                    for i, v in enumerate(pick(folds[0]))]
-        self.stacked_trainable = stacked(lambda m: m.trainable_variables, True)
-        self.stacked_state = stacked(lambda m: m.non_trainable_variables, False)
-        for k, model in enumerate(folds):
-            self.set_fold_weights(k, model)
+        def stacked(per_fold: list[list], trainable: bool) -> list:
+            """One variable per variable of the network, holding every fold's values along axis 0."""
+            return [self.add_weight(shape=(self.n_folds, *values[0].shape), dtype=values[0].dtype,
+                                    trainable=trainable, name=f"stacked_{i}_{values[0].name}",
+                                    initializer=lambda shape, dtype, values=values: np.stack(
+                                        [ops.convert_to_numpy(v) for v in values]).astype(dtype))
+                    for i, values in enumerate(zip(*per_fold))]
+        self.stacked_trainable = stacked([m.trainable_variables for m in folds], True)
+        self.stacked_state = stacked([m.non_trainable_variables for m in folds], False)
 
     def call(self, inputs, training=False):
         network = self.network
@@ -63,23 +64,12 @@ class FoldStack(keras.Model):
         self.compile(optimizer=type(optimizer).from_config(optimizer.get_config()), loss=FoldSum(network.loss),
                      **kwargs)
 
-    def set_fold_weights(self, k: int, model: keras.Model) -> None:
-        """Fold k's slice of the stack takes `model`'s variables."""
-        for stacked, own in self._pairs(model):
-            whole = ops.convert_to_numpy(stacked)
-            whole[k] = ops.convert_to_numpy(own)
-            stacked.assign(whole)
-
     def fold_into(self, k: int, model: keras.Model) -> keras.Model:
         """`model` (the fold's own network) given fold k's current variables, and returned."""
-        for stacked, own in self._pairs(model):
+        for stacked, own in zip([*self.stacked_trainable, *self.stacked_state],
+                                [*model.trainable_variables, *model.non_trainable_variables], strict=True):
             own.assign(np.asarray(ops.convert_to_numpy(stacked))[k])
         return model
-
-    def _pairs(self, model: keras.Model):
-        """(stacked variable, the model's own variable) of every variable, in stateless_call's order."""
-        yield from zip(self.stacked_trainable, model.trainable_variables, strict=True)
-        yield from zip(self.stacked_state, model.non_trainable_variables, strict=True)
 
 
 class FoldSum(keras.losses.Loss):

@@ -209,52 +209,41 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
               "feed device": feed_rate(device, rounds) if device is not None else None}
     from .core.callbacks import EpochTimer
 
-    def train_rate(sequence):
-        keras.utils.set_random_seed(0)
-        model = build_model(config, n_classes, len(sequence), steps, **statistics)
+    def networks(sequence, folds: int) -> list:
+        out = []
+        for k in range(folds):
+            keras.utils.set_random_seed(k)
+            out.append(build_model(config, n_classes, len(sequence), steps, **statistics))
+        return out
+
+    def train_rate(model, sequence, folds: int = 1):
+        """Samples/s (of every fold together) and GPU busy share of `model` trained on `sequence`."""
         timer = EpochTimer()
         with GpuBusy() as busy:
             model.fit(sequence, epochs=rounds + 1, steps_per_epoch=len(sequence), callbacks=[timer], verbose=0)
         result.setdefault("first epochs", []).append(round(timer.seconds[0], 1))
-        return len(sequence) * config.batch_size / float(np.median(timer.seconds[1:])), busy.mean, model
+        return len(sequence) * config.batch_size * folds / float(np.median(timer.seconds[1:])), busy.mean
 
-    result["step"], result["busy step"], model = train_rate(resident(device if device is not None else host))
+    resident_source = device if device is not None else host
+    sequence = resident(resident_source)
+    model = networks(sequence, 1)[0]
+    result["step"], result["busy step"] = train_rate(model, sequence)
     if fold_stack > 1:
-        result["stack"], result["busy stack"] = stack_rate(config, resident(device if device is not None else host,
-                                                                            folds=fold_stack),
-                                                           fold_stack, n_classes, steps, rounds, statistics, result)
-    result["host"], result["busy host"], _ = train_rate(host)
+        from .core.fold_stack import FoldStack
+
+        stacked_sequence = resident(resident_source, folds=fold_stack)
+        stack = FoldStack(networks(stacked_sequence, fold_stack))
+        stack.compile_as(stack.network, steps_per_execution=steps)
+        result["stack"], result["busy stack"] = train_rate(stack, stacked_sequence, fold_stack)
+    result["host"], result["busy host"] = train_rate(networks(host, 1)[0], host)
     if device is not None:
-        result["device"], result["busy device"], _ = train_rate(device)
+        result["device"], result["busy device"] = train_rate(networks(device, 1)[0], device)
     x = np.concatenate([host[i][0] for i in range(len(host))])
     model.predict(x[: config.batch_size], batch_size=config.batch_size, verbose=0)
     start = time.perf_counter()
     model.predict(x[: len(x) // config.batch_size * config.batch_size], batch_size=config.batch_size, verbose=0)
     result["inference"] = len(x) // config.batch_size * config.batch_size / (time.perf_counter() - start)
     return result
-
-
-def stack_rate(config: Config, sequence, folds: int, n_classes: int, steps: int, rounds: int, statistics: dict,
-               result: dict) -> tuple[float, float | None]:
-    """Samples/s (all folds together) and GPU busy share of `folds` networks trained as one FoldStack on
-    `sequence`'s stacked batches."""
-    import keras
-
-    from .core.callbacks import EpochTimer
-    from .core.fold_stack import FoldStack
-    from .models import build_model
-
-    networks = []
-    for k in range(folds):
-        keras.utils.set_random_seed(k)
-        networks.append(build_model(config, n_classes, len(sequence), steps, **statistics))
-    stack = FoldStack(networks)
-    stack.compile_as(networks[0], steps_per_execution=steps)
-    timer = EpochTimer()
-    with GpuBusy() as busy:
-        stack.fit(sequence, epochs=rounds + 1, steps_per_epoch=len(sequence), callbacks=[timer], verbose=0)
-    result["first epochs"].append(round(timer.seconds[0], 1))
-    return len(sequence) * config.batch_size * folds / float(np.median(timer.seconds[1:])), busy.mean
 
 
 def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> float:
