@@ -9,12 +9,12 @@ usage() {
   cat <<'TXT'
 usage: ./run_folds.sh MODEL [--cluster ADDRESS] [FOLD ...] [-- TRAIN_OPTIONS ...]
 
-  MODEL          a preset of src.core.config (1d, 2d, logmel, envnet)
+  MODEL          a preset of src.base.config (1d, 2d, logmel, envnet)
   FOLD ...       folds to train (default: all folds in data/folds.csv)
   TRAIN_OPTIONS  passed to every `python -m src.train` (e.g. --epochs 20 --data-dir data --force)
   --cluster ADDRESS
                  send the folds to the Dask scheduler at ADDRESS (tcp://HOST:8786) instead of local
-                 processes: one fold per worker offering GPU=1 (see `python -m src.cluster --help`)
+                 processes: one fold per worker offering GPU=1 (see `python -m src.tools.cluster --help`)
 
 Environment:
   PYTHON      interpreter (default: python3)
@@ -55,7 +55,7 @@ root=$(cd "$(dirname "$0")" && pwd) || exit 2
 export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
 
 if [[ -n $cluster ]]; then  # the same fold job, scheduled by Dask instead of this script
-  exec "$PYTHON" -m src.cluster "$cluster" --model "$model" ${THREADS_SET:+--threads "$THREADS"} \
+  exec "$PYTHON" -m src.tools.cluster "$cluster" --model "$model" ${THREADS_SET:+--threads "$THREADS"} \
     ${folds[@]+--folds "${folds[@]}"} -- "${options[@]}"
 fi
 
@@ -132,7 +132,7 @@ for fold in "${folds[@]}"; do
 done
 while (( ${#fold_of[@]} )); do reap; done
 
-"$PYTHON" -m src.core.runs "$plan" "$status_file"
+"$PYTHON" -m src.training.runs "$plan" "$status_file"
 code=$?
 rm -f "$status_file"
 exit $code

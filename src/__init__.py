@@ -1,17 +1,11 @@
 """Freesound audio tagging: data -> audio cache -> features -> train -> blend -> inspect -> predict -> export.
 
-src/ holds the stages (one module each), src/tools/ the commands around them, src/core/ the library and
-src/models/ the networks; `python -m src` lists them.
+src/ holds the stages (one module each) and, below them, the library in layers that import downwards
+only: training <- feeds, models <- dataset <- base (docs/architecture.md, checked by import-linter).
+src/tools/ holds the commands around the stages; `python -m src` lists them all.
 """
-from pathlib import Path
+from .base import backend
 
-from .core.backend import select
-
-ROOT = Path(__file__).resolve().parent.parent  # the checkout: run_folds.sh and data/demo live here
-
-# The tools keep their commands (`python -m src.bench`, ...) while living in src/tools/: the package
-# looks for its modules there too.
-__path__.append(str(Path(__file__).resolve().parent / "tools"))
-
-# Before any module of the package imports Keras: the backend is chosen here, once (src/core/backend.py).
-BACKEND = select()
+# Before any module of the package imports Keras: the backend is chosen here, once. Never raises: a
+# command that needs Keras reports a failed choice (backend.current()).
+backend.select()

@@ -23,11 +23,11 @@ def main() -> None:
     print("The pipeline, in order (./run_folds.sh MODEL runs `train` for every fold):")
     for k, module in enumerate(STAGES, 1):
         print(f"  {k}. python -m src.{module:<12} {summary(module)}")
-    print("Around it (src/tools/):")
+    print("Around it:")
     for module in TOOLS:
-        print(f"     python -m src.{module:<12} {summary(module)}")
-    print("Tools: src/tools/; library: src/core/ (layout, inputs, feeds, backend, ...); networks: src/models/;\n"
-          "see docs/architecture.md")
+        print(f"     python -m src.tools.{module:<9} {summary(module)}")
+    print("The library, in layers that import downwards only: src/training/ <- src/feeds/, src/models/ <- "
+          "src/dataset/ <- src/base/;\nsee docs/architecture.md")
 
 
 if __name__ == "__main__":

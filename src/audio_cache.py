@@ -1,5 +1,5 @@
 """Stage 2, audio cache: every clip decoded once, resampled and packed as int16. One flat file per
-split and rate, read by offset (src/core/audio.py, src/core/store.py).
+split and rate, read by offset (src/dataset/audio.py, src/dataset/store.py).
 
     python -m src.audio_cache --rates 16000 44100 [--data-dir data]
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from .core import cli
-from .core.audio import build
+from .base import cli
+from .dataset.audio import build
 
 
 @cli.command

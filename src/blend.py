@@ -12,7 +12,6 @@ each row holds exactly three distinct training labels.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import sys
@@ -22,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import cli
-from .core.errors import DataError
-from .core.layout import Dataset, Paths, atomic_write_csv
-from .core.metrics import geometric_mean, map_at_k, top_k
+from .base import cli
+from .base.errors import DataError
+from .base.files import atomic_write_csv
+from .base.layout import Paths
+from .base.metrics import geometric_mean, map_at_k, top_k
+from .dataset.tables import Dataset
+from .training.fold_files import fold_files, trained_models
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     """Read every finished fold of one model; DataError when folds are missing (unless allowed) or
     the predictions do not match this dataset."""
     expected = sorted(dataset.folds().fold.unique())
-    finished = [k for k in expected if paths.fold(name, k).is_finished()]
+    finished = [k for k in expected if fold_files(paths, name, k).is_finished()]
     missing = [k for k in expected if k not in finished]
     if not finished or (missing and not allow_partial):
         raise DataError(f"{name}: fold(s) {' '.join(map(str, missing))} of {len(expected)} are not "
@@ -59,7 +61,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     position = pd.Series(np.arange(len(train)), index=train.fname)
     tests, minutes = [], 0.0
     for k in finished:
-        files = paths.fold(name, k)
+        files = fold_files(paths, name, k)
         result = files.read_result()
         minutes += result.get("minutes", 0.0)
         fold_oof = files.read_probabilities(files.oof, labels)
@@ -80,7 +82,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
 
 
 def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
-    configs = {k: dataclasses.asdict(paths.fold(name, k).read_config()) for k in folds}
+    configs = {k: fold_files(paths, name, k).read_config().to_dict() for k in folds}
     first = configs[folds[0]]
     for k, config in configs.items():
         differ = sorted(key for key in first if first[key] != config[key])
@@ -314,7 +316,7 @@ def main(argv=None) -> int:
                         "the models' OOF probabilities, inner cross-validation; written as stack_<models>.csv)")
     args = parser.parse_args(argv)
     paths = cli.paths(args)
-    models = args.models or paths.trained_models()
+    models = args.models or trained_models(paths)
     if not models:
         raise DataError(f"no finished folds under {paths.predictions_dir}: train some first "
                         f"(./run_folds.sh MODEL -- --out-dir {paths.out_dir}).")

@@ -17,9 +17,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .core import cli
-from .core.errors import DataError
-from .core.layout import SPLITS, audio_dir, class_names, load_test, load_test_labels, load_train, row_number
+from .base import cli
+from .base.errors import DataError
+from .base.layout import SPLITS, audio_dir
+from .dataset.tables import class_names, load_test, load_test_labels, load_train, row_number
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from .core import cli
-from .core.config import Config
-from .core.errors import DataError
-from .core.layout import Paths
+from .base import backend, cli
+from .base.config import Config
+from .base.errors import SetupError
+from .base.layout import Paths
 from .predict import load_members
 
 
@@ -27,10 +27,10 @@ def inference_model(config: Config, fold_models: list):
     import keras
     from keras import ops
 
-    from .core.inputs import input_kind
+    from .models import front_end
 
     audio = keras.Input(shape=(config.crop_samples,), name="audio")
-    inputs = input_kind(config).front_end(config)(audio)
+    inputs = front_end(config)(audio)
     # Each fold gets a name of its own: the models all share their network's name.
     folds = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold{k}") for k, m in enumerate(fold_models)]
     logs = [ops.log(ops.maximum(fold(inputs), 1e-7)) for fold in folds]
@@ -41,10 +41,8 @@ def inference_model(config: Config, fold_models: list):
 
 def export(paths: Paths, preset: str, out: Path) -> Path:
     """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json."""
-    from .core.backend import has_tensorflow
-
-    if not has_tensorflow():
-        raise DataError("src.export writes a TensorFlow SavedModel, which needs TensorFlow: "
+    if not backend.has_tensorflow():
+        raise SetupError("src.export writes a TensorFlow SavedModel, which needs TensorFlow: "
                         "pip install tensorflow (any backend may stay the one that trains). The fold "
                         "models themselves (predictions/MODEL/fold*/best.keras) load on any backend.")
     member = load_members(paths, [preset])[0]

@@ -1,5 +1,5 @@
 """Stage 3, features: the audio cache and the features one preset reads, built. The input kinds are
-in src/core/inputs.py.
+in src/dataset/inputs.py.
 
     python -m src.features --model 2d [--data-dir data]
 """
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from .core import cli
-from .core.config import add_config_arguments, config_from_args
-from .core.inputs import model_input
+from .base import cli
+from .base.config import add_config_arguments, config_from_args
+from .dataset.inputs import model_input
 
 
 @cli.command

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .base import cli
+from .base.metrics import geometric_mean, per_row_precision, top_k
 from .blend import load_model_predictions
-from .core import cli
-from .core.layout import Dataset, with_folds
-from .core.metrics import geometric_mean, per_row_precision, top_k
+from .dataset.folds import with_folds
+from .dataset.tables import Dataset
 
 
 def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str]) -> pd.DataFrame:

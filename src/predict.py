@@ -21,11 +21,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .core import audio as audio_cache
-from .core import cli
-from .core.config import Config
-from .core.errors import DataError
-from .core.metrics import geometric_mean
+from .base import cli
+from .base.config import Config
+from .base.errors import DataError
+from .base.metrics import geometric_mean
+from .dataset import audio as audio_cache
+from .dataset.inputs import input_kind
+from .training.fold_files import finished_folds, fold_files, trained_models
+from .training.inference import combine_windows, predict_padded, windows
 
 
 @dataclass
@@ -40,12 +43,12 @@ class Member:
 def load_members(paths, names: list[str] | None = None, allow_partial: bool = False) -> list[Member]:
     """Every fold model of the named presets (default: all under predictions/); DataError when a
     preset's folds are not all finished (unless allowed) or a model file is refused."""
-    names = names or paths.trained_models()
+    names = names or trained_models(paths)
     if not names:
         raise DataError(f"no trained folds under {paths.predictions_dir}: run ./run_folds.sh first")
     members = []
     for name in names:
-        folds = [paths.fold(name, k) for k in paths.finished_folds(name)]
+        folds = [fold_files(paths, name, k) for k in finished_folds(paths, name)]
         if not folds:
             raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}")
         config, labels = folds[0].read_config(), folds[0].labels()
@@ -77,9 +80,6 @@ def _load(path: Path):
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The preset's inputs for every window of a clip, and each window's (start, end) in seconds."""
-    from .core.inference import windows
-    from .core.inputs import input_kind
-
     kind = input_kind(config)
     rows, seconds_per_row = kind.rows(audio_cache.resample(samples, rate, config.sample_rate), config)
     length, pad_row = kind.crop_layout(config)
@@ -95,8 +95,6 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
     over folds and models), and per-window probabilities with each window's span in seconds. Windows
     follow the first model; another model joins the per-window blend where its windows have the same
     spans."""
-    from .core.inference import combine_windows, predict_padded
-
     samples, rate, note = audio_cache.decode(path)
     if len(samples) == 0:
         raise ValueError("no samples")

@@ -6,7 +6,7 @@ conv (no bias) + batch norm + ReLU, 64 to 512 channels, 2x2 max pooling after th
 over mel bands, then the max over time gives a 512-d embedding. It was trained on about 2.3 s of
 44.1 kHz audio as 96-band mel spectrograms (src.models.layers.SfxMel), on commercial sound-effect
 libraries, so it has heard nothing of Freesound. Rebuilt here with keras, its weights read from the
-installed package's checkpoint without torch (src.core.torch_checkpoint); a new dropout + softmax
+installed package's checkpoint without torch (src.models.torch_checkpoint); a new dropout + softmax
 head on the embedding.
 
 tests/reference/ holds the package's own outputs on fixed inputs, which the rebuilt network must give.
@@ -17,11 +17,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from ..core.config import Config
-from ..core.errors import DataError
-from ..core.pretrained import WEIGHTS
-from ..core.torch_checkpoint import read_checkpoint
+from ..base.config import Config
+from ..base.errors import UsageError
 from .layers import Int16ToFloat, SfxMel, class_probabilities, spec_mask
+from .pretrained import WEIGHTS
+from .torch_checkpoint import read_checkpoint
 
 # What the pretrained weights were trained on; a preset must keep it.
 PRETRAINED_INPUT = {"sample_rate": 44100, "n_fft": 2048, "hop_length": 1024, "n_mels": 96}
@@ -67,7 +67,7 @@ def load_weights(model: keras.Model, state: dict) -> None:
 
 
 def pretrained_state() -> dict:
-    """The installed aisfx checkpoint's state dict (numpy arrays); a DataError saying how to install it
+    """The installed aisfx checkpoint's state dict (numpy arrays); a SetupError saying how to install it
     when absent."""
     state, _datasets = read_checkpoint(WEIGHTS["aisfx"].path())
     return state
@@ -94,12 +94,12 @@ def spectrogram(config: Config):
     """The int16 wave input and the spectrogram the pretrained network reads, (batch, bands, frames, 1)."""
     changed = {k: (getattr(config, k), v) for k, v in PRETRAINED_INPUT.items() if getattr(config, k) != v}
     if changed:
-        raise DataError("the pretrained aisfx weights expect " + ", ".join(
+        raise UsageError("the pretrained aisfx weights expect " + ", ".join(
             f"{k.replace('_', '-')} {v}" for k, (_, v) in changed.items()) + "; got " + ", ".join(
             f"{k.replace('_', '-')} {mine}" for k, (mine, _) in changed.items()))
     frames = config.crop_frames
     if frames < 8:
-        raise DataError(f"aisfx_cnn pools by 2 three times: it needs >= 8 frames, got {frames}; raise --crop-seconds")
+        raise UsageError(f"aisfx_cnn pools by 2 three times: it needs >= 8 frames, got {frames}; raise --crop-seconds")
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
     x = sfx_mel(config)(Int16ToFloat(name="int16_to_float")(inputs))          # (batch, mels, frames)
     return inputs, layers.Reshape((config.n_mels, frames, 1))(x)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..core.config import Config
+from ..base.config import Config
 from .layers import MinMaxScale, class_probabilities
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..core.config import Config
-from ..core.errors import DataError
+from ..base.config import Config
+from ..base.errors import UsageError
 from .layers import Int16ToFloat, class_probabilities
 
 
@@ -24,7 +24,7 @@ def _conv_bn_relu(x, conv):
 def envnet(config: Config, n_classes: int) -> keras.Model:
     pool = max(1, config.sample_rate // 200)                   # 10 ms of the first conv's output
     if config.crop_samples // 2 // pool < 60:
-        raise DataError(f"envnet needs crops of >= 0.6 s, got {config.crop_seconds} s; raise --crop-seconds")
+        raise UsageError(f"envnet needs crops of >= 0.6 s, got {config.crop_seconds} s; raise --crop-seconds")
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
     x = ops.expand_dims(Int16ToFloat(name="int16_to_float")(inputs), -1)
     x = _conv_bn_relu(x, layers.Conv1D(40, 8, strides=2, use_bias=False))

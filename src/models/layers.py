@@ -6,8 +6,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from ..core.audio import INT16_SCALE
-from ..core.config import Config
+from ..base.config import Config
+from ..base.pcm import INT16_SCALE
 
 
 @keras.saving.register_keras_serializable(package="freesound")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..core.config import Config
-from ..core.errors import DataError
+from ..base.config import Config
+from ..base.errors import UsageError
 from .layers import Int16ToFloat, class_probabilities, log_mel, spec_mask
 
 
 def logmel_cnn(config: Config, n_classes: int) -> keras.Model:
     frames = 1 + config.crop_samples // config.hop_length
     if config.n_mels < 16 or frames < 16:
-        raise DataError(f"logmel_cnn pools by 2 four times: it needs >= 16 mel bands and >= 16 frames, "
+        raise UsageError(f"logmel_cnn pools by 2 four times: it needs >= 16 mel bands and >= 16 frames, "
                          f"got {config.n_mels} x {frames}; raise --n-mels or --crop-seconds")
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
     x = log_mel(config)(Int16ToFloat(name="int16_to_float")(inputs))          # (batch, mels, frames)

@@ -1,7 +1,7 @@
 """The training loss and metric that know which clips are unverified.
 
 A training target row may carry one column more than the network has classes: the clip's unverified
-flag (1 = manually_verified is 0), appended by the feeds after mixup (src.core.generator). Validation
+flag (1 = manually_verified is 0), appended by the feeds after mixup (src.feeds). Validation
 targets have no flag column. Registered, so saved models load anywhere."""
 from __future__ import annotations
 

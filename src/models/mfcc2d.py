@@ -5,8 +5,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..core.config import Config
-from ..core.errors import DataError
+from ..base.config import Config
+from ..base.errors import UsageError
 from .layers import class_probabilities, spec_mask
 
 
@@ -16,7 +16,7 @@ def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
     frames). Per-coefficient normalisation by the fold's training statistics is its first layer,
     so a saved model carries its own statistics."""
     if config.crop_frames < 16 or config.n_mfcc < 16:
-        raise DataError(f"mfcc2d pools by 2 four times: it needs >= 16 MFCCs and >= 16 frames, "
+        raise UsageError(f"mfcc2d pools by 2 four times: it needs >= 16 MFCCs and >= 16 frames, "
                          f"got {config.n_mfcc} x {config.crop_frames}; raise --crop-seconds or --n-mfcc")
     inputs = keras.Input(shape=(config.n_mfcc, config.crop_frames, 1), name="mfcc")
     x = inputs

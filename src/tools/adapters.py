@@ -1,9 +1,9 @@
 """Other single-label clip datasets written in the competition layout. train.csv, audio_train/,
 sample_submission.csv, audio_test/, the audio linked instead of copied.
 
-    python -m src.adapters esc50 ESC-50-master data/esc50        # its 5 predefined folds become `fold`
-    python -m src.adapters folders speech_commands data/speech   # label/clip.wav folders
-    python -m src.adapters csv my_clips.csv data/mine            # rows of path,label[,fold]
+    python -m src.tools.adapters esc50 ESC-50-master data/esc50        # its 5 predefined folds become `fold`
+    python -m src.tools.adapters folders speech_commands data/speech   # label/clip.wav folders
+    python -m src.tools.adapters csv my_clips.csv data/mine            # rows of path,label[,fold]
 
 Then train as usual: `./run_folds.sh 2d -- --data-dir data/esc50`. ESC-50 has no test split, so its
 runs report OOF MAP@3 and accuracy only. For folder trees, Speech Commands' testing_list.txt becomes
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import audio as audio_cache
-from .core import cli
-from .core.errors import DataError
-from .core.layout import atomic_write_csv, audio_dir
+from ..base import cli
+from ..base.errors import DataError
+from ..base.files import atomic_write_csv
+from ..base.layout import audio_dir
+from ..dataset import audio as audio_cache
 
 
 def _link(target: Path, link: Path) -> None:
@@ -116,7 +117,7 @@ def from_csv(csv_path: Path, out: Path) -> pd.DataFrame:
 
 @cli.command
 def main(argv=None) -> int:
-    parser = cli.parser("python -m src.adapters", __doc__, data_dir=False, out_dir=False)
+    parser = cli.parser("python -m src.tools.adapters", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("kind", choices=["esc50", "folders", "csv"])
     parser.add_argument("source", type=Path, help="the dataset's folder, or the CSV file for `csv`")
     parser.add_argument("out", type=Path, help="where to write the competition layout")

@@ -2,12 +2,12 @@
 alone, the training step alone and the two together, on any machine. Figures are printed, with ratios measured in the
 same run so that a noisy machine still gives a meaningful answer.
 
-    python -m src.bench DATA_DIR                 # cache; feed alone, step alone, both together (GPU
+    python -m src.tools.bench DATA_DIR                 # cache; feed alone, step alone, both together (GPU
                                                  # busy share), inference; peak RSS
-    KERAS_BACKEND=torch python -m src.bench DATA_DIR --models logmel --precision bfloat16
-    python -m src.bench DATA_DIR --repeat 10     # the same on the train list repeated 10 times
-    python -m src.bench DATA_DIR --models logmel --fold-stack 5   # and 5 folds trained as one model
-    python -m src.bench DATA_DIR --full-run      # a complete 5-fold 1d + 2d run, timed by stage,
+    KERAS_BACKEND=torch python -m src.tools.bench DATA_DIR --models logmel --precision bfloat16
+    python -m src.tools.bench DATA_DIR --repeat 10     # the same on the train list repeated 10 times
+    python -m src.tools.bench DATA_DIR --models logmel --fold-stack 5   # and 5 folds trained as one model
+    python -m src.tools.bench DATA_DIR --full-run      # a complete 5-fold 1d + 2d run, timed by stage,
                                                  # against per-batch loading and resampling
 
 Works on a mirror of DATA_DIR in a temporary folder (symbolic links to its audio, a fresh cache), so
@@ -28,12 +28,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..base import backend, cli
+from ..base.config import PRESETS, Config, Feeding
+from ..base.errors import DataError
+from ..base.layout import Paths, audio_dir
+from ..dataset import audio as audio_cache
+from ..dataset.inputs import model_input
+from ..dataset.tables import Dataset, class_names, load_train, one_hot
+from ..feeds.crops import crop_or_pad
+from ..training.fold_files import finished_folds, fold_files
 from . import ROOT
-from .core import audio as audio_cache
-from .core import cli
-from .core.config import PRESETS, Config, Feeding
-from .core.errors import DataError
-from .core.layout import Paths, audio_dir, class_names, load_train
+
+# The modules that import Keras (seconds to load) are imported in the functions that train.
 
 # --- setup ---------------------------------------------------------------------------------------
 
@@ -137,19 +143,18 @@ def _sync(x) -> None:
 def _feeds(data_dir: Path, config: Config, feeding: Feeding, clips: int):
     """The preset's training sequences over up to `clips` clips: host feed, and device feed when the
     preset allows it (None otherwise)."""
-    from .core.device_feed import ClipBank, supports
-    from .core.inputs import model_input
-    from .train import training_sequence
+    from ..feeds.device import ClipBank, supports
+    from ..feeds.fold_feeds import training_batches
 
     train = load_train(data_dir)
     labels = class_names(train)
     source = model_input(data_dir, "train", config)
     ok = train[train.fname.map(lambda f: source.store.status(f) == "ok")].head(clips)
-    targets = np.eye(len(labels), dtype=np.float32)[ok.label.map(labels.index)]
-    host = training_sequence(config, source, ok.fname, targets, 0, feeding=feeding)
+    targets = one_hot(labels, ok.label)
+    host = training_batches(config, source, ok.fname, targets, 0, feeding=feeding)
     device = None
     if supports(config) is None:
-        device = training_sequence(config, source, ok.fname, targets, 0, bank=ClipBank(source))
+        device = training_batches(config, source, ok.fname, targets, 0, bank=ClipBank(source))
     statistics = source.model_statistics(list(ok.fname))
     return host, device, len(labels), statistics
 
@@ -174,7 +179,7 @@ def resident(sequence, batches: int = 8, folds: int = 1):
     import keras
     from keras import ops
 
-    from .core.fold_stack import stacked_batch
+    from ..training.fold_stack import stacked_batch
 
     kept = [tuple(ops.convert_to_tensor(t) for t in sequence[i]) for i in range(min(batches, len(sequence)))]
     if folds > 1:
@@ -194,11 +199,10 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
     """Samples/s of the feed alone (host and device), the training step alone (batches already on
     the device), and training fed by each feed (the two together, with the GPU busy share), medians
     of `rounds` epochs after one that compiles; and of inference. With fold_stack K, also the step
-    alone of K folds stacked into one model (src.core.fold_stack), samples/s of all K together."""
+    alone of K folds stacked into one model (src.training.fold_stack), samples/s of all K together."""
     import keras
 
-    from .core import backend
-    from .models import build_model
+    from ..models import build_model
 
     feeding = feeding or Feeding()
     host, device, n_classes, statistics = _feeds(data_dir, config, feeding, clips)
@@ -207,7 +211,7 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
     result = {"clips": len(host) * host.batch_size, "steps_per_execution": steps,
               "feed host": feed_rate(host, rounds),
               "feed device": feed_rate(device, rounds) if device is not None else None}
-    from .core.callbacks import EpochTimer
+    from ..training.callbacks import EpochTimer
 
     def networks(sequence, folds: int) -> list:
         out = []
@@ -229,7 +233,7 @@ def bench_training(data_dir: Path, config: Config, clips: int, rounds: int, feed
     model = networks(sequence, 1)[0]
     result["step"], result["busy step"] = train_rate(model, sequence)
     if fold_stack > 1:
-        from .core.fold_stack import FoldStack
+        from ..training.fold_stack import FoldStack
 
         stacked_sequence = resident(resident_source, folds=fold_stack)
         stack = FoldStack(networks(stacked_sequence, fold_stack))
@@ -267,7 +271,6 @@ def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray
     import keras
     import librosa
 
-    from .core.generator import crop_or_pad
 
     class KernelStyle(keras.utils.PyDataset):
         def __len__(self):
@@ -292,17 +295,16 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     `epochs` epochs after a first one that traces the model."""
     import keras
 
-    from .core.callbacks import EpochTimer
-    from .core.generator import ClipSequence
-    from .core.inputs import model_input
-    from .data import load_folds, with_folds
-    from .models import build_model
+    from ..feeds.host import ClipSequence
+    from ..models import build_model
+    from ..training.callbacks import EpochTimer
 
     config = PRESETS["1d"]
-    train = with_folds(load_train(data_dir), load_folds(data_dir, n_folds=5))
-    labels = class_names(train)
+    dataset = Dataset.load(data_dir)
+    labels = dataset.labels
+    train = dataset.train_with_folds(n_folds=5)
     rows = train[train.fold != 0]
-    targets = np.eye(len(labels), dtype=np.float32)[rows.label.map(labels.index)]
+    targets = one_hot(labels, rows.label)
     source = model_input(data_dir, "train", config)
     feeds = {"cache": ClipSequence(source, rows.fname, targets, config.batch_size, train=True, seed=0),
              "per-batch kaiser_fast": kernel_style_sequence(data_dir, list(rows.fname), targets, config)}
@@ -342,7 +344,7 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
         print(f"  {name:<12}{seconds / 60:7.1f} min")
     for preset in ("1d", "2d"):
         run = Paths(data_dir, out)
-        results = [run.fold(preset, k).read_result() for k in run.finished_folds(preset)]
+        results = [fold_files(run, preset, k).read_result() for k in finished_folds(run, preset)]
         split = {key: sum(r[key] for r in results) for key in ("fit_minutes", "predict_minutes", "minutes")}
         print(f"  {preset} folds: fit {split['fit_minutes']:.1f} min, predict {split['predict_minutes']:.1f} min, "
               f"setup {split['minutes'] - split['fit_minutes'] - split['predict_minutes']:.1f} min "
@@ -355,8 +357,9 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
 
 # --- report --------------------------------------------------------------------------------------
 
+@cli.command
 def main(argv=None) -> int:
-    parser = cli.parser("python -m src.bench", __doc__, out_dir=False)
+    parser = cli.parser("python -m src.tools.bench", __doc__, out_dir=False)
     parser.add_argument("dataset", type=Path, nargs="?", help="the same as --data-dir (kept for older scripts)")
     parser.add_argument("--models", nargs="+", default=["1d", "2d"], choices=sorted(PRESETS))
     parser.add_argument("--repeat", type=int, default=1, help="repeat the train list N times (default 1)")
@@ -368,7 +371,7 @@ def main(argv=None) -> int:
                         help="training precision (default float32)")
     parser.add_argument("--fold-stack", type=int, default=0, metavar="K",
                         help="also time the training step of K folds stacked into one model (JAX only; "
-                             "src.core.fold_stack), samples/s of all K together")
+                             "src.training.fold_stack), samples/s of all K together")
     parser.add_argument("--skip-cache", action="store_true", help="skip the audio cache timings")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS fold process")
     parser.add_argument("--json", type=Path, help="also append each model's figures to this JSON-lines file")
@@ -382,8 +385,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         work = Path(work)
         data_dir = mirror(args.dataset or args.data_dir, work / "data", args.repeat)
-        from .core import backend
-        # The compilation cache: the same step built again is not compiled again.
+            # The compilation cache: the same step built again is not compiled again.
         backend.configure(Paths(out_dir=work).compile_cache)
         info = machine()
         print(f"machine: {info['cores']} cores, GPU: {info['gpu']}, backend {info['backend']} "

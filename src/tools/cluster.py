@@ -1,7 +1,7 @@
 """One preset's folds trained on a Dask cluster. The same fold job as run_folds.sh, one fold per GPU worker.
 
     ./run_folds.sh 2d --cluster tcp://HOST:8786 [FOLD ...] [-- TRAIN_OPTIONS]
-    python -m src.cluster tcp://HOST:8786 --model 2d [--folds 0 1] [--copy-back] [-- TRAIN_OPTIONS]
+    python -m src.tools.cluster tcp://HOST:8786 --model 2d [--folds 0 1] [--copy-back] [-- TRAIN_OPTIONS]
 
 Needs `pip install -r requirements-cluster.txt` here and on every worker. Workers run from a checkout
 of this repository (same commit), one per GPU, started with `--nthreads 1 --resources GPU=1` and their
@@ -29,11 +29,14 @@ import time
 import uuid
 from pathlib import Path
 
+from ..base import cli
+from ..base.config import config_from_args
+from ..base.errors import DataError
+from ..base.layout import Paths
+from ..train import train_parser
+from ..training.fold_files import FoldFiles, fold_files
+from ..training.runs import summarise
 from . import ROOT
-from .core import cli
-from .core.config import config_from_args
-from .core.errors import DataError
-from .core.layout import FoldFiles, Paths
 
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
 
@@ -93,7 +96,7 @@ def check_storage(client, paths: Paths, shared: bool) -> None:
             if blind:
                 raise DataError(f"worker(s) {', '.join(blind)} cannot see {folder}: put it on storage "
                                 f"every worker mounts at the same path, or copy data/ to the workers and "
-                                f"run with --copy-back (see `python -m src.cluster --help`)")
+                                f"run with --copy-back (see `python -m src.tools.cluster --help`)")
         return
     data = (ROOT / paths.data_dir).resolve()
     names = [str(p.relative_to(data)) for p in [data / "folds.csv", *sorted((data / "cache").rglob("index.csv"))]]
@@ -130,8 +133,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
     import joblib
     from distributed import Client, as_completed
 
-    from .core.runs import summarise
-    from .train import prepare, train_parser
+    from ..training.fold import prepare  # with Keras (seconds to load)
 
     args = train_parser().parse_args([*train_argv, "--prepare"])
     config, paths = config_from_args(args), Paths(args.data_dir, args.out_dir)
@@ -150,10 +152,10 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
         folds = all_folds if folds is None else folds
         if "--force" in train_argv:
             for fold in folds:
-                paths.fold(config.name, fold).result.unlink(missing_ok=True)
+                fold_files(paths, config.name, fold).result.unlink(missing_ok=True)
         log_dir = paths.log_dir(config.name)
         log_dir.mkdir(parents=True, exist_ok=True)
-        todo = [f for f in folds if not paths.fold(config.name, f).is_finished()]
+        todo = [f for f in folds if not fold_files(paths, config.name, f).is_finished()]
         print(f"{config.name}: {len(todo)} fold(s) on {len(offered)} worker(s) of {address}"
               + (f"; {len(folds) - len(todo)} already finished" if len(todo) < len(folds) else ""))
         futures = {client.submit(run_fold, worker_argv, config.name, paths, f, threads, copy_back,
@@ -171,7 +173,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
             with open(log_dir / f"fold{fold}.log", "a") as log_file:  # after any earlier attempt's log
                 log_file.write(f"=== attempt on {record['host']}\n{record['log']}")
             if record["files"]:
-                paths.fold(config.name, fold).receive(record["files"])
+                fold_files(paths, config.name, fold).receive(record["files"])
             status.append(f"{fold} {record['code']} {int(record['seconds'])}")
             print(f"fold {fold} " + ("done" if record["code"] == 0 else
                                      f"FAILED (exit {record['code']}): see {log_dir / f'fold{fold}.log'}")
@@ -189,7 +191,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, train_argv = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    parser = cli.parser("python -m src.cluster", __doc__, data_dir=False, out_dir=False)
+    parser = cli.parser("python -m src.tools.cluster", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("address", help="the Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--model", required=True, help="the preset to train")
     parser.add_argument("--folds", type=int, nargs="*", help="folds to train (default: all)")

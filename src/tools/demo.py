@@ -2,7 +2,7 @@
 validate the data, build the audio cache, train the 1d, 2d and logmel folds with run_folds.sh,
 inspect, blend.
 
-    python -m src.demo            # about 4 minutes on 2 CPU cores; writes under runs/demo/
+    python -m src.tools.demo            # about 4 minutes on 2 CPU cores; writes under runs/demo/
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..base import cli
+from ..base.errors import DataError
 from . import ROOT
-from .core import cli
-from .core.errors import DataError
 
 # The kernel's two nets and the strongest preset, logmel: 30 epochs instead of its 80, its cosine
 # schedule run to the end as in the preset (early stopping cut it short on the demo's folds).
@@ -30,8 +30,9 @@ def run(command: list[str]) -> None:
                         f"output above says why.")
 
 
+@cli.command
 def main(argv=None) -> int:
-    parser = cli.parser("python -m src.demo", __doc__, data_dir=False, out_dir=False)
+    parser = cli.parser("python -m src.tools.demo", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("--data-dir", default="data/demo", help="default: data/demo")
     parser.add_argument("--out-dir", default="runs/demo", help="default: runs/demo")
     parser.add_argument("--folds", type=int, default=3, help="StratifiedKFold splits (default: 3)")

@@ -1,6 +1,6 @@
 """A dataset report before training on it. Markdown with plots, for any dataset in the competition layout.
 
-    python -m src.explore --data-dir data            # writes report/report.md and PNGs (under --out-dir)
+    python -m src.tools.explore --data-dir data            # writes report/report.md and PNGs (under --out-dir)
 
 Covers clips per label split by manually_verified, clip lengths per label and for train vs test, the
 sample rates / channels / sample formats found, silent and clipped clips, duplicates by content
@@ -17,9 +17,10 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .core import cli
-from .core.audio import INT16_SCALE
-from .core.layout import audio_dir, class_names, load_test, load_train
+from ..base import cli
+from ..base.layout import audio_dir
+from ..base.pcm import INT16_SCALE
+from ..dataset.tables import class_names, load_test, load_train
 
 SILENT_DBFS = -60.0     # a clip whose loudest 50 ms window is quieter than this is called silent
 CLIPPED_SHARE = 0.001   # a clip with more than this share of samples at full scale is called clipped
@@ -149,7 +150,7 @@ def _save(fig, path: Path) -> None:
 
 @cli.command
 def main(argv=None) -> int:
-    parser = cli.parser("python -m src.explore", __doc__)
+    parser = cli.parser("python -m src.tools.explore", __doc__)
     parser.add_argument("--out", type=Path, help="report folder (default: OUT_DIR/report)")
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
-"""What run_folds.sh (and src.cluster) share with Python: the plan of a run of folds, handed over as
+"""What run_folds.sh (and src.tools.cluster) share with Python: the plan of a run of folds, handed over as
 JSON in a file, and the table that closes the run.
 
-    python -m src.core.runs PLAN STATUS_FILE     # run_folds.sh's closing table; exit 1 if a fold failed
+    python -m src.training.runs PLAN STATUS_FILE     # run_folds.sh's closing table; exit 1 if a fold failed
 """
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import json
 import sys
 from pathlib import Path
 
-from .layout import Paths
+from ..base import cli
+from ..base.files import atomic_write
+from ..base.layout import Paths
+from .fold_files import fold_files
 
 
 def write_plan(path: Path, paths: Paths, name: str, folds: list[int]) -> None:
     """The fold ids and folders of a run (`python -m src.train --prepare --plan FILE`)."""
-    Path(path).write_text(json.dumps({
+    atomic_write(path, json.dumps({
         "name": name, "folds": folds, "data_dir": str(paths.data_dir), "out_dir": str(paths.out_dir),
         "model_dir": str(paths.model_dir(name)), "log_dir": str(paths.log_dir(name))}) + "\n")
 
@@ -27,7 +30,7 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
     print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val MAP@3':>10}{'minutes':>9}")
     all_ok = True
     for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
-        files = paths.fold(preset, int(fold))
+        files = fold_files(paths, preset, int(fold))
         finished = code == "0" and files.is_finished()
         score = f"{files.read_result()['val_map3']:.4f}" if finished else "-"
         status = "ok" if finished else f"failed({code})"
@@ -36,6 +39,7 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
     return all_ok
 
 
+@cli.command
 def main(argv=None) -> int:
     plan_file, status_file = (sys.argv[1:] if argv is None else argv)
     plan = json.loads(Path(plan_file).read_text())

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generator import ClipSequence, crop_or_pad
-from .inputs import InputKind
+from ..base.metrics import geometric_mean
+from ..dataset.inputs import InputKind
+from ..feeds.crops import crop_or_pad
 
 
 def window_starts(n: int, length: int, hop: int) -> list[int]:
@@ -38,8 +39,8 @@ def predict_padded(model, inputs, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))[:n]
 
 
-def predict_sequence(model, sequence: ClipSequence) -> np.ndarray:
-    """Predictions for every clip of a non-training sequence made with full_batches=True."""
+def predict_sequence(model, sequence) -> np.ndarray:
+    """Predictions for every clip of a non-training sequence (src.feeds) made with full_batches=True."""
     return np.asarray(model.predict(sequence, verbose=0))[:len(sequence.fnames)]
 
 
@@ -61,6 +62,4 @@ def predict_clips(model, source: InputKind, fnames: list[str], batch_size: int =
 
 def combine_windows(probs: np.ndarray, combine: str = "mean") -> np.ndarray:
     """One clip's probabilities from those of its windows: their mean, or their geometric mean."""
-    from .metrics import geometric_mean
-
     return probs.mean(axis=0) if combine == "mean" else geometric_mean([p[None] for p in probs])[0]

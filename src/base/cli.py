@@ -1,6 +1,6 @@
 """The command-line skeleton every stage and tool shares: a parser made from the module's docstring
-with the path flags, logging set up once, and one error style for bad input (a paragraph naming the
-file, row and fix on stderr, exit status 2)."""
+with the path flags, logging set up once, and one error style for what the user must fix (a paragraph naming
+the file, row or setting and the fix on stderr, exit status 2)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import DataError
+from .errors import CommandError
 from .layout import Paths
 
 LOG_FORMAT = dict(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -36,15 +36,15 @@ def paths(args: argparse.Namespace) -> Paths:
 
 
 def command(main):
-    """A command's main: logging set up once, and a DataError reported as its message on stderr with
-    exit status 2 (never a traceback)."""
+    """A command's main: logging set up once, and a CommandError (bad data, bad usage, a missing piece of
+    setup) reported as its message on stderr with exit status 2 (never a traceback)."""
     @functools.wraps(main)
     def run(argv=None) -> int:
         if not logging.getLogger().handlers:
             logging.basicConfig(**LOG_FORMAT)
         try:
             return main(argv)
-        except DataError as error:
+        except CommandError as error:
             print(error, file=sys.stderr)
             return 2
     return run

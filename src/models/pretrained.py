@@ -1,13 +1,13 @@
 """Pretrained weights that travel inside PyPI packages: which file of which package, how to install
 it, and whose work it is. No model hub is needed; the files are read without the package's own code
-(src.core.torch_checkpoint), so neither it nor torch is imported."""
+(src.models.torch_checkpoint), so neither it nor torch is imported."""
 from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from ..base.errors import SetupError
 
 REQUIREMENTS = "requirements-pretrained.txt"
 
@@ -27,17 +27,17 @@ class Weights:
         return f"pip install --no-deps {self.package}=={self.version}"
 
     def path(self) -> Path:
-        """The installed checkpoint; a DataError saying how to install it when it is absent."""
+        """The installed checkpoint; a SetupError saying how to install it when it is absent."""
         try:
             distribution = importlib.metadata.distribution(self.package)
         except importlib.metadata.PackageNotFoundError:
-            raise DataError(f"the pretrained weights ({self.credit}, {self.license}) come with the "
+            raise SetupError(f"the pretrained weights ({self.credit}, {self.license}) come with the "
                             f"{self.package} package, which is not installed. Install them with "
                             f"`pip install --no-deps -r {REQUIREMENTS}` (that is: `{self.install}`), "
                             f"then run the same command again.") from None
         path = Path(distribution.locate_file(self.file))
         if not path.is_file():
-            raise DataError(f"{self.package} {distribution.version} is installed but holds no {self.file} "
+            raise SetupError(f"{self.package} {distribution.version} is installed but holds no {self.file} "
                             f"(looked for {path}); reinstall it with `{self.install} --force-reinstall`.")
         return path
 

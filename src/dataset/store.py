@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
+
+from ..base.files import atomic_write, atomic_write_csv
 
 INDEX_COLUMNS = ["fname", "offset", "length", "status", "note", "source_size", "source_mtime"]
 
@@ -39,7 +42,7 @@ class PackedStore:
             if saved != params:
                 raise ValueError(f"{params_path} was made with {saved}, not {params}: delete {self.root}.")
         else:
-            params_path.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+            atomic_write(params_path, json.dumps(params, indent=2, sort_keys=True) + "\n")
         self.params = params
         self.data_path = self.root / "data.bin"
         self.index_path = self.root / "index.csv"
@@ -99,9 +102,7 @@ class PackedStore:
             os.close(fd)
         new = pd.DataFrame(self._pending, columns=INDEX_COLUMNS).set_index("fname", drop=False)
         self.index = pd.concat([self.index.drop(new.index, errors="ignore"), new])
-        tmp = self.index_path.with_name("index.csv.tmp")
-        self.index.to_csv(tmp, index=False)
-        tmp.replace(self.index_path)
+        atomic_write_csv(self.index, self.index_path)
         self._pending = []
         self._lookup = self._sources = None
         if self._fd == -1:  # the data file did not exist when a read last looked
@@ -148,6 +149,25 @@ class PackedStore:
     def __del__(self, _close=os.close):  # bound now: at interpreter exit the os global may be gone
         if getattr(self, "_fd", None) not in (None, -1):
             _close(self._fd)
+
+
+def derive(store: PackedStore, source: PackedStore, folder: Path, compute, desc: str, chunk: int = 256) -> None:
+    """Bring `store`, made from `source` clip by clip (features, embeddings), up to date: every clip that
+    is new, changed, or whose status changed in `source`. `compute(fnames)` gives the rows of each
+    decodable clip, in order; clips `source` skipped are recorded as skipped. Flushed every `chunk` clips,
+    so an interrupted build keeps what it made."""
+    todo = [f for f in source.index.fname if store.needs(f, folder / f) or store.status(f) != source.status(f)]
+    with tqdm(total=len(todo), unit="clip", desc=desc, disable=None if todo else True) as bar:
+        for first in range(0, len(todo), chunk):
+            part = todo[first:first + chunk]
+            made = iter(compute([f for f in part if source.status(f) == "ok"]))
+            for fname in part:
+                if source.status(fname) == "ok":
+                    store.append(fname, next(made), folder / fname)
+                else:
+                    store.append(fname, None, folder / fname, status="skipped", note=source.index.at[fname, "note"])
+            store.flush()
+            bar.update(len(part))
 
 
 def write_rows(path: Path, byte_offset: int, rows: np.ndarray) -> None:

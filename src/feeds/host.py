@@ -1,10 +1,10 @@
-"""Stage 4, generator: batches of crops from the cached inputs for Keras (a PyDataset, Keras 3's
-`keras.utils.Sequence`).
+"""Batches of crops cut on the host from the cached inputs for Keras (a PyDataset, Keras 3's
+`keras.utils.Sequence`), and the batch order both feeds share.
 
 Training batches take a random crop of long clips and pad short ones at a random offset, and the
 order is reshuffled every epoch. Validation and test batches are the same every time: long clips give
-their first crop, short clips are padded evenly on both sides (src.core.inference predicts over windows
-covering each whole clip instead). Augmentation: src.core.augment.
+their first crop, short clips are padded evenly on both sides (src.training.inference predicts over
+windows covering each whole clip instead). Augmentation: src.feeds.augment.
 """
 from __future__ import annotations
 
@@ -13,47 +13,9 @@ import math
 import keras
 import numpy as np
 
-from .augment import between_class, mix
-from .inputs import InputKind
-
-
-def crop_plans(lengths, length: int, rng: np.random.Generator | None = None,
-               min_take: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which rows of clips of `lengths` rows fill crops of `length` rows, for a whole batch at once:
-    arrays of (first clip row, rows taken, rows of padding before them). Long clips: a random crop
-    with rng, else the first. Short clips: padded at a random offset with rng, else centred. With rng
-    and min_take, each crop's own length is random too (min_take to length rows, the rest padded:
-    random crop lengths). The one place that decides where a crop comes from, for the host feed and
-    the device feed alike."""
-    n = np.asarray(lengths, np.int64)
-    if rng is None:
-        take = np.minimum(n, length)
-        return np.zeros_like(n), take, (length - take) // 2
-    wanted = rng.integers(min_take, length + 1, size=len(n)) if min_take else length
-    take = np.minimum(n, wanted)
-    return rng.integers(0, n - take + 1), take, rng.integers(0, length - take + 1)
-
-
-def crop_plan(n: int, length: int, rng: np.random.Generator | None = None,
-              min_take: int = 0) -> tuple[int, int, int]:
-    """crop_plans for one clip of n rows."""
-    return tuple(int(v[0]) for v in crop_plans([n], length, rng, min_take))
-
-
-def place(rows: np.ndarray, before: int, pad_row: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Fill out (length x width) with pad_row, then rows from index `before`, then pad_row again."""
-    out[:before] = pad_row
-    out[before:before + len(rows)] = rows
-    out[before + len(rows):] = pad_row
-    return out
-
-
-def crop_or_pad(clip: np.ndarray, length: int, pad_row: np.ndarray,
-                rng: np.random.Generator | None = None) -> np.ndarray:
-    """Exactly `length` rows of an in-memory clip, by crop_plan."""
-    start, take, before = crop_plan(len(clip), length, rng)
-    out = np.empty((length, len(pad_row)), pad_row.dtype)
-    return place(clip[start:start + take].reshape(-1, len(pad_row)), before, pad_row, out)
+from ..dataset.inputs import InputKind
+from .augment import NO_AUGMENTATION, Augmentation, between_class, mix
+from .crops import crop_plans, place
 
 
 class Batches(keras.utils.PyDataset):
@@ -65,16 +27,16 @@ class Batches(keras.utils.PyDataset):
     Keras's epoch callbacks run relative to a prefetching iterator (TensorFlow's tf.data starts the
     next epoch's batches before on_epoch_end). Fit them with steps_per_epoch=len(sequence)."""
 
-    def __init__(self, fnames, targets: np.ndarray | None, batch_size: int, train: bool, seed: int,
-                 mixup: float, flags: np.ndarray | None, min_length: int | None,
-                 full_batches: bool | None, **pydataset_kwargs):
+    def __init__(self, fnames, targets: np.ndarray | None = None, batch_size: int = 64, *, train: bool = False,
+                 seed: int = 0, augmentation: Augmentation = NO_AUGMENTATION, flags: np.ndarray | None = None,
+                 full_batches: bool | None = None, **pydataset_kwargs):
         # workers, use_multiprocessing and max_queue_size belong to PyDataset itself.
         super().__init__(**pydataset_kwargs)
         self.fnames = list(fnames)
         self.targets = None if targets is None else np.asarray(targets, np.float32)
-        self.batch_size, self.train, self.seed, self.mixup = batch_size, train, seed, mixup
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.augmentation = augmentation if train else NO_AUGMENTATION
         self.flags = None if flags is None else np.asarray(flags, np.float32)
-        self.min_length = min_length  # training crops of random length from here to the crop length
         self.full_batches = train if full_batches is None else full_batches
         self.first_epoch = 0
         self._orders: dict[int, np.ndarray] = {}
@@ -125,33 +87,29 @@ class Batches(keras.utils.PyDataset):
 
 class ClipSequence(Batches):
     """(inputs, one-hot targets[ + an unverified-flag column]) batches for training, or inputs alone for
-    prediction, cut on the host from the cached inputs."""
+    prediction, cut on the host from the cached inputs (Batches says the rest of the arguments)."""
 
-    def __init__(self, source: InputKind, fnames: list[str], targets: np.ndarray | None = None,
-                 batch_size: int = 64, train: bool = False, seed: int = 0, mixup: float = 0.0,
-                 flags: np.ndarray | None = None, augment=None, min_length: int | None = None,
-                 full_batches: bool | None = None, between_class_rate: int = 0, **pydataset_kwargs):
-        super().__init__(fnames, targets, batch_size, train, seed, mixup, flags, min_length, full_batches,
-                         **pydataset_kwargs)
+    def __init__(self, source: InputKind, fnames, targets: np.ndarray | None = None, batch_size: int = 64,
+                 **batches):
+        super().__init__(fnames, targets, batch_size, **batches)
         self.source = source
-        self.augment = augment  # a function (batch, rng) -> batch, applied to training batches
-        self.between_class_rate = between_class_rate  # the crops' sample rate with between-class mixing, else 0
+        self.wave_steps = self.augmentation.wave_steps()  # a function (batch, rng) -> batch, or None
 
     def __getitem__(self, index: int):
-        rows, rng = self.rows(index), self.rng(index)
+        rows, rng, augmentation = self.rows(index), self.rng(index), self.augmentation
         store, length = self.source.store, self.source.crop_length
-        plans = crop_plans([store.length(self.fnames[i]) for i in rows], length, rng, self.min_length or 0)
+        plans = crop_plans([store.length(self.fnames[i]) for i in rows], length, rng, augmentation.min_length)
         batch = np.empty((len(rows), length, len(self.source.pad_row)), self.source.dtype)
         # Only the rows of each crop are read from the cache, never the whole clip.
         for out, i, start, take, before in zip(batch, rows, *plans):
             place(store.read(self.fnames[i], int(start), int(take)), int(before), self.source.pad_row, out)
         targets = None if self.targets is None else self.targets[rows]
-        if self.train and self.augment is not None:
-            batch = self.augment(batch, rng)
-        if self.train and self.mixup > 0 and targets is not None:
-            batch, targets = mix(batch, targets, self.mixup, rng)
-        elif self.train and self.between_class_rate and targets is not None:
-            batch, targets = between_class(batch, targets, rng, self.between_class_rate)
+        if self.wave_steps is not None:
+            batch = self.wave_steps(batch, rng)
+        if augmentation.mixup > 0 and targets is not None:
+            batch, targets = mix(batch, targets, augmentation.mixup, rng)
+        elif augmentation.between_class_rate and targets is not None:
+            batch, targets = between_class(batch, targets, rng, augmentation.between_class_rate)
         inputs = self.source.finish(batch)
         if targets is None:
             return inputs

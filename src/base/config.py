@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .networks import NETWORKS, network
+from .errors import UsageError
+from .networks import INPUTS, NETWORKS, network
 
 GROUPS = {"input": "input and network", "training": "training", "augmentation": "augmentation (training only)",
           "inference": "validation and test prediction"}
@@ -32,7 +31,7 @@ class Config:
     name: str = field(default="1d", metadata={"help": "run name: the folder under predictions/"})
     preset: str = field(default="1d", metadata={"help": "the preset the run starts from"})
 
-    network: str = setting("conv1d", "input", "network (src/core/networks.py; it decides the input): conv1d, envnet "
+    network: str = setting("conv1d", "input", "network (src/base/networks.py; it decides the input): conv1d, envnet "
                            "(raw wave), logmel_cnn (wave, mel spectrogram in the model) or mfcc2d (cached MFCCs)")
     sample_rate: int = setting(16000, "input", "rate the audio cache is resampled to, Hz")
     crop_seconds: float = setting(2.0, "input", "length of each training / prediction crop, seconds")
@@ -112,13 +111,11 @@ class Config:
         if not 0 <= self.drop_unverified < 1 or not 0 <= self.stretch < 1 or not 0 <= self.time_shift <= 1:
             raise ValueError("drop_unverified and stretch must be in [0, 1), time_shift in [0, 1]")
         # An option the run's input cannot take is an error, not a silent no-op.
-        from .inputs import INPUT_KINDS
-
         if self.between_class and self.mixup:
             raise ValueError("between_class replaces mixup: set mixup to 0 to use it")
         wave_options = [n for n in ("gain_db", "time_shift", "stretch", "noise_snr", "between_class")
                         if getattr(self, n)]
-        if wave_options and not INPUT_KINDS[self.features].takes_waves:
+        if wave_options and not INPUTS[self.features].takes_waves:
             raise ValueError(f"{', '.join(wave_options)} augment raw waves; {self.name} reads "
                              f"{self.features} features")
         if (self.time_masks or self.freq_masks) and not network(self.network).masks:
@@ -137,21 +134,21 @@ class Config:
 
     @property
     def features(self) -> str:
-        """The input kind its network reads (src.features.INPUT_KINDS)."""
+        """The input kind its network reads (src.base.networks.INPUTS)."""
         return network(self.network).input
 
     @property
     def early_stopping_patience(self) -> int:
         return self.epochs if self.patience is None else self.patience
 
-    def to_json(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, path: Path) -> Config:
+    def from_dict(cls, saved: dict, source: str = "a saved config") -> Config:
         """A saved config; also one written by earlier versions (run name in `preset`, the input kind
         in `features`, feeding settings among the rest)."""
-        saved = json.loads(Path(path).read_text())
+        saved = dict(saved)
         features = saved.pop("features", None)
         if "name" not in saved:
             saved["name"] = saved["preset"]
@@ -159,7 +156,7 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         config = cls(**{k: v for k, v in saved.items() if k in known})
         if features not in (None, config.features):
-            raise ValueError(f"{path}: network {config.network} reads {config.features} input, not {features}")
+            raise ValueError(f"{source}: network {config.network} reads {config.features} input, not {features}")
         return config
 
 
@@ -167,8 +164,8 @@ class Config:
 class Feeding:
     """How batches reach the model: never what it learns, so flags of a run rather than of a preset."""
 
-    feed: str = field(default="auto", metadata={"help": "where training crops are cut: host (src.core.generator), "
-                      "device (the audio cache on the accelerator, src.core.device_feed) or auto (device on a GPU when "
+    feed: str = field(default="auto", metadata={"help": "where training crops are cut: host (src.feeds.host), "
+                      "device (the audio cache on the accelerator, src.feeds.device) or auto (device on a GPU when "
                       "the preset allows it)"})
     steps_per_execution: int = field(default=0, metadata={"help": "training steps per call of Keras's train "
                                      "function (TensorFlow compiles them as one loop; under JAX it saves Keras's "
@@ -254,9 +251,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     try:
         return dataclasses.replace(PRESETS[args.model], **overrides)
     except ValueError as error:  # options that contradict each other or the preset
-        from .errors import DataError
-
-        raise DataError(f"--model {args.model} with these options: {error}") from None
+        raise UsageError(f"--model {args.model} with these options: {error}") from None
 
 
 def feeding_from_args(args: argparse.Namespace) -> Feeding:

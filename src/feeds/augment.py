@@ -1,31 +1,59 @@
-"""Training augmentation of raw-wave crops on the host: gain, time shift, stretch, noise, mixup and
-between-class learning.
-Each draws its random numbers from the batch's generator, in the order `augmentation` applies them
-(src.core.device_feed draws the same numbers for the crops it cuts on the accelerator). SpecAugment masks
-are a model layer (src.models.layers.SpecMask)."""
+"""Training augmentation of crops: random crop lengths, and for raw waves gain, time shift, stretch,
+noise, mixup and between-class learning. `Augmentation` is what a preset asks for, read by both feeds.
+
+Each step draws its random numbers from the batch's generator, in the order `Augmentation.wave_steps`
+applies them (src.feeds.device draws the same numbers for the crops it cuts on the accelerator).
+SpecAugment masks are a model layer (src.models.layers.SpecMask)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from .config import Config
+from ..base.config import Config
 
 
-def augmentation(config: Config):
-    """The preset's waveform augmentation as one function (batch, rng) -> batch, or None. (SpecAugment
-    masks live in the model: src.models.layers.SpecMask.)"""
-    steps = [partial(f, **{name: value}) for f, name, value in (
-        (stretch, "amount", config.stretch), (time_shift, "fraction", config.time_shift),
-        (gain, "max_db", config.gain_db), (add_noise, "min_snr", config.noise_snr)) if value]
-    if not steps:
-        return None
+@dataclass(frozen=True)
+class Augmentation:
+    """What training does to each batch of crops, made from the preset (`of`); the default does nothing
+    (validation and prediction batches)."""
 
-    def augment(batch, rng):
-        for step in steps:
-            batch = step(batch, rng)
-        return batch
-    return augment
+    min_length: int = 0
+    """rows of the shortest random-length crop (the rest padded); 0: every crop is whole"""
+    stretch: float = 0.0
+    time_shift: float = 0.0
+    gain_db: float = 0.0
+    noise_snr: float = 0.0
+    mixup: float = 0.0
+    """mixup alpha; 0: off"""
+    between_class_rate: int | None = None
+    """the crops' sample rate, with between-class mixing; None: off"""
+
+    @classmethod
+    def of(cls, config: Config, crop_length: int) -> Augmentation:
+        """The preset's augmentation of crops `crop_length` rows long."""
+        return cls(min_length=round(config.min_crop_seconds / config.crop_seconds * crop_length),
+                   stretch=config.stretch, time_shift=config.time_shift, gain_db=config.gain_db,
+                   noise_snr=config.noise_snr, mixup=config.mixup,
+                   between_class_rate=config.sample_rate if config.between_class else None)
+
+    def wave_steps(self):
+        """The waveform steps on the host as one function (batch, rng) -> batch, or None."""
+        steps = [partial(f, **{name: value}) for f, name, value in (
+            (stretch, "amount", self.stretch), (time_shift, "fraction", self.time_shift),
+            (gain, "max_db", self.gain_db), (add_noise, "min_snr", self.noise_snr)) if value]
+        if not steps:
+            return None
+
+        def augment(batch, rng):
+            for step in steps:
+                batch = step(batch, rng)
+            return batch
+        return augment
+
+
+NO_AUGMENTATION = Augmentation()  # validation and prediction batches
 
 
 def as_dtype(values: np.ndarray, dtype) -> np.ndarray:
@@ -45,7 +73,7 @@ def add_noise(batch: np.ndarray, rng: np.random.Generator, min_snr: float, max_s
     return as_dtype(signal + noise, batch.dtype)
 
 
-# The draws of gain, time shift and mixup, shared with src.core.device_feed so that both feeds take
+# The draws of gain, time shift and mixup, shared with src.feeds.device so that both feeds take
 # the same numbers from a batch's generator.
 
 def draw_gains(rng: np.random.Generator, n: int, max_db: float) -> np.ndarray:

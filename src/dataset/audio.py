@@ -1,5 +1,5 @@
 """The audio cache: every clip decoded once, resampled to each rate the models need, and packed as
-int16 in one flat file per split and rate, read by offset (src/core/store.py). Built by the
+int16 in one flat file per split and rate, read by offset (src/dataset/store.py). Built by the
 `python -m src.audio_cache` stage, or on demand by whatever needs a rate.
 
 Incremental (a second run does nothing; new or changed clips are added), keyed by its parameters,
@@ -17,9 +17,11 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .errors import DataError
-from .layout import audio_dir, class_names, load_test, load_train
+from ..base.errors import DataError
+from ..base.layout import audio_dir, cache_dir, cache_folder
+from ..base.pcm import to_int16
 from .store import PackedStore, locked, params_key, write_rows
+from .tables import class_names, load_test, load_train
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def audio_params(sample_rate: int) -> dict:
 def audio_store(data_dir: Path, split: str, sample_rate: int) -> PackedStore:
     """The cache of one split at one rate: data/cache/audio-<rate>hz-<key>/<split>/."""
     params = audio_params(sample_rate)
-    root = Path(data_dir) / "cache" / f"audio-{sample_rate}hz-{params_key(params)}" / split
+    root = cache_folder(data_dir, f"audio-{sample_rate}hz", params_key(params), split)
     return PackedStore(root, "int16", 1, params)
 
 
@@ -96,13 +98,6 @@ def resample(samples: np.ndarray, rate: int, target: int, res_type: str = RESAMP
     return librosa.resample(samples, orig_sr=rate, target_sr=target, res_type=res_type)
 
 
-INT16_SCALE = 32768  # libsndfile's float <-> PCM_16 factor, so 16-bit sources are stored bit-exact
-
-
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
-
-
 def _process(fname: str, path: Path, slots: dict[int, tuple[Path, int, int]]) -> tuple[str, dict | None, str]:
     """Decode one clip, resample it to every rate and write each into its reserved slot (data file,
     byte offset, capacity in samples). Returns (fname, {rate: samples written, or the int16 array
@@ -142,7 +137,7 @@ def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
     data_dir = Path(data_dir)
     fnames = split_fnames(data_dir, split) if fnames is None else fnames
     folder = audio_dir(data_dir, split)
-    with locked(data_dir / "cache"):
+    with locked(cache_dir(data_dir)):
         stores = {r: audio_store(data_dir, split, r) for r in rates}
         todo = []
         for fname in fnames:

@@ -4,7 +4,7 @@ The rule: a backend named in KERAS_BACKEND wins. Otherwise the best one installe
 with an NVIDIA GPU, JAX, then PyTorch, then TensorFlow (on an H200, `logmel` trains 8.8x faster under
 JAX than under PyTorch; docs/speed.md); on the CPU, TensorFlow, then JAX, then PyTorch. Keras itself
 defaults to TensorFlow and fails to import without it, so the choice is written to KERAS_BACKEND
-when the `src` package is imported, before any module imports Keras.
+when the `src` package is imported (select), before any module imports Keras.
 
 GPU_SHARE (set by run_folds.sh from FOLDS_PER_GPU) is the share of a GPU's memory this process may
 take: JAX would otherwise take 75 % per process, so a second fold process on the same GPU would fail.
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from .errors import SetupError, UsageError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 PREFERENCE = {"gpu": ("jax", "torch", "tensorflow"), "cpu": ("tensorflow", "jax", "torch")}
@@ -28,9 +27,6 @@ class Choice:
     backend: str
     device: str   # gpu or cpu: what the rule saw, before the backend was imported
     reason: str
-
-    def describe(self) -> str:
-        return f"Keras backend {self.backend} ({self.reason})"
 
 
 def gpu_visible() -> bool:
@@ -53,14 +49,14 @@ def choose(environ=os.environ, has_gpu=None, is_installed=installed) -> Choice:
     named = environ.get("KERAS_BACKEND", "").strip()
     if named:
         if named not in BACKENDS:
-            raise DataError(f"KERAS_BACKEND={named!r} is not a backend this project runs on: use one of "
-                             f"{', '.join(BACKENDS)}, or unset it to let src.core.backend choose")
+            raise SetupError(f"KERAS_BACKEND={named!r} is not a backend this project runs on: use one of "
+                             f"{', '.join(BACKENDS)}, or unset it to let src.base.backend choose")
         return Choice(named, device, "named in KERAS_BACKEND")
     for name in PREFERENCE[device]:
         if is_installed(name):
             return Choice(name, device, f"the best installed for the {device.upper()}; "
                                         f"KERAS_BACKEND=... names another")
-    raise DataError("no Keras backend is installed: pip install tensorflow (CPU), or jax / torch "
+    raise SetupError("no Keras backend is installed: pip install tensorflow (CPU), or jax / torch "
                      "(see README, 'On a GPU')")
 
 
@@ -70,23 +66,37 @@ def gpu_share() -> float | None:
     return min(1.0, float(share)) if share else None
 
 
-def select() -> Choice:
-    """Apply the choice to this process's environment (before Keras is imported) and return it. Runs
-    when the package is imported, before any command's error handling: a bad choice is reported here,
-    the same way (a paragraph on stderr, exit status 2)."""
+_chosen: Choice | SetupError | None = None  # what select() found, once per process
+
+
+def select() -> Choice | None:
+    """Apply the choice to this process's environment (before Keras is imported) and return it; None when
+    no backend can be chosen (current() then raises the reason as a SetupError). Runs when the package is
+    imported, so it never raises: importing src must not end a process."""
+    global _chosen
     try:
-        choice = choose()
-    except DataError as error:
-        print(error, file=sys.stderr)
-        raise SystemExit(2) from None
-    os.environ["KERAS_BACKEND"] = choice.backend
+        _chosen = choose()
+    except SetupError as error:
+        _chosen = error
+        return None
+    os.environ["KERAS_BACKEND"] = _chosen.backend
     share = gpu_share()
-    if share and choice.backend == "jax":
+    if share and _chosen.backend == "jax":
         # Preallocation of a fixed share keeps several fold processes on one GPU from starving each other.
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.95 * share:.3f}")
-    if choice.backend == "tensorflow":
+    if _chosen.backend == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return choice
+    return _chosen
+
+
+def current() -> Choice:
+    """The backend this process runs; a SetupError saying why when none could be chosen. Commands that
+    need Keras call it before importing it."""
+    if _chosen is None:
+        select()
+    if isinstance(_chosen, SetupError):
+        raise _chosen
+    return _chosen
 
 
 def configure(compile_cache: Path | None = None) -> str:
@@ -153,7 +163,7 @@ def steps_per_execution(asked: int, on_gpu: bool) -> int:
 
     torch = keras.backend.backend() == "torch"
     if asked > 1 and torch:
-        raise DataError(f"--steps-per-execution {asked}: Keras's PyTorch backend runs one step per call; "
+        raise UsageError(f"--steps-per-execution {asked}: Keras's PyTorch backend runs one step per call; "
                          f"use 1 (or 0 for the default), or another backend")
     return asked or (8 if on_gpu and not torch else 1)
 

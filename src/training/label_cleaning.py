@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from .config import PRESETS, Config
-from .errors import DataError
-from .inputs import model_input
-from .layout import audio_dir
-from .networks import network
-from .store import PackedStore, locked, params_key
+from ..base.config import PRESETS, Config
+from ..base.errors import DataError, UsageError
+from ..base.layout import audio_dir, cache_dir, cache_folder
+from ..dataset.inputs import model_input
+from ..dataset.store import PackedStore, derive, locked, params_key
+from ..models import check_weights as check_network_weights
+from ..models.aisfx_cnn import EMBEDDING_SIZE, embedding_model
+from .inference import predict_clips
 
 log = logging.getLogger(__name__)
 
@@ -29,42 +30,28 @@ JUDGE_INPUT = "aisfx"  # the preset whose input (44.1 kHz crops) the judge's emb
 
 
 def check_weights() -> None:
-    """A DataError saying how to install them if the judge's pretrained weights are absent."""
-    network(PRESETS[JUDGE_INPUT].network).check_weights()
+    """A SetupError saying how to install them if the judge's pretrained weights are absent."""
+    check_network_weights(PRESETS[JUDGE_INPUT].network)
 
 
 def embeddings(data_dir: Path, n_jobs: int = 1) -> PackedStore:
     """The aisfx embedding (one row of 512) of every decodable train clip, built incrementally like the
     audio cache and keyed by it."""
-    from ..models.aisfx_cnn import EMBEDDING_SIZE, embedding_model
-    from .inference import predict_clips
-
     config = PRESETS[JUDGE_INPUT]
     audio = model_input(data_dir, "train", config, n_jobs)
     params = {"stage": "embedding", "network": "aisfx", "version": 1, "audio": audio.store.params,
               "crop_seconds": config.crop_seconds}
-    root = Path(data_dir) / "cache" / f"embedding-aisfx-{params_key(params)}" / "train"
-    with locked(Path(data_dir) / "cache"):
-        store = PackedStore(root, "float32", EMBEDDING_SIZE, params)
-        folder = audio_dir(data_dir, "train")
-        todo = [f for f in audio.store.index.fname
-                if store.needs(f, folder / f) or store.status(f) != audio.store.status(f)]
-        if todo:
-            model = embedding_model(config)
-            chunk = 64
-            with tqdm(total=len(todo), unit="clip", desc="aisfx embeddings", disable=None) as bar:
-                for first in range(0, len(todo), chunk):
-                    part = todo[first:first + chunk]
-                    ok = [f for f in part if audio.store.status(f) == "ok"]
-                    vectors = iter(predict_clips(model, audio, ok, batch_size=32, combine="mean") if ok else [])
-                    for fname in part:
-                        if audio.store.status(fname) == "ok":
-                            store.append(fname, next(vectors)[None], folder / fname)
-                        else:
-                            store.append(fname, None, folder / fname, status="skipped",
-                                         note=audio.store.index.at[fname, "note"])
-                    store.flush()
-                    bar.update(len(part))
+    with locked(cache_dir(data_dir)):
+        store = PackedStore(cache_folder(data_dir, "embedding-aisfx", params_key(params), "train"), "float32",
+                            EMBEDDING_SIZE, params)
+        model = None
+
+        def compute(fnames):
+            nonlocal model
+            model = model or embedding_model(config)  # only when a clip needs it
+            vectors = predict_clips(model, audio, fnames, batch_size=32, combine="mean") if fnames else []
+            return [v[None] for v in vectors]
+        derive(store, audio.store, audio_dir(data_dir, "train"), compute, "aisfx embeddings", chunk=64)
     return store
 
 
@@ -78,7 +65,7 @@ def judge_probabilities(features: np.ndarray, labels: np.ndarray, n_classes: int
     from sklearn.preprocessing import StandardScaler
 
     if np.bincount(labels).max() < folds:
-        raise DataError(f"label cleaning: no class has {folds} training clips for {folds} inner folds; "
+        raise UsageError(f"label cleaning: no class has {folds} training clips for {folds} inner folds; "
                         f"lower --clean-folds (at least 2) or turn it off with --clean-labels off")
     probs = np.zeros((len(labels), n_classes), np.float32)
     for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):

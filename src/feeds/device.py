@@ -8,7 +8,7 @@ shifts, scales and mixes the crops with `keras.ops`. Batches are the host feed's
 sample; only the place where they are made differs.
 
 Takes wave inputs with random crops, random crop lengths, time shift, gain, mixup and between-class
-mixing. Stretch and noise stay on the host feed (src.core.generator), which also serves MFCC inputs.
+mixing. Stretch and noise stay on the host feed (src.feeds.host), which also serves MFCC inputs.
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..base.config import Config
+from ..dataset.inputs import WaveInput, input_kind
 from . import augment
-from .generator import Batches, crop_plans
-from .inputs import WaveInput, input_kind
+from .crops import crop_plans
+from .host import Batches
 
 # Samples per device array: int32 indices address each one, so a larger cache is split in shards at
 # clip boundaries.
@@ -101,7 +103,7 @@ class ClipBank:
 
 
 def _sound_pressure_db(wave, index, window, weights):
-    """src.core.augment.sound_pressure_db of (batch, samples) int16-valued crops, on the device."""
+    """src.feeds.augment.sound_pressure_db of (batch, samples) int16-valued crops, on the device."""
     frames = ops.take(ops.pad(wave / 32768.0, ((0, 0), (0, 1))), index, axis=1) * window
     real, imag = ops.rfft(frames)
     loudest = ops.max(ops.sum((real ** 2 + imag ** 2) * weights, axis=-1), axis=1)
@@ -117,35 +119,32 @@ class DeviceClipSequence(Batches):
     training, crops alone for prediction. Same arguments, same random numbers, same batches."""
 
     def __init__(self, bank: ClipBank, fnames, targets: np.ndarray | None = None, batch_size: int = 64,
-                 train: bool = False, seed: int = 0, mixup: float = 0.0, flags: np.ndarray | None = None,
-                 min_length: int | None = None, time_shift: float = 0.0, gain_db: float = 0.0,
-                 full_batches: bool | None = None, between_class_rate: int = 0, **pydataset_kwargs):
-        super().__init__(fnames, targets, batch_size, train, seed, mixup, flags, min_length, full_batches,
-                         **pydataset_kwargs)
+                 **batches):
+        super().__init__(fnames, targets, batch_size, **batches)
         self.bank = bank
         self.shard, self.offset, self.lengths = bank.lookup(self.fnames)
-        self.time_shift, self.gain_db = time_shift, gain_db
         # With between-class mixing: how each crop's loudness is measured (the crops' sample rate's frames),
         # put on the device once rather than sent with every batch.
         self.analysis = None
-        if between_class_rate:
+        if self.augmentation.between_class_rate:
             self.analysis = tuple(ops.convert_to_tensor(a, dtype) for a, dtype in zip(
-                augment.loudness_frames(bank.length, between_class_rate), ("int32", "float32", "float32")))
+                augment.loudness_frames(bank.length, self.augmentation.between_class_rate),
+                ("int32", "float32", "float32")))
 
     def __getitem__(self, index: int):
-        rows, rng, train = self.rows(index), self.rng(index), self.train
-        start, take, before = crop_plans(self.lengths[rows], self.bank.length, rng, self.min_length or 0)
+        rows, rng, augmentation = self.rows(index), self.rng(index), self.augmentation
+        start, take, before = crop_plans(self.lengths[rows], self.bank.length, rng, augmentation.min_length)
         # The host feed's draws, in its order: crop plans, time shift, gain, mixup or between-class.
         shift = scale = partner = lam = ratio = None
-        if train and self.time_shift:
-            shift = augment.draw_shifts(rng, len(rows), self.bank.length, self.time_shift)
-        if train and self.gain_db:
-            scale = augment.draw_gains(rng, len(rows), self.gain_db)
+        if augmentation.time_shift:
+            shift = augment.draw_shifts(rng, len(rows), self.bank.length, augmentation.time_shift)
+        if augmentation.gain_db:
+            scale = augment.draw_gains(rng, len(rows), augmentation.gain_db)
         targets = None if self.targets is None else self.targets[rows]
-        if train and self.mixup > 0 and targets is not None:
-            lam, partner = augment.draw_mix(rng, len(rows), self.mixup)
+        if augmentation.mixup > 0 and targets is not None:
+            lam, partner = augment.draw_mix(rng, len(rows), augmentation.mixup)
             targets = augment.mix_targets(targets, lam, partner)
-        elif train and self.analysis is not None and targets is not None:
+        elif self.analysis is not None and targets is not None:
             ratio, partner = augment.draw_between_class(rng, targets.argmax(axis=1))
             targets = augment.mix_targets(targets, ratio, partner)
         inputs = self.bank.cut(self.shard[rows], self.offset[rows], start, take, before, shift, scale,
@@ -175,7 +174,7 @@ def room_for(nbytes: int, memory: int | None) -> str | None:
             f"{memory / 1e9:.2f} GB of GPU memory (fewer fold processes per GPU, FOLDS_PER_GPU, give each more)")
 
 
-def supports(config) -> str | None:
+def supports(config: Config) -> str | None:
     """Why the device feed cannot take this preset, or None when it can."""
     if not input_kind(config).takes_waves:
         return f"it reads {config.features} input (the device feed cuts raw waves)"

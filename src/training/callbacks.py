@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from .inference import predict_sequence
+from .resume import ResumeState
 
 
 class EpochValidation(keras.callbacks.Callback):
@@ -53,15 +54,15 @@ class EpochTimer(keras.callbacks.Callback):
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping that keeps the best epoch's weights and can continue from a saved state."""
 
-    def __init__(self, patience: int, restored: dict | None = None, best_weights: list | None = None):
+    def __init__(self, patience: int, resume: ResumeState | None = None):
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
-        self.restored, self.restored_weights = restored, best_weights
+        self.resume = resume
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.restored:
-            self.best, self.wait, self.best_epoch = (self.restored[k] for k in ("best", "wait", "best_epoch"))
-            self.best_weights = self.restored_weights
+        if self.resume:
+            self.best, self.wait, self.best_epoch = (self.resume.stopping[k] for k in ("best", "wait", "best_epoch"))
+            self.best_weights = self.resume.best_weights
 
     def state(self) -> dict:
         return {"best": None if self.best is None else float(self.best), "wait": int(self.wait),
@@ -80,9 +81,9 @@ class FoldCheckpoint(keras.callbacks.Callback):
     at least 1 / SAVE_SHARE times the last save's duration after it, which keeps saving under 5 % of
     the time."""
 
-    def __init__(self, files, stopping: ResumableEarlyStopping, timer: EpochTimer, every: float | None = None):
+    def __init__(self, path, stopping: ResumableEarlyStopping, timer: EpochTimer, every: float | None = None):
         super().__init__()
-        self.files, self.stopping, self.timer, self.every = files, stopping, timer, every
+        self.path, self.stopping, self.timer, self.every = path, stopping, timer, every
         self.saved, self.cost = time.perf_counter(), 0.0
 
     def due(self, now: float) -> bool:
@@ -93,9 +94,6 @@ class FoldCheckpoint(keras.callbacks.Callback):
         if not self.due(time.perf_counter()):
             return
         started = time.perf_counter()
-        variables = [*self.model.variables, *self.model.optimizer.variables]
-        self.files.save_resume([keras.ops.convert_to_numpy(v) for v in variables], self.stopping.best_weights,
-                               {"epoch": epoch, "stopping": self.stopping.state(), "seconds": self.timer.seconds,
-                                "stopped": bool(self.model.stop_training)})
+        ResumeState.capture(self.model, epoch, self.stopping, self.timer.seconds).save(self.path)
         self.saved = time.perf_counter()
         self.cost = self.saved - started

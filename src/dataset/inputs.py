@@ -1,4 +1,4 @@
-"""Input kinds: what a network reads (src/core/networks.py says which), and all that follows from it.
+"""Input kinds: what a network reads (src/base/networks.py says which), and all that follows from it.
 
 `wave` inputs are crops of the cached int16 samples. `mfcc` inputs are crops of full-clip MFCCs
 computed once from the audio cache and packed like it, so the batches only slice frames. The MFCCs use
@@ -9,19 +9,17 @@ silence equals padding its audio with zeros.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
+from ..base.config import Config
+from ..base.errors import DataError
+from ..base.layout import audio_dir, cache_dir, cache_folder
+from ..base.networks import INPUTS
+from ..base.pcm import INT16_SCALE, to_int16
 from . import audio as audio_cache
-from .errors import DataError
-from .layout import audio_dir
-from .store import PackedStore, locked, params_key
-
-if TYPE_CHECKING:  # config imports this module to check what an input kind takes
-    from .config import Config
+from .store import PackedStore, derive, locked, params_key
 
 
 def mfcc(samples: np.ndarray, config: Config) -> np.ndarray:
@@ -40,18 +38,19 @@ def silence_frame(config: Config) -> np.ndarray:
 
 
 def _mfcc_of_int16(samples: np.ndarray, config: Config) -> np.ndarray:
-    return mfcc(samples.astype(np.float32) / audio_cache.INT16_SCALE, config)
+    return mfcc(samples.astype(np.float32) / INT16_SCALE, config)
 
 
 class InputKind:
     """What a network reads, and all that follows from it: the store its crops come from, their
     length and padding, how a batch of crops becomes model input, the statistics a model needs from
-    its fold's training rows, the rows of a decoded clip (for prediction on new audio) and the front
-    end that turns float audio into the same input inside an exported model. One instance per split."""
+    its fold's training rows and the rows of a decoded clip (for prediction on new audio); the front
+    end that turns float audio into the same input inside a model is src.models.FRONT_ENDS[name]. One
+    instance per split."""
 
     name: str
     dtype: type
-    takes_waves: bool  # wave augmentations and the device feed apply
+    takes_waves: bool  # wave augmentations and the device feed apply (src.base.networks.INPUTS)
 
     def __init__(self, store: PackedStore, config: Config):
         self.store = store
@@ -81,16 +80,12 @@ class InputKind:
         """The rows of a float clip at config.sample_rate, as cached, and the seconds one row spans."""
         raise NotImplementedError
 
-    @classmethod
-    def front_end(cls, config: Config):
-        """A Keras layer: float audio in [-1, 1] (batch, crop_samples) to the network's input."""
-        raise NotImplementedError
-
 
 class WaveInput(InputKind):
     """Raw-wave crops: (crop_samples, 1) int16 samples per clip; the model scales them."""
 
-    name, dtype, takes_waves = "wave", np.int16, True
+    name, dtype = "wave", np.int16
+    takes_waves = INPUTS[name].takes_waves
 
     @classmethod
     def crop_layout(cls, config):
@@ -102,21 +97,14 @@ class WaveInput(InputKind):
 
     @classmethod
     def rows(cls, wave, config):
-        return audio_cache.to_int16(wave)[:, None], 1 / config.sample_rate
-
-    @classmethod
-    def front_end(cls, config):
-        import keras
-
-        from ..models import FloatToInt16
-
-        return keras.Sequential([keras.layers.Reshape((config.crop_samples, 1)), FloatToInt16()])
+        return to_int16(wave)[:, None], 1 / config.sample_rate
 
 
 class MfccInput(InputKind):
     """MFCC crops: (n_mfcc, crop_frames, 1) per clip, padded with the MFCC of silence."""
 
-    name, dtype, takes_waves = "mfcc", np.float32, False
+    name, dtype = "mfcc", np.float32
+    takes_waves = INPUTS[name].takes_waves
 
     @classmethod
     def crop_layout(cls, config):
@@ -161,12 +149,6 @@ class MfccInput(InputKind):
     def rows(cls, wave, config):
         return mfcc(wave, config), config.hop_length / config.sample_rate
 
-    @classmethod
-    def front_end(cls, config):
-        from ..models import MfccFrontEnd
-
-        return MfccFrontEnd(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, config.n_mfcc)
-
 
 INPUT_KINDS = {kind.name: kind for kind in (WaveInput, MfccInput)}
 
@@ -183,21 +165,10 @@ def model_input(data_dir: Path, split: str, config: Config, n_jobs: int = -1) ->
 
 def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, n_jobs: int) -> PackedStore:
     params = dict(MfccInput.cache_params(config), stage="mfcc", version=1, audio=audio.params)
-    root = Path(data_dir) / "cache" / f"mfcc-{params_key(params)}" / split
-    with locked(Path(data_dir) / "cache"):
+    root = cache_folder(data_dir, "mfcc", params_key(params), split)
+    with locked(cache_dir(data_dir)):
         store = PackedStore(root, "float32", config.n_mfcc, params)
-        folder = audio_dir(data_dir, split)
-        todo = [f for f in audio.index.fname
-                if store.needs(f, folder / f) or store.status(f) != audio.status(f)]
-        if todo:
-            ok = [f for f in todo if audio.status(f) == "ok"]
-            jobs = (delayed(_mfcc_of_int16)(audio.read(f)[:, 0], config) for f in ok)
-            frames = iter(Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)(jobs))
-            for fname in tqdm(todo, unit="clip", desc=f"mfcc {split}", disable=None):
-                if audio.status(fname) == "ok":
-                    store.append(fname, next(frames), folder / fname)
-                else:
-                    store.append(fname, None, folder / fname, status="skipped",
-                                 note=audio.index.at[fname, "note"])
-            store.flush()
+        compute = lambda fnames: Parallel(n_jobs=n_jobs, batch_size=8)(
+            delayed(_mfcc_of_int16)(audio.read(f)[:, 0], config) for f in fnames)
+        derive(store, audio, audio_dir(data_dir, split), compute, f"mfcc {split}")
     return store

@@ -1,0 +1,167 @@
+"""A dataset's tables, read and validated once: train rows, the label list, the test clips in
+submission order and, when shipped, their labels (src.base.layout names the files)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..base.errors import DataError
+from ..base.layout import audio_dir, table_path
+from .folds import load_folds, with_folds
+
+
+def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path} is missing. Run `python -m src.data --data-dir {path.parent}` "
+                        f"after placing the competition files there (see README).")
+    try:
+        table = pd.read_csv(path, dtype={"fname": str, "label": str}, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: it needs a header ({','.join(required)}) and one row per clip.") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}.")
+    if table.empty and rows_required:
+        raise DataError(f"{path} has a header but no rows: list one clip per row.")
+    bad = table["fname"].isna()
+    if bad.any():
+        raise DataError(f"{path}, row {row_number(bad.idxmax())}: empty fname.")
+    for i, fname in table["fname"].items():
+        why = fname_problem(fname)
+        if why:
+            raise DataError(f"{path}, row {row_number(i)}: fname {fname!r} {why}.")
+    dup = table["fname"].duplicated()
+    if dup.any():
+        i = int(dup.idxmax())
+        raise DataError(f"{path}, row {row_number(i)}: duplicate fname {table.fname[i]!r} "
+                        f"(first at row {row_number(int((table.fname == table.fname[i]).idxmax()))}); "
+                        f"each clip must be listed once.")
+    return table
+
+
+def fname_problem(fname: str) -> str | None:
+    """Why a fname cannot name a clip, or None. fnames are relative paths inside audio_train/ or
+    audio_test/ (subfolders allowed): nothing may reach outside them."""
+    if fname != fname.strip():
+        return "has spaces at its start or end; remove them"
+    path = Path(fname)
+    if path.is_absolute() or "\\" in fname or ".." in path.parts or fname.startswith("~"):
+        return ("must be a path relative to the split's audio folder (no leading /, no .., no ~, no "
+                "backslashes)")
+    return None
+
+
+def row_number(index: int) -> int:
+    """The line number a spreadsheet or editor shows for a 0-based data row (header is line 1)."""
+    return int(index) + 2
+
+
+def load_train(data_dir: Path) -> pd.DataFrame:
+    """train.csv with fname, label, manually_verified (1 when the column is absent)."""
+    path = table_path(data_dir, "train")
+    train = _read_csv(path, ["fname", "label"], rows_required=True)
+    empty = train["label"].isna() | (train["label"].str.strip() == "")
+    if empty.any():
+        raise DataError(f"{path}, row {row_number(empty.idxmax())}: empty label for {train.fname[empty.idxmax()]!r}.")
+    padded = train["label"] != train["label"].str.strip()
+    if padded.any():
+        i = int(padded.idxmax())
+        raise DataError(f"{path}, row {row_number(i)}: label {train.label[i]!r} has spaces at its start or "
+                        f"end, which would make it a class of its own; remove them.")
+    if "manually_verified" not in train.columns:
+        train["manually_verified"] = 1
+    train["manually_verified"] = train["manually_verified"].fillna(0).astype(int)
+    return train.reset_index(drop=True)
+
+
+def class_names(train: pd.DataFrame) -> list[str]:
+    """The training labels, sorted: the column order of every probability matrix."""
+    return sorted(train["label"].unique())
+
+
+def one_hot(labels: list[str], row_labels) -> np.ndarray:
+    """Targets of rows with the given labels: one column per label of `labels`, float32."""
+    return np.eye(len(labels), dtype=np.float32)[pd.Series(row_labels).map(labels.index).to_numpy()]
+
+
+def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
+    """The test clips in sample_submission.csv order; any labels there must be training labels."""
+    path = table_path(data_dir, "test")
+    test = _read_csv(path, ["fname"])
+    if "label" in test.columns:
+        _check_known_labels(path, test, labels, multi=True)
+    return test[["fname"]].reset_index(drop=True)
+
+
+def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
+    """True test labels when the dataset ships them (test_labels.csv), else None."""
+    path = table_path(data_dir, "truth")
+    if not path.exists():
+        return None
+    truth = _read_csv(path, ["fname", "label"])
+    _check_known_labels(path, truth, labels, multi=False)
+    return truth[["fname", "label"]]
+
+
+def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], multi: bool) -> None:
+    known = set(labels)
+    for i, text in table["label"].items():
+        guesses = str(text).split() if multi else [text]
+        unknown = [g for g in guesses if g not in known]
+        if unknown:
+            raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): label {unknown[0]!r} is not a "
+                            f"training label; labels must be among the {len(labels)} in train.csv.")
+
+
+@dataclass
+class Dataset:
+    """A dataset's tables, loaded and validated once: train rows, the label list (the column order of
+    every probability matrix), the test clips in submission order, and their labels when shipped."""
+
+    data_dir: Path
+    train: pd.DataFrame
+    labels: list[str]
+    test: pd.DataFrame
+    truth: pd.DataFrame | None
+    _folds: dict = field(default_factory=dict, repr=False, compare=False)  # folds.csv, read once
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Dataset:
+        train = load_train(data_dir)
+        labels = class_names(train)
+        return cls(Path(data_dir), train, labels, load_test(data_dir, labels), load_test_labels(data_dir, labels))
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train.label.map(self.labels.index).to_numpy()
+
+    @property
+    def y_test(self) -> np.ndarray | None:
+        """Test label indices in submission order (-1 where test_labels.csv lacks a clip), or None."""
+        if self.truth is None:
+            return None
+        known = self.test.fname.map(self.truth.set_index("fname").label)
+        return known.map(lambda label: self.labels.index(label) if isinstance(label, str) else -1).to_numpy()
+
+    def folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
+        """folds.csv (made on first use), read once per Dataset and number of folds asked for."""
+        if (n_folds, seed) not in self._folds:
+            self._folds[n_folds, seed] = load_folds(self.data_dir, self.train, n_folds, seed)
+        return self._folds[n_folds, seed]
+
+    def train_with_folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
+        return with_folds(self.train, self.folds(n_folds, seed))
+
+    def check_files(self) -> None:
+        """Every listed clip exists; DataError naming the table, row and file otherwise."""
+        for split, table, csv in (("train", self.train, "train.csv"), ("test", self.test, "sample_submission.csv")):
+            folder = audio_dir(self.data_dir, split)
+            for i, fname in table.fname.items():
+                if not (folder / fname).exists():
+                    raise DataError(f"{self.data_dir / csv}, row {row_number(i)}: {folder / fname} does not exist. "
+                                    f"Unpack the audio archives (python -m src.data) or remove the row.")
+
+

@@ -1,0 +1,181 @@
+"""One fold of one preset: its rows, its batches, its model trained (resuming a killed attempt) and its
+predictions written (src.training.fold_files says where)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..base import backend
+from ..base.config import Config, Feeding
+from ..base.errors import DataError
+from ..base.layout import SPLITS, Paths
+from ..base.metrics import map_at_k
+from ..dataset.inputs import InputKind, model_input
+from ..dataset.tables import Dataset
+from ..feeds.fold_feeds import Feeds
+from ..feeds.host import ClipSequence
+from ..models import build_model, check_weights
+from . import label_cleaning
+from .callbacks import EpochTimer, EpochValidation, FoldCheckpoint, ResumableEarlyStopping
+from .fold_files import FoldFiles, fold_files
+from .inference import predict_clips, predict_sequence
+from .resume import ResumeState
+
+log = logging.getLogger(__name__)
+
+
+def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
+    """Build what every fold of the preset reads (audio cache, features, folds); return the fold ids."""
+    check_weights(config.network)  # before minutes of caching: say now if pretrained weights are missing
+    if config.clean_labels != "off":
+        label_cleaning.check_weights()
+    dataset = Dataset.load(paths.data_dir)
+    dataset.check_files()  # before folds.csv is written: fixing a row must not mean deleting it too
+    folds = dataset.folds(config.n_folds, config.seed)
+    for split in SPLITS:
+        model_input(paths.data_dir, split, config, n_jobs)
+    if config.clean_labels != "off":  # the judge's embeddings, once, before the fold processes need them
+        label_cleaning.embeddings(paths.data_dir, n_jobs)
+    return sorted(folds.fold.unique().tolist())
+
+
+def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None,
+               resume_every: float | None = None) -> dict:
+    """Train one fold and write its predictions; returns its result record (read back if finished)."""
+    files = fold_files(paths, config.name, fold)
+    if files.is_finished() and not force:
+        log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.name, files.result)
+        return files.read_result()
+    started, feeding = time.time(), feeding or Feeding()
+    resume = files.start(config, force)
+    import keras
+
+    log.info("%s; %s", backend.configure(paths.compile_cache), backend.current().reason)
+    on_gpu = backend.accelerator()
+    rows = fold_rows(config, paths, fold, files)
+    keras.utils.set_random_seed(config.seed + fold)
+    feeds = Feeds.choose(config, feeding, rows.train_source, rows.fit, rows.val, rows.labels, config.seed + fold,
+                         on_gpu)
+    steps_per_execution = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
+    model = build_model(config, len(rows.labels), feeds.steps_per_epoch, steps_per_execution,
+                        **rows.train_source.model_statistics(list(rows.fit.fname)))
+    log.info("fold %d: %d training clips, %d validation clips; %s; %d step(s) per execution, %s", fold,
+             len(rows.fit), len(rows.val), feeds.reason, steps_per_execution, config.precision)
+    first_epoch = resume.restore(model, feeds.train, config.epochs) if resume else 0
+    if resume:
+        files.log_rows(resume.epoch + 1)
+        log.info("fold %d: continuing after epoch %d of %d (state in %s)", fold, resume.epoch + 1, config.epochs,
+                 files.resume)
+    fit_started = time.time()
+    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every)
+    fitted = time.time()
+    oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels))
+    test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels))
+    files.write_probabilities(files.oof, rows.val.fname, oof, rows.labels)
+    files.write_probabilities(files.test, rows.test.fname, test_probs, rows.labels)
+    result = rows.record(config, fold, oof, pd.read_csv(files.log_csv).val_loss.to_numpy()) | {
+        "backend": keras.backend.backend(), "device": "gpu" if on_gpu else "cpu",
+        "feeding": dataclasses.asdict(feeding), "feed": feeds.kind, "steps_per_execution": steps_per_execution,
+        "first_epoch_seconds": timer.first_epoch, "epoch_seconds": timer.median_epoch(),
+        "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (time.time() - fitted) / 60,
+        "minutes": (time.time() - started) / 60}
+    files.write_result(result)
+    files.resume.unlink(missing_ok=True)
+    log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name,
+             result["val_map3"], len(rows.val), result["best_epoch"], result["epochs_run"], result["minutes"])
+    return result
+
+
+@dataclass
+class FoldRows:
+    """Which clips one fold trains on, validates on and predicts, and the inputs they come from."""
+
+    labels: list[str]
+    fit: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    train_source: InputKind
+    test_source: InputKind
+    skipped_train: int
+    silent_test: list[str]
+    cleaned: int = 0
+    """training labels label cleaning changed or dropped"""
+
+    def record(self, config: Config, fold: int, oof: np.ndarray, val_losses: np.ndarray) -> dict:
+        """The fold's result as its rows and validation losses (every epoch, earlier attempts' too) say."""
+        return {
+            "model": config.name, "fold": fold,
+            "val_map3": map_at_k(self.val.label.map(self.labels.index).to_numpy(), oof),
+            "val_loss": float(min(val_losses)), "best_epoch": int(np.argmin(val_losses)) + 1,
+            "epochs_run": len(val_losses), "n_train": len(self.fit), "n_val": len(self.val),
+            "skipped_train": self.skipped_train, "cleaned_labels": self.cleaned, "silent_test": len(self.silent_test)}
+
+
+def fold_rows(config: Config, paths: Paths, fold: int, files: FoldFiles) -> FoldRows:
+    """The fold's training and validation rows (clips the audio cache skipped left out, and said so; with
+    label cleaning, disputed labels changed and listed in the fold's cleaned_labels.csv) and the test
+    clips (undecodable ones predicted as silence, and said so)."""
+    dataset = Dataset.load(paths.data_dir)
+    train = dataset.train_with_folds(config.n_folds, config.seed)
+    if fold not in set(train.fold):
+        raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {sorted(set(train.fold))}")
+    train_source = model_input(paths.data_dir, "train", config, n_jobs=1)
+    test_source = model_input(paths.data_dir, "test", config, n_jobs=1)
+    usable = train.fname.map(lambda f: train_source.store.status(f) == "ok")
+    if not usable.all():
+        log.warning("leaving out %d train clip(s) the audio cache skipped: %s", (~usable).sum(),
+                    ", ".join(train.fname[~usable]))
+    silent = [f for f in dataset.test.fname if test_source.store.status(f) != "ok"]
+    if silent:
+        log.warning("%d test clip(s) could not be decoded and are predicted as silence: %s",
+                    len(silent), ", ".join(silent))
+    rows = FoldRows(dataset.labels, train[usable & (train.fold != fold)], train[usable & (train.fold == fold)],
+                    dataset.test, train_source, test_source, int((~usable).sum()), silent)
+    if config.clean_labels != "off":
+        rows.fit, disputed = label_cleaning.clean(config, paths.data_dir, rows.fit, rows.labels, fold)
+        files.write_table(files.cleaned, disputed)
+        rows.cleaned = len(disputed)
+    return rows
+
+
+def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeState | None = None,
+        first_epoch: int = 0, resume_every: float | None = None) -> EpochTimer:
+    """Train with validation every epoch, from the start or from a resume state; after an epoch the
+    state is saved as often as resume_every says (a killed fold continues from there). The best epoch's
+    weights end in the model and in best.keras. Returns the epoch timer."""
+    import keras
+
+    timer = EpochTimer(resume.seconds if resume else None)
+    # Ends with the best epoch's weights in the model: they are saved as best.keras, and prediction
+    # reuses the predict step compiled for validation instead of loading and compiling anew.
+    stopping = ResumableEarlyStopping(config.early_stopping_patience, resume)
+    callbacks = [
+        EpochValidation(feeds.validation, feeds.validation_targets),  # first: the callbacks after it read val_loss
+        timer, stopping, keras.callbacks.CSVLogger(files.log_csv, append=bool(resume)),
+    ]
+    if backend.has_tensorflow():  # TensorBoard writes through tf.summary; a resumed attempt in its own run
+        folder = files.tensorboard / (f"resumed_at_epoch_{resume.epoch + 2}" if resume else "")
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(folder)))
+    else:
+        log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
+    callbacks.append(FoldCheckpoint(files.resume, stopping, timer, resume_every))  # last: after the epoch's log row
+    verbose = 2 if not sys.stdout.isatty() else "auto"
+    model.fit(feeds.train, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=feeds.steps_per_epoch,
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # the sequence orders its own batches
+    files.save_model(model)  # once, the best epoch's weights: saving at every better epoch cost seconds a fold
+    return timer
+
+
+def predict(model, config: Config, source: InputKind, fnames, n_classes: int) -> np.ndarray:
+    """Class probabilities of the clips: over windows covering each clip, or from one crop."""
+    if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
+        return np.zeros((0, n_classes), np.float32)
+    if config.prediction == "windows":
+        return predict_clips(model, source, list(fnames), config.batch_size, config.combine)
+    return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))
