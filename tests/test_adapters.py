@@ -2,11 +2,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from src import adapters, data
+from src import data
+from src.base.layout import Paths
 from src.blend import blend
-from src.core import audio as audio_cache
-from src.core import layout
-from src.core.layout import Paths
+from src.dataset import audio as audio_cache
+from src.dataset.tables import Dataset
+from src.tools import adapters
 
 
 def wav(path, seconds=0.5, rate=44100):
@@ -29,7 +30,7 @@ def test_esc50_uses_its_predefined_folds(tmp_path):
     assert (out / "audio_train").is_symlink()  # linked, not copied
     summary = data.check_layout(out)
     assert summary == {"train": 10, "test": 0, "labels": 2, "unreadable": []}
-    folds = layout.load_folds(out, n_folds=10)  # the predefined folds win over the asked number
+    folds = Dataset.load(out).folds(n_folds=10)  # the predefined folds win over the asked number
     assert folds.fold.tolist() == [i % 5 for i in range(10)]
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from src.core import audio as audio_cache
+from src.dataset import audio as audio_cache
 
 
 def test_bad_inputs_are_converted_or_skipped_with_a_record(dataset):

@@ -1,4 +1,4 @@
-"""The backend rule of src.core.backend: named wins, else the best installed for the device."""
+"""The backend rule of src.base.backend: named wins, else the best installed for the device."""
 import os
 import subprocess
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from src.core.backend import choose
-from src.core.errors import DataError
+from src.base.backend import choose
+from src.base.errors import SetupError
 
 
 def only(*names):
@@ -32,9 +32,9 @@ def test_otherwise_the_best_installed_for_the_device(gpu, installed, expected):
 
 
 def test_an_unknown_or_missing_backend_is_a_clear_error():
-    with pytest.raises(DataError, match="not a backend"):
+    with pytest.raises(SetupError, match="not a backend"):
         choose({"KERAS_BACKEND": "numpy"}, has_gpu=False, is_installed=only("jax"))
-    with pytest.raises(DataError, match="no Keras backend is installed"):
+    with pytest.raises(SetupError, match="no Keras backend is installed"):
         choose({}, has_gpu=False, is_installed=only())
 
 
@@ -45,7 +45,24 @@ def test_importing_the_package_sets_the_backend_and_the_gpu_share():
                          env=dict(env, CUDA_VISIBLE_DEVICES="", GPU_SHARE="0.5"), timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["tensorflow", "None"]      # CPU, TensorFlow installed: its default
+
+
+def test_a_named_backend_gets_its_share_of_the_gpu():
+    pytest.importorskip("jax", reason="the second backend: pip install jax")
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_PYTHON_CLIENT_MEM_FRACTION")}
+    code = ("import os, src, keras; print(keras.backend.backend(), os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=dict(env, KERAS_BACKEND="jax", GPU_SHARE="0.5"), timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["jax", "0.475"]             # half the GPU, less headroom
+
+
+def test_importing_the_package_never_exits_and_a_command_reports_a_bad_backend():
+    env = dict(os.environ, KERAS_BACKEND="numpy")
+    out = subprocess.run([sys.executable, "-c", "import src.train, src.blend; print('imported')"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "imported", out.stderr
+    out = subprocess.run([sys.executable, "-m", "src.train", "--model", "1d", "--fold", "0"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and "KERAS_BACKEND='numpy' is not a backend" in out.stderr
+    assert "Traceback" not in out.stderr

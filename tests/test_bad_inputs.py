@@ -9,8 +9,10 @@ import pytest
 from conftest import ROOT, write_dataset
 
 from src import blend, data, predict, train
-from src.core.config import PRESETS
-from src.core.layout import Dataset, Paths
+from src.base.config import PRESETS
+from src.base.layout import Paths
+from src.dataset.tables import Dataset
+from src.training.fold_files import fold_files
 
 LABELS = ["Clicks", "Noise", "Tone"]
 
@@ -34,7 +36,7 @@ def fake_folds(data_dir, out_dir):
     dataset = Dataset.load(data_dir)
     train_rows = dataset.train_with_folds(2, 0)
     for k in (0, 1):
-        files = Paths(data_dir, out_dir).fold("m", k)
+        files = fold_files(Paths(data_dir, out_dir), "m", k)
         files.start(PRESETS["1d"])
         val = train_rows[train_rows.fold == k]
         files.write_probabilities(files.oof, val.fname, np.full((len(val), 3), 1 / 3), LABELS)
@@ -153,9 +155,9 @@ def test_no_kaggle_credentials_is_explained(tmp_path, monkeypatch, capsys):
 
 
 def test_files_sent_back_by_a_worker_stay_inside_the_fold(tmp_path):
-    from src.core.errors import DataError
+    from src.base.errors import DataError
 
-    files = Paths(out_dir=tmp_path).fold("m", 0)
+    files = fold_files(Paths(out_dir=tmp_path), "m", 0)
     with pytest.raises(DataError, match="not a path inside the fold folder"):
         files.receive({"oof.csv": b"x", "../../escape.txt": b"x"})
     assert not (tmp_path / "predictions" / "escape.txt").exists() and not files.oof.exists()

@@ -3,9 +3,11 @@ import pandas as pd
 import pytest
 
 from src import blend
-from src.core.config import PRESETS
-from src.core.errors import DataError
-from src.core.layout import Paths, load_folds
+from src.base.config import PRESETS
+from src.base.errors import DataError
+from src.base.layout import Paths
+from src.dataset.tables import Dataset
+from src.training.fold_files import fold_files
 
 LABELS = ["Clicks", "Noise", "Tone"]
 
@@ -43,12 +45,12 @@ def test_validation_rejects_bad_submissions(change, message):
 def two_folds(clean_dataset, tmp_path):
     """Paths with an empty output root, 2 folds, train.csv, the test fnames and the train label indices."""
     train = pd.read_csv(clean_dataset / "train.csv")
-    return (Paths(clean_dataset, tmp_path / "out"), load_folds(clean_dataset, n_folds=2, seed=0), train,
+    return (Paths(clean_dataset, tmp_path / "out"), Dataset.load(clean_dataset).folds(n_folds=2, seed=0), train,
             pd.read_csv(clean_dataset / "sample_submission.csv"), train.label.map(LABELS.index).to_numpy())
 
 
 def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
-    files = paths.fold(model, fold)
+    files = fold_files(paths, model, fold)
     files.start(PRESETS["1d"])
     files.write_probabilities(files.oof, oof_fnames, oof, LABELS)
     files.write_probabilities(files.test, test_fnames, test, LABELS)

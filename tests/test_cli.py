@@ -5,16 +5,23 @@ import sys
 import pytest
 from conftest import ROOT
 
-STAGES = ["data", "audio_cache", "features", "train", "cluster", "blend", "inspect_oof", "predict", "export",
-          "adapters", "explore", "demo", "bench"]
+from src.__main__ import STAGES, TOOLS
+
+COMMANDS = [f"src.{stage}" for stage in STAGES] + [f"src.tools.{tool}" for tool in TOOLS]
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_stage_help(stage):
-    done = subprocess.run([sys.executable, "-m", f"src.{stage}", "--help"], cwd=ROOT, capture_output=True,
+def test_every_module_of_the_tree_is_a_listed_command_or_library():
+    listed = {f"{name}.py" for name in [*STAGES, "__init__", "__main__"]}
+    assert {p.name for p in (ROOT / "src").glob("*.py")} == listed
+    assert {p.stem for p in (ROOT / "src" / "tools").glob("*.py")} == {*TOOLS, "__init__"}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help(command):
+    done = subprocess.run([sys.executable, "-m", command, "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"usage: python -m src.{stage}")
+    assert done.stdout.startswith(f"usage: python -m {command}")
 
 
 def test_run_folds_help_and_bad_usage():
@@ -34,8 +41,8 @@ def test_train_help_lists_the_preset_overrides():
 
 
 def test_a_named_variant_keeps_the_preset_and_gets_its_own_folder():
-    from src.core.config import config_from_args
-    from src.core.layout import Paths
+    from src.base.config import config_from_args
+    from src.base.layout import Paths
     from src.train import train_parser
 
     args = train_parser().parse_args(["--model", "logmel", "--name", "logmel44", "--sample-rate", "44100",

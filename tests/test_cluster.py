@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT, write_dataset
 
-from src.core.layout import Paths
+from src.base.layout import Paths
+from src.training.fold_files import fold_files
 
 distributed = pytest.importorskip("distributed")
 
@@ -101,7 +102,7 @@ def test_a_killed_worker_leaves_every_fold_done_once(cluster, data_dir):
 def test_audio_cache_builds_on_the_cluster_as_it_does_locally(cluster, tmp_path):
     import joblib
 
-    from src.core import audio as audio_cache
+    from src.dataset import audio as audio_cache
 
     _, client = cluster
     here, there = write_dataset(tmp_path / "here"), write_dataset(tmp_path / "there")
@@ -120,7 +121,7 @@ def test_audio_cache_builds_on_the_cluster_as_it_does_locally(cluster, tmp_path)
 def test_copy_back_brings_a_fold_home(cluster, data_dir):
     local, _ = cluster
     paths = Paths(data_dir, data_dir.parent / "copied")
-    done = subprocess.run([sys.executable, "-m", "src.cluster", local.scheduler_address, "--model", "1d",
+    done = subprocess.run([sys.executable, "-m", "src.tools.cluster", local.scheduler_address, "--model", "1d",
                            "--folds", "1", "--copy-back", "--threads", "1",
                            *options(data_dir, paths.out_dir)], cwd=ROOT, env=ENV, capture_output=True,
                           text=True, timeout=600)
@@ -134,7 +135,7 @@ def test_copy_back_brings_a_fold_home(cluster, data_dir):
 def test_a_tls_scheduler_is_reached_with_the_certificates(data_dir, tmp_path):
     from distributed.security import Security
 
-    from src import cluster as runner
+    from src.tools import cluster as runner
 
     made = Security.temporary()            # a self-signed CA and certificate, made for this test
     files = {}
@@ -148,6 +149,6 @@ def test_a_tls_scheduler_is_reached_with_the_certificates(data_dir, tmp_path):
         code = runner.main([local.scheduler_address, "--model", "1d", "--folds", "0",
                             "--tls-ca-file", str(files["ca"]), "--tls-cert", str(files["cert"]),
                             "--tls-key", str(files["key"]), *options(data_dir, out)])
-        assert code == 0 and Paths(data_dir, out).fold("1d", 0).is_finished()
+        assert code == 0 and fold_files(Paths(data_dir, out), "1d", 0).is_finished()
         assert runner.main([local.scheduler_address, "--model", "1d", "--tls-cert", str(files["cert"]),
                             *options(data_dir, out)]) == 2     # half the settings: a clear refusal

@@ -4,9 +4,8 @@ import pandas as pd
 import pytest
 
 from src import data
-from src.core import layout
-from src.core.errors import DataError
-from src.core.layout import load_folds
+from src.base.errors import DataError
+from src.dataset import tables as layout
 
 
 def test_duplicate_fname_names_the_row(clean_dataset):
@@ -46,22 +45,22 @@ def test_check_layout_counts_and_lists_unreadable_headers(dataset, capsys):
 
 
 def test_folds_are_stratified_seeded_and_shared(clean_dataset):
-    folds = load_folds(clean_dataset, n_folds=3, seed=7)
+    folds = layout.Dataset.load(clean_dataset).folds(n_folds=3, seed=7)
     train = layout.load_train(clean_dataset).merge(folds, on="fname")
     per_fold = train.groupby(["label", "fold"]).size().unstack()
     assert (per_fold == 2).all().all()  # 6 clips of each label -> 2 per fold
     assert (clean_dataset / "folds.csv").exists()
-    again = load_folds(clean_dataset, n_folds=3, seed=999)  # written once: every model gets the same
+    again = layout.Dataset.load(clean_dataset).folds(n_folds=3, seed=999)  # written once: every model gets the same
     pd.testing.assert_frame_equal(folds, again)
     with pytest.raises(DataError, match="holds 3 folds, but 5 were asked for"):
-        load_folds(clean_dataset, n_folds=5)
+        layout.Dataset.load(clean_dataset).folds(n_folds=5)
 
 
 def test_predefined_fold_column_is_used(clean_dataset):
     train = pd.read_csv(clean_dataset / "train.csv")
     train["fold"] = [i % 2 for i in range(len(train))]
     train.to_csv(clean_dataset / "train.csv", index=False)
-    folds = load_folds(clean_dataset, n_folds=10)
+    folds = layout.Dataset.load(clean_dataset).folds(n_folds=10)
     assert folds.fold.tolist() == train.fold.tolist()
 
 
@@ -94,26 +93,28 @@ def test_download_without_credentials_explains_what_to_do(tmp_path, monkeypatch,
 def test_the_run_layout_knows_finished_folds_and_reads_back_what_it_wrote(clean_dataset, tmp_path):
     import numpy as np
 
-    from src.core.config import PRESETS
-    from src.core.layout import Dataset, Paths
+    from src.base.config import PRESETS
+    from src.base.layout import Paths
+    from src.dataset.tables import Dataset
+    from src.training.fold_files import finished_folds, fold_files, trained_models
 
     dataset = Dataset.load(clean_dataset)
     assert dataset.labels == ["Clicks", "Noise", "Tone"] and len(dataset.y_train) == len(dataset.train)
     paths = Paths(clean_dataset, tmp_path / "out")
-    assert paths.trained_models() == []
-    started = paths.fold("1d", 0)
+    assert trained_models(paths) == []
+    started = fold_files(paths, "1d", 0)
     started.start(PRESETS["1d"])                      # begun, not finished
-    finished = paths.fold("1d", 1)
+    finished = fold_files(paths, "1d", 1)
     finished.start(PRESETS["1d"])
     probs = np.full((2, 3), 1 / 3)
     finished.write_probabilities(finished.test, ["a.wav", "b.wav"], probs, dataset.labels)
     finished.write_result({"val_map3": 0.5})
-    assert paths.finished_folds("1d") == [1] and paths.trained_models() == ["1d"]
+    assert finished_folds(paths, "1d") == [1] and trained_models(paths) == ["1d"]
     assert finished.read_result() == {"val_map3": 0.5} and finished.labels() == dataset.labels
     assert finished.read_config() == PRESETS["1d"]
     np.testing.assert_allclose(finished.read_probabilities(finished.test, dataset.labels).to_numpy(), probs, rtol=1e-5)
     with pytest.raises(DataError, match="not train.csv's labels"):
         finished.read_probabilities(finished.test, ["x", "y", "z"])
-    copy = paths.fold("copy", 1)
+    copy = fold_files(paths, "copy", 1)
     copy.receive(finished.contents())                 # as --copy-back brings a fold home
     assert copy.is_finished() and copy.read_result() == {"val_map3": 0.5}

@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from src.core.augment import augmentation
-from src.core.config import PRESETS
-from src.core.device_feed import BANK_SHARE, ClipBank, DeviceClipSequence, bank_bytes, room_for, supports
-from src.core.generator import ClipSequence
-from src.core.inputs import model_input
+from src.base.config import PRESETS
+from src.dataset.inputs import model_input
+from src.feeds.augment import Augmentation
+from src.feeds.device import BANK_SHARE, ClipBank, DeviceClipSequence, bank_bytes, room_for, supports
+from src.feeds.host import ClipSequence
 
 
 @pytest.mark.parametrize("preset, options", [
@@ -24,13 +24,11 @@ def test_device_batches_equal_host_batches(clean_dataset, preset, options, shard
     fnames = [f for f in source.store.index.fname if source.store.status(f) == "ok"]
     targets = np.eye(len(fnames), dtype=np.float32)
     flags = np.arange(len(fnames)) % 2
-    min_length = round(config.min_crop_seconds / config.crop_seconds * source.crop_length)
-    common = dict(train=True, seed=3, mixup=config.mixup, min_length=min_length, flags=flags)
-    host = ClipSequence(source, fnames, targets, 5, augment=augmentation(config), **common)
+    common = dict(train=True, seed=3, flags=flags, augmentation=Augmentation.of(config, source.crop_length))
+    host = ClipSequence(source, fnames, targets, 5, **common)
     bank = ClipBank(source, shard_limit=shard_limit)
     assert (len(bank.shards) > 1) == (shard_limit < 2 ** 30)
-    device = DeviceClipSequence(bank, fnames, targets, 5, time_shift=config.time_shift, gain_db=config.gain_db,
-                                **common)
+    device = DeviceClipSequence(bank, fnames, targets, 5, **common)
     assert len(host) == len(device) == 4                  # 18 clips: the last batch is topped up
     for epoch in range(2):
         for i in range(epoch * len(host), (epoch + 1) * len(host)):
@@ -52,10 +50,9 @@ def test_device_between_class_batches_equal_host_batches(clean_dataset):
     source = model_input(clean_dataset, "train", config, n_jobs=1)
     fnames = [f for f in source.store.index.fname if source.store.status(f) == "ok"]
     targets = np.eye(3, dtype=np.float32)[np.arange(len(fnames)) % 3]
-    common = dict(train=True, seed=4, between_class_rate=config.sample_rate)
-    host = ClipSequence(source, fnames, targets, 6, augment=augmentation(config), **common)
-    device = DeviceClipSequence(ClipBank(source), fnames, targets, 6, time_shift=config.time_shift,
-                                gain_db=config.gain_db, **common)
+    common = dict(train=True, seed=4, augmentation=Augmentation.of(config, source.crop_length))
+    host = ClipSequence(source, fnames, targets, 6, **common)
+    device = DeviceClipSequence(ClipBank(source), fnames, targets, 6, **common)
     for i in range(2 * len(host)):
         (hx, hy), (dx, dy) = host[i], device[i]
         dx = np.asarray(dx)
@@ -73,7 +70,7 @@ def test_what_the_device_feed_cannot_take_is_named():
 
 
 def test_the_audio_cache_goes_on_the_gpu_only_where_it_leaves_room_to_train(clean_dataset):
-    from src.core import backend
+    from src.base import backend
 
     source = model_input(clean_dataset, "train", PRESETS["logmel"], n_jobs=1)
     needed = bank_bytes(source)                           # known before anything is copied to the device

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from src import explore
+from src.tools import explore
 
 
 def test_report_finds_duplicates_silence_clipping_and_long_test_clips(dataset, tmp_path):

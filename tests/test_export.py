@@ -3,10 +3,10 @@ import pytest
 from test_predict import make_models
 
 from src import export
+from src.base.config import PRESETS
+from src.base.layout import Paths
 from src.blend import geometric_mean
-from src.core.config import PRESETS
-from src.core.inputs import mfcc
-from src.core.layout import Paths
+from src.dataset.inputs import mfcc
 from src.models import MfccFrontEnd
 from src.predict import load_members
 

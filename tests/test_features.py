@@ -2,8 +2,8 @@ import dataclasses
 
 import numpy as np
 
-from src.core.config import PRESETS
-from src.core.inputs import MfccInput, mfcc, model_input
+from src.base.config import PRESETS
+from src.dataset.inputs import MfccInput, mfcc, model_input
 
 CONFIG = dataclasses.replace(PRESETS["2d"], crop_seconds=0.5)
 

@@ -1,4 +1,4 @@
-"""Folds stacked into one model (src.core.fold_stack) compute and learn exactly what each fold would
+"""Folds stacked into one model (src.training.fold_stack) compute and learn exactly what each fold would
 alone. JAX only (CI runs this file under KERAS_BACKEND=jax)."""
 import dataclasses
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from src.core.config import PRESETS
+from src.base.config import PRESETS
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="fold stacks need the JAX backend")
 
@@ -36,7 +36,7 @@ def batches(rng):
 
 
 def test_a_stack_predicts_what_each_fold_predicts_alone():
-    from src.core.fold_stack import FoldStack
+    from src.training.fold_stack import FoldStack
 
     networks = fold_networks()
     stack = FoldStack(networks)
@@ -49,7 +49,7 @@ def test_a_stack_predicts_what_each_fold_predicts_alone():
 
 
 def test_training_a_stack_trains_each_fold_as_it_would_train_alone():
-    from src.core.fold_stack import FoldStack, FoldSum
+    from src.training.fold_stack import FoldStack, FoldSum
 
     sgd = lambda: keras.optimizers.SGD(0.05)
     alone = fold_networks(sgd)
@@ -81,8 +81,8 @@ def floats(network) -> np.ndarray:
 
 
 def test_a_stack_refuses_networks_of_different_shapes():
-    from src.core.fold_stack import FoldStack
     from src.models import build_model
+    from src.training.fold_stack import FoldStack
 
     with pytest.raises(ValueError, match="same architecture"):
         FoldStack([build_model(CONFIG, CLASSES), build_model(CONFIG, CLASSES + 1)])

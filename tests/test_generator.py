@@ -3,10 +3,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from src.core.config import PRESETS
-from src.core.generator import ClipSequence, crop_or_pad
-from src.core.inputs import WaveInput, model_input
-from src.core.store import PackedStore
+from src.base.config import PRESETS
+from src.dataset.inputs import WaveInput, model_input
+from src.dataset.store import PackedStore
+from src.feeds.augment import Augmentation
+from src.feeds.crops import crop_or_pad
+from src.feeds.host import ClipSequence
 
 PAD = np.array([-9.0, -9.0], np.float32)
 
@@ -88,9 +90,9 @@ def test_validation_is_the_same_every_epoch_and_training_reshuffles(clean_datase
 def test_whole_clip_prediction_combines_windows_covering_each_clip(clean_dataset):
     import keras
 
-    from src.core.inference import predict_clips, windows
-    from src.core.metrics import geometric_mean
+    from src.base.metrics import geometric_mean
     from src.models import MinMaxScale
+    from src.training.inference import predict_clips, windows
 
     config, fnames, _ = make_sequence(clean_dataset, "1d", train=False)
     source = model_input(clean_dataset, "train", config, n_jobs=1)
@@ -132,7 +134,7 @@ def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
     config = dataclasses.replace(PRESETS["1d"], sample_rate=1000, crop_seconds=0.2)
     fnames = [f"c{k}" for k in range(6)]
     seq = ClipSequence(WaveInput(store, config), fnames, np.eye(6, dtype=np.float32), batch_size=6,
-                       train=True, seed=5, mixup=0.4)
+                       train=True, seed=5, augmentation=Augmentation(mixup=0.4))
     x, y = seq[0]
     assert x.dtype == np.int16
     np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-6)
@@ -142,21 +144,21 @@ def test_mixup_mixes_labels_with_the_same_weights_as_inputs(tmp_path):
     assert ((y > 0.02) & (y < 0.98)).any()           # and some rows really are mixed
 
     plain = ClipSequence(WaveInput(store, config), fnames, np.eye(6, dtype=np.float32), batch_size=6,
-                         train=False, mixup=0.4)
+                         train=False, augmentation=Augmentation(mixup=0.4))
     assert set(np.unique(plain[0][1])) == {0.0, 1.0}  # never at validation or test time
 
 
 def test_unverified_flags_follow_their_clips_through_the_shuffle(clean_dataset):
     import pandas as pd
 
-    from src.train import _unverified_flags
+    from src.feeds.fold_feeds import unverified_flags
 
     config, fnames, _ = make_sequence(clean_dataset, "1d", train=True)
     table = pd.DataFrame({"fname": fnames, "manually_verified": [i % 2 for i in range(len(fnames))]})
-    flags = _unverified_flags(table, dataclasses.replace(config, unverified_weight=0.25))
+    flags = unverified_flags(table, dataclasses.replace(config, unverified_weight=0.25))
     assert flags.tolist() == [1.0 if i % 2 == 0 else 0.0 for i in range(len(fnames))]
-    assert _unverified_flags(table, dataclasses.replace(config, drop_unverified=0.5)).tolist() == flags.tolist()
-    assert _unverified_flags(table, config) is None
+    assert unverified_flags(table, dataclasses.replace(config, drop_unverified=0.5)).tolist() == flags.tolist()
+    assert unverified_flags(table, config) is None
     source = model_input(clean_dataset, "train", config, n_jobs=1)
     seq = ClipSequence(source, fnames, np.eye(len(fnames), dtype=np.float32), batch_size=5, train=True,
                        seed=1, flags=flags)
@@ -169,19 +171,20 @@ def test_random_crop_lengths_leave_the_rest_padded(tmp_path):
     fnames = [f"c{k}" for k in range(8)]
     source = WaveInput(constant_store(tmp_path, [1000] * 8, 4000),
                        dataclasses.replace(PRESETS["1d"], sample_rate=1000, crop_seconds=2.0))
-    seq = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3, min_length=500)
+    seq = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3,
+                       augmentation=Augmentation(min_length=500))
     lengths = []
     for epoch in range(5):
         lengths += list((seq[epoch * len(seq)][:, :, 0] != 0).sum(axis=1))
     assert min(lengths) >= 500 and max(lengths) <= 2000 and len(set(lengths)) > 10
     fixed = ClipSequence(source, fnames, None, batch_size=8, train=True, seed=3)
     assert ((fixed[0][:, :, 0] != 0).sum(axis=1) == 2000).all()
-    validation = ClipSequence(source, fnames, None, batch_size=8, min_length=500)
+    validation = ClipSequence(source, fnames, None, batch_size=8, augmentation=Augmentation(min_length=500))
     assert ((validation[0][:, :, 0] != 0).sum(axis=1) == 2000).all()   # whole crops outside training
 
 
 def test_gain_time_shift_and_stretch():
-    from src.core.augment import gain, stretch, time_shift
+    from src.feeds.augment import gain, stretch, time_shift
 
     rng = np.random.default_rng(0)
     ramp = np.arange(1000, dtype=np.int16)[None, :, None].repeat(40, axis=0) + 100
@@ -199,7 +202,7 @@ def test_gain_time_shift_and_stretch():
 
 
 def test_noise_is_added_at_the_drawn_snr():
-    from src.core.augment import add_noise
+    from src.feeds.augment import add_noise
 
     rng = np.random.default_rng(0)
     clean = (8000 * np.sin(np.arange(32000) / 10)).astype(np.int16)[None, :, None].repeat(50, axis=0)
@@ -211,7 +214,7 @@ def test_noise_is_added_at_the_drawn_snr():
 
 
 def test_sound_pressure_follows_the_a_weighting():
-    from src.core.augment import a_weighting_db, sound_pressure_db
+    from src.feeds.augment import a_weighting_db, sound_pressure_db
 
     rate = 16000
     t = np.arange(rate // 2) / rate
@@ -229,8 +232,8 @@ def test_between_class_mixes_other_classes_at_the_drawn_ratio_of_sound_pressure(
     """Loud 1 kHz clips of class 0 and quiet 250 Hz clips of class 1: in every mix the two are heard
     (A-weighted level of each component) in the ratio r : 1 - r its targets give, cut on the host or
     on the device."""
-    from src.core.augment import a_weighting_db
-    from src.core.device_feed import ClipBank
+    from src.feeds.augment import a_weighting_db
+    from src.feeds.device import ClipBank
 
     rate, n = 16000, 8000
     t = np.arange(n) / rate
@@ -246,11 +249,11 @@ def test_between_class_mixes_other_classes_at_the_drawn_ratio_of_sound_pressure(
     store.flush()
     config = dataclasses.replace(PRESETS["envnet"], crop_seconds=0.5, time_shift=0, gain_db=0, between_class=True)
     targets = np.eye(2, dtype=np.float32)[classes]
-    from src.train import training_sequence
+    from src.feeds.fold_feeds import training_batches
 
     config = dataclasses.replace(config, sample_rate=rate, batch_size=8)
     source = WaveInput(store, config)
-    seq = training_sequence(config, source, [f"c{k}" for k in range(8)], targets, seed=3,
+    seq = training_batches(config, source, [f"c{k}" for k in range(8)], targets, seed=3,
                             bank=ClipBank(source) if feed == "device" else None)
     x, y = seq[0]
     x = np.asarray(x)

@@ -8,9 +8,10 @@ import pytest
 from conftest import write_dataset
 
 from src import train
-from src.core.errors import DataError
-from src.core.label_cleaning import judge_probabilities
-from src.core.layout import Paths
+from src.base.errors import UsageError
+from src.base.layout import Paths
+from src.training.fold_files import fold_files
+from src.training.label_cleaning import judge_probabilities
 
 needs_weights = pytest.mark.skipif(importlib.util.find_spec("aisfx") is None,
                                    reason="aisfx weights not installed (pip install --no-deps -r "
@@ -28,7 +29,7 @@ def test_the_judge_sees_each_row_only_from_inner_folds_that_left_it_out():
     # Each row is judged by a regression that never saw its (wrong) label: it still says its true class.
     assert probs[0].argmax() == 0 and probs[21].argmax() == 1
     assert (probs.argmax(axis=1) == labels).mean() > 0.95
-    with pytest.raises(DataError, match="lower --clean-folds"):
+    with pytest.raises(UsageError, match="lower --clean-folds"):
         judge_probabilities(features[[0, 1, 20, 21, 40, 41]], labels[[0, 1, 20, 21, 40, 41]], 4, folds=5, seed=0)
 
 
@@ -47,7 +48,7 @@ def test_disputed_unverified_labels_are_relabelled_or_dropped_before_the_fold_tr
                "--data-dir", str(data_dir), "--out-dir", str(paths.out_dir)]
     assert train.main([*options, "--prepare"]) == 0
     assert train.main([*options, "--fold", "0"]) == 0
-    files = paths.fold("logmel", 0)
+    files = fold_files(paths, "logmel", 0)
     disputed = pd.read_csv(files.cleaned)
     folds = pd.read_csv(paths.folds_csv)
     training = set(folds.fname[folds.fold != 0])

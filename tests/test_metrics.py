@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from src.core.metrics import average_precision_at_k, map_at_k, map_at_k_labels, per_row_precision, top_k
+from src.base.metrics import average_precision_at_k, map_at_k, map_at_k_labels, per_row_precision, top_k
 
 
 def test_rank_one_two_three_and_absent():

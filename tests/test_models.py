@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from src.core.config import PRESETS
+from src.base.config import PRESETS
 from src.models import build_model
 
 
@@ -150,9 +150,9 @@ def test_epoch_validation_gives_the_loss_keras_gives_over_the_real_rows(clean_da
     """Validation runs in full batches (one compiled shape); the padding rows must not count."""
     import dataclasses
 
-    from src.core.callbacks import EpochValidation
-    from src.core.generator import ClipSequence
-    from src.core.inputs import model_input
+    from src.dataset.inputs import model_input
+    from src.feeds.host import ClipSequence
+    from src.training.callbacks import EpochValidation
 
     config = dataclasses.replace(PRESETS["1d"], crop_seconds=0.5)
     source = model_input(clean_dataset, "train", config, n_jobs=1)
@@ -189,9 +189,9 @@ def test_each_network_declares_its_input_and_an_impossible_pairing_is_refused(tm
     import dataclasses
     import json
 
-    from src.core.config import Config
-    from src.core.inputs import INPUT_KINDS, input_kind
-    from src.core.networks import NETWORKS
+    from src.base.config import Config
+    from src.base.networks import NETWORKS
+    from src.dataset.inputs import INPUT_KINDS, input_kind
 
     assert {net.input for net in NETWORKS.values()} <= set(INPUT_KINDS)
     assert input_kind(PRESETS["2d"]).name == "mfcc" and input_kind(PRESETS["logmel"]).name == "wave"
@@ -203,11 +203,11 @@ def test_each_network_declares_its_input_and_an_impossible_pairing_is_refused(tm
         dataclasses.replace(PRESETS["1d"], time_masks=1)
     saved = tmp_path / "config.json"                  # a config written before the network decided
     saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "mfcc"}))
-    assert Config.from_json(saved) == PRESETS["2d"]
+    assert Config.from_dict(json.loads(saved.read_text())) == PRESETS["2d"]
     legacy = {k: v for k, v in dataclasses.asdict(PRESETS["logmel"]).items() if k != "name"}
     saved.write_text(json.dumps({**legacy, "preset": "logmel16", "workers": 1, "feed": "auto", "patience": 80}))
-    old = Config.from_json(saved)       # run name in `preset`, feeding settings beside the rest
+    old = Config.from_dict(json.loads(saved.read_text()))       # run name in `preset`, feeding settings beside the rest
     assert (old.name, old.preset, old.patience) == ("logmel16", "", 80)
     saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "wave"}))
     with pytest.raises(ValueError, match="reads mfcc input, not wave"):
-        Config.from_json(saved)
+        Config.from_dict(json.loads(saved.read_text()))

@@ -6,10 +6,11 @@ import pandas as pd
 import soundfile as sf
 
 from src import predict
-from src.core.config import PRESETS
-from src.core.inference import window_starts, windows
-from src.core.layout import Paths
+from src.base.config import PRESETS
+from src.base.layout import Paths
 from src.models import build_model
+from src.training.fold_files import fold_files
+from src.training.inference import window_starts, windows
 
 LABELS = ["Clicks", "Noise", "Tone"]
 
@@ -27,7 +28,7 @@ def make_models(out_dir, folds=2):
     for preset in ("1d", "2d"):
         config = dataclasses.replace(PRESETS[preset], crop_seconds=0.5, n_folds=folds)
         for fold in range(folds):
-            files = Paths(out_dir=out_dir).fold(preset, fold)
+            files = fold_files(Paths(out_dir=out_dir), preset, fold)
             files.start(config)
             stats = {"mean": np.zeros(40, np.float32), "variance": np.ones(40, np.float32)} \
                 if preset == "2d" else {}

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from src import train
-from src.core import pretrained
-from src.core.config import PRESETS
-from src.core.errors import DataError
-from src.core.layout import Paths
-from src.core.torch_checkpoint import read_checkpoint
+from src.base.config import PRESETS
+from src.base.errors import SetupError, UsageError
+from src.base.layout import Paths
+from src.models import pretrained
+from src.models.torch_checkpoint import read_checkpoint
+from src.training.fold_files import fold_files
 
 REFERENCE = Path(__file__).parent / "reference" / "aisfx_reference.npz"
 needs_weights = pytest.mark.skipif(importlib.util.find_spec("aisfx") is None,
@@ -75,7 +76,7 @@ def test_rebuilt_network_and_front_end_match_the_package():
 
 def test_missing_weights_say_how_to_install_them(clean_dataset, tmp_path, monkeypatch, capsys):
     absent = dataclasses.replace(pretrained.WEIGHTS["aisfx"], package="freesound-no-such-weights")
-    with pytest.raises(DataError, match=r"pip install --no-deps -r requirements-pretrained.txt"):
+    with pytest.raises(SetupError, match=r"pip install --no-deps -r requirements-pretrained.txt"):
         absent.path()
     monkeypatch.setitem(pretrained.WEIGHTS, "aisfx", absent)
     # Before any caching: prepare is what run_folds.sh calls first.
@@ -89,7 +90,7 @@ def test_missing_weights_say_how_to_install_them(clean_dataset, tmp_path, monkey
 def test_rebuilt_input_must_be_the_pretraining_input():
     from src.models import build_model
 
-    with pytest.raises(DataError, match="expect sample-rate 44100, n-mels 96; got sample-rate 22050, n-mels 64"):
+    with pytest.raises(UsageError, match="expect sample-rate 44100, n-mels 96; got sample-rate 22050, n-mels 64"):
         build_model(dataclasses.replace(PRESETS["aisfx"], sample_rate=22050, n_mels=64), 3)
 
 
@@ -121,7 +122,7 @@ def test_aisfx_fold_fine_tunes_from_the_pretrained_weights(clean_dataset, tmp_pa
     paths = Paths(clean_dataset, tmp_path / "out")
     assert train.main(["--model", "aisfx", "--fold", "0", "--n-folds", "2", "--epochs", "3", "--batch-size", "8",
                        "--data-dir", str(clean_dataset), "--out-dir", str(paths.out_dir)]) == 0
-    files = paths.fold("aisfx", 0)
+    files = fold_files(paths, "aisfx", 0)
     result = files.read_result()
     assert result["epochs_run"] == 3 and 0 <= result["val_map3"] <= 1
     model = keras.saving.load_model(files.model)

@@ -9,6 +9,8 @@ import time
 import pandas as pd
 from conftest import ROOT, write_dataset
 
+from src.training.resume import ResumeState
+
 OPTIONS = ["--model", "1d", "--fold", "0", "--n-folds", "3", "--epochs", "6", "--batch-size", "4",
            "--crop-seconds", "0.5", "--resume-every", "0"]  # every epoch saved: the kill comes after epoch 2's
 
@@ -19,19 +21,27 @@ def train(data_dir, out_dir, **popen):
                             stderr=subprocess.STDOUT, text=True, env=dict(os.environ, THREADS="1"), **popen)
 
 
+def saved_epoch(path) -> int:
+    """The epoch of a resume state, or -1 while none can be read (the file is replaced whole)."""
+    try:
+        return ResumeState.load(path).epoch
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
 def test_a_killed_fold_resumes_to_the_same_result(tmp_path):
     data_dir = write_dataset(tmp_path / "data", per_class=8, bad_inputs=False)
     whole = train(data_dir, tmp_path / "whole")
     assert whole.wait(timeout=600) == 0, whole.stdout.read()
 
     killed = train(data_dir, tmp_path / "killed")
-    state = tmp_path / "killed" / "predictions" / "1d" / "fold0" / "resume" / "state.json"
+    state = tmp_path / "killed" / "predictions" / "1d" / "fold0" / "resume.npz"
     deadline = time.time() + 600
-    while not (state.exists() and '"epoch": 2,' in state.read_text()) and time.time() < deadline:
+    while not (state.exists() and saved_epoch(state) >= 2) and time.time() < deadline:
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)                    # mid-epoch 4, or wherever it has got to
     killed.wait()
-    assert not (state.parent.parent / "result.json").exists()
+    assert not (state.parent / "result.json").exists()
     resumed = train(data_dir, tmp_path / "killed")
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0 and "continuing after epoch" in out, out
@@ -45,17 +55,17 @@ def test_a_killed_fold_resumes_to_the_same_result(tmp_path):
                                   logs["killed"][["epoch", "loss", "val_loss"]])
     for name in ("oof.csv", "test.csv"):
         assert (done["whole"] / name).read_text() == (done["killed"] / name).read_text()
-    assert not (done["killed"] / "resume").exists()       # the resume state goes once the fold is finished
+    assert not (done["killed"] / "resume.npz").exists()   # the resume state goes once the fold is finished
 
 
 def test_the_resume_state_costs_at_most_a_twentieth_of_the_time_by_default():
-    from src.core.callbacks import SAVE_SHARE, FoldCheckpoint
+    from src.training.callbacks import SAVE_SHARE, FoldCheckpoint
 
-    checkpoint = FoldCheckpoint(files=None, stopping=None, timer=None)
+    checkpoint = FoldCheckpoint(path=None, stopping=None, timer=None)
     assert checkpoint.due(checkpoint.saved)              # the first epoch is saved, however short
     checkpoint.cost = 0.03                               # a 30 ms save: the next one 0.6 s later at the earliest
     assert SAVE_SHARE == 0.05
     assert not checkpoint.due(checkpoint.saved + 0.59) and checkpoint.due(checkpoint.saved + 0.61)
-    every = FoldCheckpoint(files=None, stopping=None, timer=None, every=0)
+    every = FoldCheckpoint(path=None, stopping=None, timer=None, every=0)
     every.cost = 10.0
     assert every.due(every.saved)                        # --resume-every 0: every epoch, whatever it costs

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, write_dataset
 
 from src import blend, inspect_oof
-from src.core.layout import Paths
+from src.base.layout import Paths
 
 TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
 
@@ -108,12 +108,12 @@ def test_normalisation_uses_the_folds_training_rows_only(pipeline):
     import keras
 
     import src.models  # noqa: F401 - registers the custom layers and loss that best.keras names
-    from src.core.config import Config
-    from src.core.inputs import model_input
+    from src.dataset.inputs import model_input
+    from src.training.fold_files import FoldFiles
 
     paths, _ = pipeline
     folder = paths.fold_dir("2d", 1)
-    config = Config.from_json(folder / "config.json")
+    config = FoldFiles(folder).read_config()
     source = model_input(paths.data_dir, "train", config, n_jobs=1)
     folds = pd.read_csv(paths.folds_csv)
     fit = [f for f in folds.fname[folds.fold != 1] if source.store.status(f) == "ok"]

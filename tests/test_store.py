@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from src.core.store import PackedStore
+from src.dataset.store import PackedStore
 
 
 def test_rows_round_trip_and_partial_reads(tmp_path):
