@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="the preset to export (its finished folds)")
     parser.add_argument("--out", type=Path, help="folder of the SavedModel (default: OUT_DIR/exported/MODEL)")
     args = parser.parse_args(argv)
-    out = export(cli.paths(args), args.model, args.out or args.out_dir / "exported" / args.model)
+    paths = cli.paths(args)
+    out = export(paths, args.model, args.out or paths.exported_dir(args.model))
     print(f"exported {args.model} to {out}")
     return 0
 

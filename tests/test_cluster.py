@@ -14,7 +14,7 @@ from conftest import ROOT, write_dataset
 from src.base.layout import Paths
 from src.training.fold_files import fold_files
 
-distributed = pytest.importorskip("distributed")
+distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install -r requirements-cluster.txt")
 
 TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
 ENV = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2")

@@ -2,13 +2,13 @@
 alone, the training step alone and the two together, on any machine. Figures are printed, with ratios measured in the
 same run so that a noisy machine still gives a meaningful answer.
 
-    python -m src.tools.bench DATA_DIR                 # cache; feed alone, step alone, both together (GPU
-                                                 # busy share), inference; peak RSS
+    python -m src.tools.bench DATA_DIR              # cache; feed alone, step alone, both together (GPU
+                                                    # busy share), inference; peak RSS
     KERAS_BACKEND=torch python -m src.tools.bench DATA_DIR --models logmel --precision bfloat16
-    python -m src.tools.bench DATA_DIR --repeat 10     # the same on the train list repeated 10 times
+    python -m src.tools.bench DATA_DIR --repeat 10  # the same on the train list repeated 10 times
     python -m src.tools.bench DATA_DIR --models logmel --fold-stack 5   # and 5 folds trained as one model
-    python -m src.tools.bench DATA_DIR --full-run      # a complete 5-fold 1d + 2d run, timed by stage,
-                                                 # against per-batch loading and resampling
+    python -m src.tools.bench DATA_DIR --full-run   # a complete 5-fold 1d + 2d run, timed by stage,
+                                                    # against per-batch loading and resampling
 
 Works on a mirror of DATA_DIR in a temporary folder (symbolic links to its audio, a fresh cache), so
 the dataset's own cache and predictions are never touched.
@@ -290,7 +290,7 @@ def kernel_style_sequence(data_dir: Path, fnames: list[str], targets: np.ndarray
     return KernelStyle()
 
 
-def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
+def compare_with_kernel(data_dir: Path, epochs: int, folds: int = 5) -> dict:
     """Seconds per epoch of one 1d fold fed by the cache and by per-batch loading + resampling, over
     `epochs` epochs after a first one that traces the model."""
     import keras
@@ -302,7 +302,7 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     config = PRESETS["1d"]
     dataset = Dataset.load(data_dir)
     labels = dataset.labels
-    train = dataset.train_with_folds(n_folds=5)
+    train = dataset.train_with_folds(n_folds=folds)
     rows = train[train.fold != 0]
     targets = one_hot(labels, rows.label)
     source = model_input(data_dir, "train", config)
@@ -318,10 +318,10 @@ def compare_with_kernel(data_dir: Path, epochs: int) -> dict:
     return result
 
 
-def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> None:
-    """Cache, 5 folds of 1d, 5 folds of 2d and the blend, timed stage by stage."""
+def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int, folds: int = 5) -> None:
+    """Cache, the folds of 1d, the folds of 2d and the blend, timed stage by stage."""
     out = work / "out"
-    options = ["--data-dir", str(data_dir), "--out-dir", str(out), "--n-folds", "5", "--epochs", str(epochs)]
+    options = ["--data-dir", str(data_dir), "--out-dir", str(out), "--n-folds", str(folds), "--epochs", str(epochs)]
     stages = [("audio cache", [sys.executable, "-m", "src.audio_cache", "--data-dir", str(data_dir)]),
               ("1d folds", ["./run_folds.sh", "1d", "--", *options]),
               ("2d folds", ["./run_folds.sh", "2d", "--", *options]),
@@ -349,7 +349,7 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int) -> Non
         print(f"  {preset} folds: fit {split['fit_minutes']:.1f} min, predict {split['predict_minutes']:.1f} min, "
               f"setup {split['minutes'] - split['fit_minutes'] - split['predict_minutes']:.1f} min "
               f"(process start, imports, loading), epochs run {[r['epochs_run'] for r in results]}")
-    per_epoch = compare_with_kernel(data_dir, kernel_epochs)
+    per_epoch = compare_with_kernel(data_dir, kernel_epochs, folds)
     ratio = per_epoch["per-batch kaiser_fast"] / per_epoch["cache"]
     print(f"1d fold 0, {kernel_epochs} epochs after a warm-up: {per_epoch['cache']:.1f} s/epoch from the cache, "
           f"{per_epoch['per-batch kaiser_fast']:.1f} s/epoch loading and resampling every batch: {ratio:.1f}x")
@@ -377,6 +377,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also append each model's figures to this JSON-lines file")
     parser.add_argument("--full-run", action="store_true", help="time a complete 5-fold 1d + 2d run instead")
     parser.add_argument("--full-run-epochs", type=int, default=50, help="maximum epochs per fold there")
+    parser.add_argument("--full-run-folds", type=int, default=5, help="folds of each model there (default 5)")
     parser.add_argument("--kernel-epochs", type=int, default=3, help="epochs of the per-batch comparison")
     args = parser.parse_args(argv)
     if args.fold_stack > 1 and os.environ.get("KERAS_BACKEND") != "jax":
@@ -391,7 +392,7 @@ def main(argv=None) -> int:
         print(f"machine: {info['cores']} cores, GPU: {info['gpu']}, backend {info['backend']} "
               f"(keras {info['keras']})")
         if args.full_run:
-            full_run(data_dir, work, args.full_run_epochs, args.kernel_epochs)
+            full_run(data_dir, work, args.full_run_epochs, args.kernel_epochs, args.full_run_folds)
             return 0
         rates = sorted({PRESETS[m].sample_rate for m in args.models})
         if args.skip_cache:

@@ -19,7 +19,6 @@ from . import ROOT
 # The kernel's two nets and the strongest preset, logmel: 30 epochs instead of its 80, its cosine
 # schedule run to the end as in the preset (early stopping cut it short on the demo's folds).
 MODELS = ("1d", "2d", "logmel")
-OWN_OPTIONS = {"logmel": ["--epochs", "30", "--patience", "none"]}
 
 
 def run(command: list[str]) -> None:
@@ -37,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", default="runs/demo", help="default: runs/demo")
     parser.add_argument("--folds", type=int, default=3, help="StratifiedKFold splits (default: 3)")
     parser.add_argument("--epochs", type=int, default=25, help="maximum epochs per fold (default: 25)")
+    parser.add_argument("--logmel-epochs", type=int, default=30,
+                        help="logmel's epochs, its cosine schedule run to the end (default: 30)")
     parser.add_argument("--force", action="store_true", help="retrain folds finished by an earlier demo")
     args = parser.parse_args(argv)
     started = time.time()
@@ -46,8 +47,9 @@ def main(argv=None) -> int:
                              "--batch-size", "16", "--patience", "8"] + (["--force"] if args.force else [])
     run([python, "-m", "src.data", "--data-dir", args.data_dir])
     run([python, "-m", "src.audio_cache", "--data-dir", args.data_dir, "--rates", "16000", "22050", "44100"])
+    own_options = {"logmel": ["--epochs", str(args.logmel_epochs), "--patience", "none"]}
     for model in MODELS:
-        run(["env", f"PYTHON={python}", "./run_folds.sh", model, "--", *train_options, *OWN_OPTIONS.get(model, [])])
+        run(["env", f"PYTHON={python}", "./run_folds.sh", model, "--", *train_options, *own_options.get(model, [])])
     run([python, "-m", "src.inspect_oof", *MODELS, "--worst", "5", *where])
     run([python, "-m", "src.blend", *MODELS, *where])
     submission = Path(args.out_dir) / "submissions" / f"blend_{'_'.join(MODELS)}.csv"

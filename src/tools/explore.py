@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=-1, help="processes (default: all cores)")
     args = parser.parse_args(argv)
     table = gather(args.data_dir, args.jobs)
-    path = write_report(table, args.out or args.out_dir / "report", f"Dataset report: {args.data_dir}")
+    path = write_report(table, args.out or cli.paths(args).report_dir, f"Dataset report: {args.data_dir}")
     print(f"wrote {path}")
     return 0
 

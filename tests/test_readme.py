@@ -1,0 +1,120 @@
+"""Every command the README shows is run by a test: the ones below run here at tiny scale, the others in
+the test file README_COMMANDS names. A command added to the README without a test fails this file, and
+so does a README whose install and test lines are not the ones CI runs (.ci/run)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, write_dataset
+
+TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
+
+# (program, flags) as the README writes them -> the test file that runs that command.
+README_COMMANDS = {
+    ("src", ()): "test_readme.py",
+    ("src.data", ()): "test_data.py",
+    ("src.data", ("--download",)): "test_data.py",
+    ("src.audio_cache", ("--rates",)): "test_bad_inputs.py",
+    ("src.features", ("--model",)): "test_readme.py",
+    ("src.train", ("--fold",)): "test_resume.py",
+    ("src.train", ("--fold", "--model")): "test_resume.py",
+    ("src.train", ("--model", "--prepare")): "test_pretrained.py",
+    ("run_folds.sh", ()): "test_run_folds.py",
+    ("run_folds.sh", ("--epochs", "--learning-rate")): "test_readme.py",
+    ("run_folds.sh", ("--precision",)): "test_readme.py",
+    ("run_folds.sh", ("--data-dir",)): "test_adapters.py",
+    ("run_folds.sh", ("--cluster",)): "test_cluster.py",
+    ("run_folds.sh", ("--cluster", "--n-folds")): "test_cluster.py",
+    ("src.blend", ()): "test_blend.py",
+    ("src.blend", ("--data-dir",)): "test_adapters.py",
+    ("src.blend", ("--weights",)): "test_readme.py",
+    ("src.blend", ("--fit-weights",)): "test_blend.py",
+    ("src.blend", ("--search",)): "test_blend.py",
+    ("src.blend", ("--stack",)): "test_blend.py",
+    ("src.inspect_oof", ()): "test_run_folds.py",
+    ("src.predict", ()): "test_predict.py",
+    ("src.predict", ("--csv", "--json")): "test_predict.py",
+    ("src.predict", ("--per-window",)): "test_predict.py",
+    ("src.export", ()): "test_export.py",
+    ("src.tools.explore", ("--data-dir",)): "test_explore.py",
+    ("src.tools.adapters", ()): "test_adapters.py",
+    ("src.tools.cluster", ("--copy-back", "--model")): "test_cluster.py",
+    ("src.tools.cluster", ("--model", "--tls-ca-file", "--tls-cert")): "test_cluster.py",
+    ("src.tools.bench", ()): "test_bench.py",
+    ("src.tools.bench", ("--models",)): "test_bench.py",
+    ("src.tools.bench", ("--repeat",)): "test_bench.py",
+    ("src.tools.bench", ("--full-run",)): "test_bench.py",
+    ("src.tools.demo", ()): "test_readme.py",
+}
+
+
+def readme_commands() -> set:
+    """(program, sorted flags) of every `python -m src...` and `./run_folds.sh` command in the README."""
+    text = (ROOT / "README.md").read_text()
+    found = set()
+    for match in re.finditer(r"(python3? -m (src(?:\.\w+)*)|\./run_folds\.sh)([^`\n#&]*)", text):
+        flags = tuple(sorted(set(re.findall(r"(?<!\S)(--[\w-]+)", match.group(3)))))
+        found.add((match.group(2) or "run_folds.sh", flags))
+    return found
+
+
+def test_every_readme_command_has_a_test_that_runs_it():
+    assert readme_commands() == set(README_COMMANDS)
+    for (program, flags), test_file in README_COMMANDS.items():
+        text = (ROOT / "tests" / test_file).read_text()
+        name = program.split(".")[-1]
+        assert name in text and all(f'"{flag}"' in text or flag[2:].replace("-", "_") in text for flag in flags), \
+            f"{test_file} does not run {program} {' '.join(flags)}"
+
+
+def test_ci_runs_the_readme_install_and_test_lines_as_written():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    install, test = block[0], next(line for line in block if line.startswith("python3 -m pytest"))
+    assert install in ci.splitlines() and test.split("#")[0].strip() in ci.splitlines()
+
+
+def run(*command, env=None):
+    done = subprocess.run(list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false",
+                                   **(env or {})))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The README's workflow on a tiny dataset: features, some folds with preset overrides, a bfloat16 run."""
+    tmp = tmp_path_factory.mktemp("readme")
+    data = write_dataset(tmp / "data", per_class=4, n_test=3, bad_inputs=False)
+    where = ["--data-dir", data, "--out-dir", tmp / "out"]
+    out = {"features": run(sys.executable, "-m", "src.features", "--model", "2d", *where),
+           "1d": run("./run_folds.sh", "1d", "--", *TINY, *where),
+           "2d": run("./run_folds.sh", "2d", "0", "1", "--", *TINY, "--learning-rate", "5e-4", *where),
+           "bfloat16": run("./run_folds.sh", "logmel", "--", *TINY, "--precision", "bfloat16", *where),
+           "blend": run(sys.executable, "-m", "src.blend", "1d", "2d", "--weights", "1", "2", *where)}
+    return tmp, out
+
+
+def test_the_pipeline_listing(tmp_path):
+    out = run(sys.executable, "-m", "src")
+    assert "1. python -m src.data" in out and "python -m src.tools.demo" in out
+
+
+def test_the_readme_workflow_at_tiny_scale(trained):
+    tmp, out = trained
+    assert list((tmp / "data" / "cache").glob("mfcc-*/train/index.csv"))           # features built
+    fold = tmp / "out" / "predictions" / "2d" / "fold0"
+    assert '"learning_rate": 0.0005' in (fold / "config.json").read_text()         # the override, recorded
+    assert '"precision": "bfloat16"' in (tmp / "out" / "predictions" / "logmel" / "fold1" / "config.json").read_text()
+    assert "blend_1d_2d" in out["blend"] and (tmp / "out" / "submissions" / "blend_1d_2d.csv").exists()
+
+
+def test_the_demo_at_tiny_scale(tmp_path):
+    data = shutil.copytree(ROOT / "data" / "demo", tmp_path / "demo")
+    out = run(sys.executable, "-m", "src.tools.demo", "--data-dir", data, "--out-dir", tmp_path / "runs",
+              "--folds", "2", "--epochs", "1", "--logmel-epochs", "1")
+    assert "demo finished in" in out and (tmp_path / "runs" / "submissions" / "blend_1d_2d_logmel.csv").exists()
