@@ -67,6 +67,11 @@ trap 'rm -f "$plan"' EXIT
 field() { "$PYTHON" -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)' "$plan" "$1"; }
 read -r -a all_folds <<<"$(field folds)"
 log_dir=$(field log_dir)
+# One run of a model at a time (a second terminal, or a --cluster run beside this one): the lock names
+# this shell; each fold process also holds its fold's own lock.
+run_lock=$(field run_lock)
+"$PYTHON" -m src.training.runs lock "$run_lock" $$ "./run_folds.sh $model" || exit 2
+trap 'rm -f "$plan" "$run_lock"' EXIT
 (( ${#folds[@]} )) || folds=("${all_folds[@]}")
 mkdir -p "$log_dir" 2>/dev/null || { echo "cannot create the log folder $log_dir: check --out-dir and its permissions" >&2; exit 2; }
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .base import cli
 from .base.errors import DataError
-from .base.files import atomic_write_csv
+from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
 from .base.metrics import geometric_mean, map_at_k, top_k
 from .dataset.tables import Dataset
@@ -44,9 +44,11 @@ class ModelPredictions:
     """Training time of its folds, summed (fit, prediction, start-up: result.json's minutes)."""
 
 
-def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_partial: bool = False) -> ModelPredictions:
-    """Read every finished fold of one model; DataError when folds are missing (unless allowed) or
-    the predictions do not match this dataset."""
+def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_partial: bool = False,
+                           allow_mismatch: bool = False) -> ModelPredictions:
+    """Read every finished fold of one model; DataError when folds are missing (unless allowed), or when
+    they were trained on other rows or folds than the dataset has now (unless allowed), or the
+    predictions do not match this dataset."""
     expected = sorted(dataset.folds().fold.unique())
     finished = [k for k in expected if fold_files(paths, name, k).is_finished()]
     missing = [k for k in expected if k not in finished]
@@ -56,6 +58,15 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
                         f"{' '.join(map(str, missing))} -- --data-dir {paths.data_dir} --out-dir {paths.out_dir}`"
                         + ("" if not finished else ", or blend what there is with --allow-partial."))
     _check_same_config(paths, name, finished)
+    current = dataset.fingerprints()
+    for k in finished:
+        stale = fold_files(paths, name, k).stale(current)
+        if stale and not allow_mismatch:
+            raise DataError(f"{name}: {stale}. Scoring or blending it against this dataset would mix two "
+                            f"datasets: retrain it (./run_folds.sh {name} -- --force ...), or pass "
+                            f"--allow-mismatch if that is what you mean.")
+        if stale:
+            log.warning("%s (--allow-mismatch)", stale)
     train, test, labels = dataset.train, dataset.test, dataset.labels
     oof = np.full((len(train), len(labels)), np.nan)
     position = pd.Series(np.arange(len(train)), index=train.fname)
@@ -190,14 +201,21 @@ def search_blends(predictions: list[ModelPredictions], y_true: np.ndarray) -> li
 
 
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
-          allow_partial: bool = False, fit: bool = False, search: bool = False, stack: bool = False) -> dict:
+          allow_partial: bool = False, fit: bool = False, search: bool = False, stack: bool = False,
+          allow_mismatch: bool = False) -> dict:
     """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3;
     with fit, also a blend whose weights are fitted on the OOF matrix; with search, the models are
     first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported); with
     stack, also a second-level model trained on the OOF probabilities (stacked)."""
     dataset = Dataset.load(paths.data_dir)
+    predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch) for m in models]
+    with Lock(paths.submissions_dir / "blend.lock", f"src.blend {' '.join(models)}"):
+        return _blend_and_write(paths, dataset, predictions, models, weights, name, fit, search, stack)
+
+
+def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPredictions], models: list[str],
+                     weights, name, fit: bool, search: bool, stack: bool) -> dict:
     test, labels, y_train, y_test = dataset.test, dataset.labels, dataset.y_train, dataset.y_test
-    predictions = [load_model_predictions(paths, m, dataset, allow_partial) for m in models]
     ranking = None
     if search:
         ranking = search_blends(predictions, y_train)
@@ -308,6 +326,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per model (default: equal)")
     parser.add_argument("--name", help="blend submission name (default: blend_<models>)")
     parser.add_argument("--allow-partial", action="store_true", help="blend models with unfinished folds")
+    parser.add_argument("--allow-mismatch", action="store_true", help="blend folds trained on other train.csv "
+                        "rows or labels, or other folds, than the dataset has now (stopped otherwise)")
     parser.add_argument("--fit-weights", action="store_true", help="also blend with weights fitted on the "
                         "OOF predictions (log loss), written as <name>_fitted.csv")
     parser.add_argument("--search", action="store_true", help="blend the equal-weight subset of the models "
@@ -326,7 +346,7 @@ def main(argv=None) -> int:
         parser.error("--search blends with equal weights" if args.search else
                      f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
     report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search,
-                   args.stack)
+                   args.stack, args.allow_mismatch)
     if report["search"]:
         print(f"equal-weight subsets by OOF MAP@3 (best {min(10, len(report['search']))} "
               f"of {len(report['search'])}):")

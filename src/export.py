@@ -18,6 +18,7 @@ from pathlib import Path
 from .base import backend, cli
 from .base.config import Config
 from .base.errors import SetupError
+from .base.files import Lock, atomic_folder
 from .base.layout import Paths
 from .predict import load_members
 
@@ -39,20 +40,22 @@ def inference_model(config: Config, fold_models: list):
     return keras.Model(audio, probs, name=f"tagger_{config.name}")
 
 
-def export(paths: Paths, preset: str, out: Path) -> Path:
-    """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json."""
+def export(paths: Paths, preset: str, out: Path, allow_mismatch: bool = False) -> Path:
+    """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json: whole or not
+    at all (built beside it, then renamed into place; an earlier export stays until then)."""
     if not backend.has_tensorflow():
         raise SetupError("src.export writes a TensorFlow SavedModel, which needs TensorFlow: "
                         "pip install tensorflow (any backend may stay the one that trains). The fold "
                         "models themselves (predictions/MODEL/fold*/best.keras) load on any backend.")
-    member = load_members(paths, [preset])[0]
+    member = load_members(paths, [preset], allow_mismatch=allow_mismatch)[0]
     model = inference_model(member.config, member.models)
     out = Path(out)
-    model.export(str(out), format="tf_saved_model", verbose=False)
-    (out / "labels.txt").write_text("\n".join(member.labels) + "\n")
-    (out / "config.json").write_text(json.dumps({**member.config.__dict__, "folds": len(member.models),
-                                                 "input": f"float32 audio (batch, {member.config.crop_samples})"},
-                                                indent=2) + "\n")
+    with Lock(out.with_name(out.name + ".lock"), f"src.export {preset}"), atomic_folder(out) as building:
+        model.export(str(building), format="tf_saved_model", verbose=False)
+        (building / "labels.txt").write_text("\n".join(member.labels) + "\n")
+        (building / "config.json").write_text(json.dumps(
+            {**member.config.to_dict(), "folds": len(member.models),
+             "input": f"float32 audio (batch, {member.config.crop_samples})"}, indent=2) + "\n")
     return out
 
 
@@ -61,9 +64,11 @@ def main(argv=None) -> int:
     parser = cli.parser("python -m src.export", __doc__)
     parser.add_argument("model", help="the preset to export (its finished folds)")
     parser.add_argument("--out", type=Path, help="folder of the SavedModel (default: OUT_DIR/exported/MODEL)")
+    parser.add_argument("--allow-mismatch", action="store_true", help="export folds trained on different train "
+                        "rows or folds (stopped otherwise)")
     args = parser.parse_args(argv)
     paths = cli.paths(args)
-    out = export(paths, args.model, args.out or paths.exported_dir(args.model))
+    out = export(paths, args.model, args.out or paths.exported_dir(args.model), args.allow_mismatch)
     print(f"exported {args.model} to {out}")
     return 0
 

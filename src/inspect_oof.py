@@ -125,11 +125,14 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", help="blend weights (default: equal)")
     parser.add_argument("--worst", type=int, default=10, help="worst clips to list (default: 10)")
     parser.add_argument("--allow-partial", action="store_true", help="inspect models with unfinished folds")
+    parser.add_argument("--allow-mismatch", action="store_true", help="inspect folds trained on other train.csv "
+                        "rows or labels, or other folds, than the dataset has now (stopped otherwise)")
     args = parser.parse_args(argv)
     paths = cli.paths(args)
     dataset = Dataset.load(paths.data_dir)
     labels = dataset.labels
-    predictions = [load_model_predictions(paths, m, dataset, args.allow_partial) for m in args.models]
+    predictions = [load_model_predictions(paths, m, dataset, args.allow_partial, args.allow_mismatch)
+                   for m in args.models]
     name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
     oof = geometric_mean([p.oof for p in predictions], args.weights)
     table = oof_table(dataset.train, dataset.folds(), oof, labels)

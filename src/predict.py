@@ -13,6 +13,7 @@ fed to the models a batch of windows at a time.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from tqdm import tqdm
 
 from .base import cli
 from .base.config import Config
-from .base.errors import DataError
+from .base.errors import DataError, UsageError
+from .base.files import atomic_write, atomic_write_csv, irregular
 from .base.metrics import geometric_mean
 from .dataset import audio as audio_cache
 from .dataset.inputs import input_kind
@@ -40,17 +42,28 @@ class Member:
     labels: list[str]
 
 
-def load_members(paths, names: list[str] | None = None, allow_partial: bool = False) -> list[Member]:
+def load_members(paths, names: list[str] | None = None, allow_partial: bool = False,
+                 allow_mismatch: bool = False) -> list[Member]:
     """Every fold model of the named presets (default: all under predictions/); DataError when a
-    preset's folds are not all finished (unless allowed) or a model file is refused."""
+    preset's folds are not all finished (unless allowed), when folds or models were trained on other
+    rows or folds than each other (unless allowed), or a model file is refused."""
     names = names or trained_models(paths)
     if not names:
         raise DataError(f"no trained folds under {paths.predictions_dir}: run ./run_folds.sh first")
-    members = []
+    members, trained_on = [], {}
     for name in names:
         folds = [fold_files(paths, name, k) for k in finished_folds(paths, name)]
         if not folds:
             raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}")
+        for files in folds:  # folds from before fingerprints were recorded say nothing, and are taken
+            fingerprints = files.read_result().get("fingerprints")
+            if fingerprints:
+                trained_on.setdefault(json.dumps(fingerprints, sort_keys=True), []).append(files.folder)
+        if len(trained_on) > 1 and not allow_mismatch:
+            (one, first), (other, second) = list(trained_on.items())[:2]
+            raise DataError(f"{first[0]} and {second[0]} were trained on different train rows or folds ({one} "
+                            f"against {other}); combining them mixes two datasets. Retrain the stale ones, or "
+                            f"pass --allow-mismatch if that is what you mean.")
         config, labels = folds[0].read_config(), folds[0].labels()
         if len(folds) < config.n_folds and not allow_partial:
             raise DataError(f"{name}: {len(folds)} of its {config.n_folds} folds are finished under "
@@ -112,20 +125,102 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
             "seconds": len(samples) / rate, "note": note}
 
 
-def find_audio(inputs: list[Path]) -> list[Path]:
-    """The files named, and the audio files under the folders named, in a stable order."""
-    found = []
+def find_audio(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files named, and the audio files under the folders named, in a stable order; and the ones
+    left out because they are not regular files (a FIFO would block the reader forever), with why."""
+    found, skipped = [], []
     for item in inputs:
-        if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in audio_cache.AUDIO_SUFFIXES)
-        else:
-            found.append(item)
-    return found
+        candidates = sorted(p for p in item.rglob("*") if p.suffix.lower() in audio_cache.AUDIO_SUFFIXES) \
+            if item.is_dir() else [item]
+        for path in candidates:
+            kind = irregular(path) if path.exists() else None
+            if kind:
+                skipped.append((shown(path), f"{kind}, not an audio file: never opened"))
+            else:
+                found.append(path)
+    return found, skipped
+
+
+def shown(path: Path) -> str:
+    """A path as one printable line: control characters (a newline in a file name) escaped."""
+    text = str(path)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def top(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]:
     order = np.argsort(-probs, kind="stable")[:k]
     return [(labels[i], float(probs[i])) for i in order]
+
+
+def check_output(path: Path | None, flag: str) -> None:
+    """A UsageError now, before any tagging, when `path` cannot be written: a folder, or in a folder that
+    does not exist or cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder: name a file to write")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{flag} {path}: the folder {folder} cannot be written")
+
+
+class Journal:
+    """The records tagged so far, appended and fsynced one by one beside the output (OUTPUT.partial), so
+    that a killed tagging keeps them and a rerun with the same output skips the files it already tagged
+    (same path, size and modification time). Removed once the outputs are written."""
+
+    def __init__(self, output: Path | None):
+        self.path = None if output is None else output.with_name(output.name + ".partial")
+        self.done: dict[str, dict] = {}
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:  # the line a kill cut short
+                    continue
+                self.done[entry["key"]] = entry["record"]
+
+    @staticmethod
+    def key(path: Path) -> str:
+        status = path.stat()
+        return json.dumps([str(path), status.st_size, status.st_mtime])
+
+    def add(self, key: str, record: dict) -> None:
+        self.done[key] = record
+        if self.path is not None:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps({"key": key, "record": record}) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def describe(path: Path, tags: dict, labels: list[str], top_k: int, per_window: bool) -> dict:
+    record = {"file": str(path), "seconds": round(tags["seconds"], 3),
+              "tags": [{"label": lab, "probability": round(p, 4)} for lab, p in top(tags["probs"], labels, top_k)]}
+    if per_window:
+        record["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
+                              "tags": [{"label": lab, "probability": round(p, 4)}
+                                       for lab, p in top(w, labels, top_k)]}
+                             for (a, b), w in zip(tags["spans"], tags["windows"])]
+    return record
+
+
+def write_outputs(results: list[dict], skipped: list[tuple[str, str]], top_k: int, csv: Path | None,
+                  json_path: Path | None) -> None:
+    if csv:
+        rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
+                 **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
+        columns = ["file"] + [f"label{i + 1}" for i in range(top_k)] + [f"p{i + 1}" for i in range(top_k)]
+        atomic_write_csv(pd.DataFrame(rows, columns=columns), csv)   # the header even with no rows
+    if json_path:
+        atomic_write(json_path, json.dumps({"files": results, "skipped": [{"file": f, "reason": w}
+                                                                           for f, w in skipped]}, indent=2) + "\n")
 
 
 @cli.command
@@ -137,41 +232,39 @@ def main(argv=None) -> int:
     parser.add_argument("--per-window", action="store_true", help="also give labels per window, with times")
     parser.add_argument("--csv", type=Path, help="write the tags as CSV here")
     parser.add_argument("--json", type=Path, help="write the tags (and windows) as JSON here")
+    parser.add_argument("--allow-mismatch", action="store_true", help="combine folds or models trained on "
+                        "different train rows or folds (stopped otherwise)")
     parser.add_argument("--allow-partial", action="store_true", help="predict with a preset whose folds are "
                         "not all finished")
     args = parser.parse_args(argv)
-    members = load_members(cli.paths(args), args.models, args.allow_partial)
+    check_output(args.csv, "--csv")
+    check_output(args.json, "--json")
+    members = load_members(cli.paths(args), args.models, args.allow_partial, args.allow_mismatch)
     labels = members[0].labels
-    results, skipped = [], []
-    for path in tqdm(find_audio(args.inputs), unit="file", desc="tagging", disable=None):
+    files, skipped = find_audio(args.inputs)
+    journal = Journal(args.csv or args.json)
+    if journal.done:
+        print(f"continuing: {len(journal.done)} file(s) already tagged in {journal.path}", file=sys.stderr)
+    results = []
+    for path in tqdm(files, unit="file", desc="tagging", disable=None):
         try:
-            tags = tag(path, members)
+            key = Journal.key(path)
+            record = journal.done.get(key)
+            if record is None:
+                record = describe(path, tag(path, members), labels, args.top_k, args.per_window)
+                journal.add(key, record)
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
-            skipped.append((str(path), f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
+            skipped.append((shown(path), f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
             continue
-        record = {"file": str(path), "seconds": round(tags["seconds"], 3),
-                  "tags": [{"label": lab, "probability": round(p, 4)}
-                           for lab, p in top(tags["probs"], labels, args.top_k)]}
-        if args.per_window:
-            record["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
-                                  "tags": [{"label": lab, "probability": round(p, 4)}
-                                           for lab, p in top(w, labels, args.top_k)]}
-                                 for (a, b), w in zip(tags["spans"], tags["windows"])]
         results.append(record)
-        print(f"{path}: " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in record["tags"]))
+        print(f"{shown(path)}: " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in record["tags"]))
         for window in record.get("windows", []):
             print(f"  {window['start']:8.2f}-{window['end']:<8.2f} "
                   + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in window["tags"]))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    if args.csv:
-        rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
-                 **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
-        columns = ["file"] + [f"label{i + 1}" for i in range(args.top_k)] + [f"p{i + 1}" for i in range(args.top_k)]
-        pd.DataFrame(rows, columns=columns).to_csv(args.csv, index=False)   # the header even with no rows
-    if args.json:
-        args.json.write_text(json.dumps({"files": results, "skipped": [{"file": f, "reason": w} for f, w in skipped]},
-                                        indent=2) + "\n")
+    write_outputs(results, skipped, args.top_k, args.csv, args.json)
+    journal.finish()
     return 0 if results or not skipped else 1
 
 

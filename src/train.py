@@ -19,6 +19,7 @@ from pathlib import Path
 from .base import backend, cli
 from .base.config import add_config_arguments, config_from_args, feeding_from_args
 from .base.errors import DataError
+from .base.files import WriteError
 from .training.fold_files import fold_files
 from .training.runs import write_plan
 
@@ -57,12 +58,12 @@ def main(argv=None) -> int:
     else:
         try:
             train_fold(config, paths, args.fold, args.force, feeding_from_args(args), args.resume_every)
-        except OSError as error:  # a full disk, a read-only folder: say where, keep what was done
+        except WriteError as error:  # a full disk, a read-only folder: say where and what was kept
             files = fold_files(paths, config.name, args.fold)
-            raise DataError(f"could not write {error.filename or 'under ' + str(files.folder)}: "
-                            f"{error.strerror or error}. Epochs completed so far are kept in {files.resume} "
-                            f"and finished folds are untouched: make room or fix the folder, then run the "
-                            f"same command again to continue.") from None
+            kept = (f"the epochs saved so far are kept in {files.resume}: run the same command again to continue"
+                    if files.resume.exists() else "no epoch of this attempt was saved yet")
+            raise DataError(f"{error} For fold {args.fold} of {config.name}: {kept}; finished folds are "
+                            f"untouched.") from None
     return 0
 
 

@@ -47,4 +47,9 @@ def command(main):
         except CommandError as error:
             print(error, file=sys.stderr)
             return 2
+        except OSError as error:  # a file the command could not read or write, outside the atomic writers
+            where = error.filename or "a file"
+            print(f"could not read or write {where}: {error.strerror or error}. Check the path and its "
+                  f"permissions, and the room left on its disk.", file=sys.stderr)
+            return 2
     return run

@@ -1,18 +1,75 @@
-"""Files written whole or not at all: every writer of the project goes through `atomic_write`.
+"""Files written whole or not at all, and one writer at a time.
 
-The bytes go to a temporary file with a unique name in the target's folder, are flushed and fsynced,
-then renamed over the target, and the folder is fsynced: a kill or a power cut leaves the old file or
-the new one, never a mix or an empty "finished" file, and two writers of one path never share a
-temporary file (the last rename wins, whole)."""
+Every writer of the project goes through `atomic_path` / `atomic_write` (folders: `atomic_folder`): the
+bytes go to a temporary file with a unique name in the target's folder, are flushed and fsynced, then
+renamed over the target, and the folder is fsynced. A kill or a power cut leaves the old file or the new
+one, never a mix or an empty "finished" file; two writers of one path never share a temporary file; a
+write that fails (a full disk, a read-only folder) removes its temporary file and raises a WriteError
+naming the target. `Lock` is git's index.lock: a file made with O_CREAT|O_EXCL that names its holder.
+"""
 from __future__ import annotations
 
+import datetime
+import errno
 import json
 import os
+import shutil
+import signal
+import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from .errors import CommandError, UsageError
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class WriteError(CommandError):
+    """A file could not be written (full disk, quota, file size limit, read-only or missing folder)."""
+
+    def __init__(self, path: Path, error: OSError, needed: int | None = None, kept: str | None = None):
+        self.path, self.error, self.needed = Path(path), error, needed
+        reason = error.strerror or str(error)
+        size = f" (it needed about {needed / 1e6:.1f} MB)" if needed else ""
+        room = " Make room on that disk (or choose another folder), then run the same command again." \
+            if error.errno in FULL else ""
+        kept = kept or ("Nothing was left half-written: every file is written whole or not at all, and what "
+                        "was finished before is kept.")
+        super().__init__(f"could not write {path}: {reason}{size}.{room} {kept}")
+
+
+def _crash_point(stage: str, path: Path) -> None:
+    """Fault injection for the tests (tests/test_faults.py): with SRC_CRASH_AT=NAME:STAGE:N, the N-th
+    atomic write of a file called NAME kills this process (SIGKILL) at STAGE: written (temporary file
+    complete, not yet fsynced), synced (before the rename) or renamed (before the folder's fsync); and
+    the N-th folder built by atomic_folder at `built` (complete, before it takes the old one's place)."""
+    spec = os.environ.get("SRC_CRASH_AT")
+    if not spec:
+        return
+    name, at, count = spec.rsplit(":", 2)
+    if Path(path).name != name or at != stage:
+        return
+    seen = _crash_counts[stage] = _crash_counts.get(stage, 0) + 1
+    if seen == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_crash_counts: dict[str, int] = {}
+
+
+def irregular(path: Path) -> str | None:
+    """What a path is when it is not a regular file (a FIFO, a device, a socket, a folder), else None:
+    opening a FIFO would wait forever, so no reader opens one."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                                         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                                         (stat.S_ISDIR, "a folder")) if test(mode)), "not a regular file")
 
 
 def fsync_folder(folder: Path) -> None:
@@ -27,38 +84,51 @@ def fsync_folder(folder: Path) -> None:
 @contextmanager
 def atomic_path(path: Path, suffix: str = ""):
     """A unique temporary path beside `path` to write by any means (numpy, Keras, pandas); on success it
-    is fsynced and renamed over `path`, on failure removed. `suffix` keeps a file type some writers need
-    (".npz", ".keras")."""
+    is fsynced and renamed over `path`, on failure removed (a WriteError names `path`). `suffix` keeps a
+    file type some writers need (".npz", ".keras")."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    except OSError as error:
+        raise WriteError(path, error) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        _crash_point("written", path)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+        _crash_point("synced", path)
         tmp.replace(path)
+        _crash_point("renamed", path)
+        fsync_folder(path.parent)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, error) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_folder(path.parent)
 
 
 def atomic_write(path: Path, write: Callable[[IO], None] | bytes | str) -> None:
     """Write `path` whole or not at all: `write` is the content (bytes or text) or a function that writes
     to an open binary file."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        if isinstance(write, str):
-            handle.write(write.encode())
-        elif isinstance(write, bytes | bytearray | memoryview):
-            handle.write(write)
-        else:
-            write(handle)
-        handle.flush()
+    content = write.encode() if isinstance(write, str) else write
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            if isinstance(content, bytes | bytearray | memoryview):
+                handle.write(content)
+            else:
+                content(handle)
+            handle.flush()
+    except WriteError as error:
+        if isinstance(content, bytes | bytearray | memoryview):
+            error.__init__(error.path, error.error, len(content))
+        raise
 
 
 def atomic_write_json(path: Path, value) -> None:
@@ -68,3 +138,124 @@ def atomic_write_json(path: Path, value) -> None:
 def atomic_write_csv(table, path: Path, **kwargs) -> None:
     """A pandas table as CSV (index left out), written whole or not at all."""
     atomic_write(path, lambda handle: table.to_csv(handle, index=False, **kwargs))
+
+
+@contextmanager
+def atomic_folder(path: Path):
+    """A temporary sibling folder to build `path` in; on success it takes `path`'s place in one step
+    (Linux's renameat2 exchange: the previous folder stays until the new one is there), on failure it is
+    removed and the previous folder stays as it was."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as error:
+        raise WriteError(path, error) from None
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                fd = os.open(file, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+        _crash_point("built", path)
+        if path.exists() and _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous folder
+        else:
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            if path.exists():  # no atomic exchange here: a kill between these renames leaves `old`
+                path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        fsync_folder(path.parent)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(path, error) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (renameat2 with RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), exchange) == 0
+
+
+class Locked(UsageError):
+    """Another process holds the lock: the message names it."""
+
+
+class Lock:
+    """One writer at a time: a lock file made with O_CREAT|O_EXCL that names its holder (host, PID, what
+    it does, since when). A second taker stops at once with a Locked error naming the holder; a lock left
+    by a process that is gone (on this host) is taken over with a note. `pid` is the holder to record,
+    this process by default (run_folds.sh records its shell)."""
+
+    def __init__(self, path: Path, what: str, pid: int | None = None):
+        self.path, self.what, self.pid = Path(path), what, pid or os.getpid()
+        self.note = None  # set when a stale lock was taken over
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> Lock:
+        record = {"host": socket.gethostname(), "pid": self.pid, "what": self.what,
+                  "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        for _attempt in range(2):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                held = self.holder()
+                if held is None or (held.get("host") == record["host"] and not _alive(held.get("pid"))):
+                    who = "an unreadable lock" if held is None else f"pid {held.get('pid')}, which is gone"
+                    self.note = f"took over {self.path} from {who}"
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if held.get("host") == record["host"] and held.get("pid") == self.pid:
+                    return self  # this very process (or the shell that started it) holds it already
+                raise Locked(f"{self.path.parent} is in use: {held.get('what', 'another process')} holds "
+                             f"{self.path} (pid {held.get('pid')} on {held.get('host')}, since "
+                             f"{held.get('since')}). Wait for it to finish or stop it; if that process is "
+                             f"gone, delete {self.path}.") from None
+            except OSError as error:
+                raise WriteError(self.path, error) from None
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self.owned = True
+            return self
+        raise Locked(f"could not take {self.path}: another process keeps taking it")
+
+    def release(self) -> None:
+        held = self.holder()
+        if getattr(self, "owned", False) and held and held.get("pid") == self.pid:
+            self.path.unlink(missing_ok=True)
+        self.owned = False
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid) -> bool:
+    """A process with this PID runs on this host."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True
+    return True

@@ -18,9 +18,10 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from ..base.errors import DataError
+from ..base.files import WriteError, irregular
 from ..base.layout import audio_dir, cache_dir, cache_folder
 from ..base.pcm import to_int16
-from .store import PackedStore, locked, params_key, write_rows
+from .store import PackedStore, compacted, locked, params_key, write_rows
 from .tables import class_names, load_test, load_train
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,12 @@ def split_fnames(data_dir: Path, split: str) -> list[str]:
 
 def decode(path: Path) -> tuple[np.ndarray, int, str]:
     """Mono float32 samples and rate of any file libsndfile reads (WAV, FLAC, OGG, MP3), and a note
-    of what was converted. Raises on unreadable files."""
+    of what was converted. Raises on unreadable files and on anything but a regular file."""
     import soundfile
+
+    kind = irregular(path)
+    if kind:
+        raise ValueError(f"{kind}, not an audio file: never opened")
 
     info = soundfile.info(str(path))
     samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -125,6 +130,8 @@ def _capacities(path: Path, rates) -> dict[int, int]:
     import soundfile
 
     try:
+        if irregular(path):
+            return {rate: 0 for rate in rates}
         info = soundfile.info(str(path))
     except Exception:  # noqa: BLE001 - unreadable: it will be skipped, reserve nothing
         return {rate: 0 for rate in rates}
@@ -138,7 +145,7 @@ def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
     fnames = split_fnames(data_dir, split) if fnames is None else fnames
     folder = audio_dir(data_dir, split)
     with locked(cache_dir(data_dir)):
-        stores = {r: audio_store(data_dir, split, r) for r in rates}
+        stores = {r: compacted(audio_store(data_dir, split, r)) for r in rates}
         todo = []
         for fname in fnames:
             path = folder / fname
@@ -148,7 +155,13 @@ def build(data_dir: Path, split: str, rates: list[int], n_jobs: int = -1,
             if any(store.needs(fname, path) for store in stores.values()):
                 todo.append(fname)
         if todo:
-            _decode_all(todo, folder, stores, n_jobs, split)
+            try:
+                _decode_all(todo, folder, stores, n_jobs, split)
+            except OSError as error:  # a full disk: name the file, say what stays
+                raise WriteError(error.filename or next(iter(stores.values())).data_path, error,
+                                 kept=f"The clips the cache had indexed before stay (in "
+                                      f"{cache_dir(data_dir)}); the rows of the others are reclaimed by the "
+                                      f"next build.") from None
         for store in stores.values():
             _write_report(store)
     return stores

@@ -170,5 +170,5 @@ def _build_mfcc(data_dir: Path, split: str, audio: PackedStore, config: Config, 
         store = PackedStore(root, "float32", config.n_mfcc, params)
         compute = lambda fnames: Parallel(n_jobs=n_jobs, batch_size=8)(
             delayed(_mfcc_of_int16)(audio.read(f)[:, 0], config) for f in fnames)
-        derive(store, audio, audio_dir(data_dir, split), compute, f"mfcc {split}")
+        store = derive(store, audio, audio_dir(data_dir, split), compute, f"mfcc {split}")
     return store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..base.files import atomic_write, atomic_write_csv
+from ..base.errors import DataError
+from ..base.files import atomic_folder, atomic_write, atomic_write_csv
+
+log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["fname", "offset", "length", "status", "note", "source_size", "source_mtime"]
 
@@ -38,9 +42,14 @@ class PackedStore:
         self.root.mkdir(parents=True, exist_ok=True)
         params_path = self.root / "params.json"
         if params_path.exists():
-            saved = json.loads(params_path.read_text())
+            try:
+                saved = json.loads(params_path.read_text())
+            except ValueError:
+                raise DataError(f"{params_path} is damaged (not JSON): the cache in {self.root} cannot be trusted. "
+                                f"Delete that folder; the next run rebuilds it.") from None
             if saved != params:
-                raise ValueError(f"{params_path} was made with {saved}, not {params}: delete {self.root}.")
+                raise DataError(f"{params_path} was made with {saved}, not {params}: the cache in {self.root} "
+                                f"belongs to other settings. Delete that folder; the next run rebuilds it.")
         else:
             atomic_write(params_path, json.dumps(params, indent=2, sort_keys=True) + "\n")
         self.params = params
@@ -142,6 +151,13 @@ class PackedStore:
                                                           self.index.length.astype(int))))
         return self._lookup
 
+    def orphaned_share(self) -> float:
+        """The share of data.bin no indexed clip uses: rows of builds killed before their index was
+        written, and old rows of clips that changed."""
+        size = self.data_path.stat().st_size if self.data_path.exists() else 0
+        used = int(self.index.length.astype(int).sum()) * self._row_bytes
+        return (size - used) / size if size else 0.0
+
     def __getstate__(self):
         # File descriptors and lookups are made anew in each worker process rather than pickled.
         return dict(self.__dict__, _fd=None, _lookup=None, _sources=None)
@@ -151,11 +167,43 @@ class PackedStore:
             _close(self._fd)
 
 
-def derive(store: PackedStore, source: PackedStore, folder: Path, compute, desc: str, chunk: int = 256) -> None:
-    """Bring `store`, made from `source` clip by clip (features, embeddings), up to date: every clip that
-    is new, changed, or whose status changed in `source`. `compute(fnames)` gives the rows of each
-    decodable clip, in order; clips `source` skipped are recorded as skipped. Flushed every `chunk` clips,
-    so an interrupted build keeps what it made."""
+# A store whose data file is more than this share orphaned rows is rewritten by the next build.
+COMPACT_ABOVE = 0.10
+
+
+def compacted(store: PackedStore, threshold: float = COMPACT_ABOVE) -> PackedStore:
+    """The store, rewritten without orphaned rows when they take more than `threshold` of its data file
+    (else as it is). The copy is built beside it and swapped in whole (base.files.atomic_folder): a kill
+    leaves the old store or the new one. Call it holding the cache's lock."""
+    share = store.orphaned_share()
+    if share <= threshold:
+        return store
+    with atomic_folder(store.root) as building:
+        for name in ("params.json", "report.csv"):
+            if (store.root / name).exists():
+                (building / name).write_bytes((store.root / name).read_bytes())
+        fresh = PackedStore(building, store.dtype.str, store.width, store.params)
+        for fname, status, note, size, mtime in zip(store.index.fname, store.index.status, store.index.note,
+                                                    store.index.source_size, store.index.source_mtime):
+            rows = store.read(fname) if status == "ok" else None
+            offset = fresh.reserve(0 if rows is None else len(rows))
+            if rows is not None:
+                write_rows(fresh.data_path, offset * fresh._row_bytes, rows)
+            fresh._pending.append(dict(fname=fname, offset=offset, length=0 if rows is None else len(rows),
+                                       status=status, note=note, source_size=size, source_mtime=mtime))
+        fresh.flush()
+    log.info("compacted %s: %.0f%% of its data file was rows of interrupted or superseded builds", store.root,
+             100 * share)
+    return PackedStore(store.root, store.dtype.str, store.width, store.params)
+
+
+def derive(store: PackedStore, source: PackedStore, folder: Path, compute, desc: str,
+           chunk: int = 256) -> PackedStore:
+    """Bring `store`, made from `source` clip by clip (features, embeddings), up to date and return it:
+    every clip that is new, changed, or whose status changed in `source`. `compute(fnames)` gives the rows
+    of each decodable clip, in order; clips `source` skipped are recorded as skipped. Flushed every `chunk`
+    clips, so an interrupted build keeps what it made (and the next one compacts what it left)."""
+    store = compacted(store)
     todo = [f for f in source.index.fname if store.needs(f, folder / f) or store.status(f) != source.status(f)]
     with tqdm(total=len(todo), unit="clip", desc=desc, disable=None if todo else True) as bar:
         for first in range(0, len(todo), chunk):
@@ -168,18 +216,22 @@ def derive(store: PackedStore, source: PackedStore, folder: Path, compute, desc:
                     store.append(fname, None, folder / fname, status="skipped", note=source.index.at[fname, "note"])
             store.flush()
             bar.update(len(part))
+    return store
 
 
 def write_rows(path: Path, byte_offset: int, rows: np.ndarray) -> None:
     """Write rows at a byte offset of a data file (creating it), from any process."""
     data = memoryview(np.ascontiguousarray(rows).tobytes())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        while data:  # pwrite may write less than asked
-            written = os.pwrite(fd, data, byte_offset)
-            data, byte_offset = data[written:], byte_offset + written
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while data:  # pwrite may write less than asked
+                written = os.pwrite(fd, data, byte_offset)
+                data, byte_offset = data[written:], byte_offset + written
+        finally:
+            os.close(fd)
+    except OSError as error:  # pwrite's error names no file: name it (a full disk, a size limit)
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 submission order and, when shipped, their labels (src.base.layout names the files)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import DataError
+from ..base.files import irregular
 from ..base.layout import audio_dir, table_path
 from .folds import load_folds, with_folds
 
 
 def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> pd.DataFrame:
+    if path.exists() and irregular(path):
+        raise DataError(f"{path} is {irregular(path)}, not a table: replace it with the CSV file.")
     if not path.exists():
         raise DataError(f"{path} is missing. Run `python -m src.data --data-dir {path.parent}` "
                         f"after placing the competition files there (see README).")
@@ -80,6 +84,12 @@ def load_train(data_dir: Path) -> pd.DataFrame:
 def class_names(train: pd.DataFrame) -> list[str]:
     """The training labels, sorted: the column order of every probability matrix."""
     return sorted(train["label"].unique())
+
+
+def fingerprint(table: pd.DataFrame) -> str:
+    """A short hash of a table's rows, whatever their order."""
+    text = table.astype(str).sort_values(list(table.columns)).to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def one_hot(labels: list[str], row_labels) -> np.ndarray:
@@ -154,6 +164,12 @@ class Dataset:
 
     def train_with_folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
         return with_folds(self.train, self.folds(n_folds, seed))
+
+    def fingerprints(self, n_folds: int | None = None, seed: int = 42) -> dict[str, str]:
+        """What a fold was trained on, as two short hashes: the train rows (fnames, labels and verified
+        flags) and the fold assignment. A fold whose hashes differ from its dataset's is stale."""
+        return {"rows": fingerprint(self.train[["fname", "label", "manually_verified"]]),
+                "folds": fingerprint(self.folds(n_folds, seed)[["fname", "fold"]])}
 
     def check_files(self) -> None:
         """Every listed clip exists; DataError naming the table, row and file otherwise."""

@@ -26,11 +26,23 @@ class StorageType:
 
 
 def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_ignored) -> np.ndarray:
-    """A tensor as a copy of its view of the storage (sizes and strides in elements)."""
+    """A tensor as a copy of its view of the storage (sizes and strides in elements). Every element it
+    addresses must lie inside the storage: a crafted file must not make the view read outside it."""
+    size, stride, offset = tuple(int(n) for n in size), tuple(int(s) for s in stride), int(offset)
+    if len(size) != len(stride) or any(n < 0 for n in size) or any(s < 0 for s in stride) or offset < 0:
+        raise pickle.UnpicklingError(f"a tensor of sizes {size}, strides {stride} and offset {offset}: not a "
+                                     f"tensor this reader takes")
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= len(storage):
+        raise pickle.UnpicklingError(f"a tensor of sizes {size}, strides {stride} and offset {offset} reaches "
+                                     f"element {last} of a storage of {len(storage)}: the checkpoint is damaged "
+                                     f"or crafted")
     if len(size) == 0:
         return storage[offset].copy()
     strides = [s * storage.itemsize for s in stride]
-    return np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=strides).copy()
+    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
 
 
 def _numpy_scalar(dtype, data):

@@ -32,10 +32,11 @@ from pathlib import Path
 from ..base import cli
 from ..base.config import config_from_args
 from ..base.errors import DataError
+from ..base.files import Lock
 from ..base.layout import Paths
 from ..train import train_parser
 from ..training.fold_files import FoldFiles, fold_files
-from ..training.runs import summarise
+from ..training.runs import run_lock, summarise
 from . import ROOT
 
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
@@ -138,7 +139,9 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
     args = train_parser().parse_args([*train_argv, "--prepare"])
     config, paths = config_from_args(args), Paths(args.data_dir, args.out_dir)
     worker_argv = [a for a in train_argv if a != "--force"]  # a retried fold must never redo a finished one
-    with Client(address, security=tls) as client:
+    # One run of a model at a time, local or on a cluster (run_folds.sh takes the same lock).
+    with Lock(run_lock(paths, config.name), f"src.tools.cluster {address} --model {config.name}"), \
+            Client(address, security=tls) as client:
         offered = [w for w in client.scheduler_info()["workers"].values() if resource in w.get("resources", {})]
         if not offered:
             raise DataError(f"no worker of {address} offers the resource {resource!r}: start one worker per "

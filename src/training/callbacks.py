@@ -81,9 +81,11 @@ class FoldCheckpoint(keras.callbacks.Callback):
     at least 1 / SAVE_SHARE times the last save's duration after it, which keeps saving under 5 % of
     the time."""
 
-    def __init__(self, path, stopping: ResumableEarlyStopping, timer: EpochTimer, every: float | None = None):
+    def __init__(self, path, stopping: ResumableEarlyStopping, timer: EpochTimer, every: float | None = None,
+                 fingerprints: dict | None = None):
         super().__init__()
         self.path, self.stopping, self.timer, self.every = path, stopping, timer, every
+        self.fingerprints = fingerprints or {}
         self.saved, self.cost = time.perf_counter(), 0.0
 
     def due(self, now: float) -> bool:
@@ -94,6 +96,6 @@ class FoldCheckpoint(keras.callbacks.Callback):
         if not self.due(time.perf_counter()):
             return
         started = time.perf_counter()
-        ResumeState.capture(self.model, epoch, self.stopping, self.timer.seconds).save(self.path)
+        ResumeState.capture(self.model, epoch, self.stopping, self.timer.seconds, self.fingerprints).save(self.path)
         self.saved = time.perf_counter()
         self.cost = self.saved - started

@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..base import backend
 from ..base.config import Config, Feeding
-from ..base.errors import DataError
+from ..base.errors import DataError, UsageError
+from ..base.files import Lock
 from ..base.layout import SPLITS, Paths
 from ..base.metrics import map_at_k
 from ..dataset.inputs import InputKind, model_input
@@ -47,18 +48,34 @@ def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
 
 def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None,
                resume_every: float | None = None) -> dict:
-    """Train one fold and write its predictions; returns its result record (read back if finished)."""
+    """Train one fold and write its predictions, holding the fold's lock; returns its result record (read
+    back if finished and still the dataset's: a finished fold trained on other rows needs --force)."""
     files = fold_files(paths, config.name, fold)
-    if files.is_finished() and not force:
-        log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.name, files.result)
-        return files.read_result()
-    started, feeding = time.time(), feeding or Feeding()
-    resume = files.start(config, force)
+    dataset = Dataset.load(paths.data_dir)
+    fingerprints = dataset.fingerprints(config.n_folds, config.seed)
+    with Lock(files.lock, f"src.train --model {config.preset} --name {config.name} --fold {fold}") as lock:
+        if lock.note:
+            log.warning("%s", lock.note)
+        if files.is_finished() and not force:
+            stale = files.stale(fingerprints)
+            if stale:
+                raise UsageError(f"{stale}. Its predictions no longer match the labels they would be scored "
+                                 f"against: retrain it with --force (./run_folds.sh {config.name} -- --force ...).")
+            log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.name,
+                     files.result)
+            return files.read_result()
+        return _train(config, paths, dataset, fold, files, fingerprints, force, feeding or Feeding(), resume_every)
+
+
+def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: FoldFiles, fingerprints: dict,
+           force: bool, feeding: Feeding, resume_every: float | None) -> dict:
+    started = time.time()
+    resume = files.start(config, fingerprints, force)
     import keras
 
     log.info("%s; %s", backend.configure(paths.compile_cache), backend.current().reason)
     on_gpu = backend.accelerator()
-    rows = fold_rows(config, paths, fold, files)
+    rows = fold_rows(config, paths, dataset, fold, files)
     keras.utils.set_random_seed(config.seed + fold)
     feeds = Feeds.choose(config, feeding, rows.train_source, rows.fit, rows.val, rows.labels, config.seed + fold,
                          on_gpu)
@@ -73,7 +90,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
         log.info("fold %d: continuing after epoch %d of %d (state in %s)", fold, resume.epoch + 1, config.epochs,
                  files.resume)
     fit_started = time.time()
-    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every)
+    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every, fingerprints)
     fitted = time.time()
     oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels))
     test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels))
@@ -84,7 +101,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
         "feeding": dataclasses.asdict(feeding), "feed": feeds.kind, "steps_per_execution": steps_per_execution,
         "first_epoch_seconds": timer.first_epoch, "epoch_seconds": timer.median_epoch(),
         "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (time.time() - fitted) / 60,
-        "minutes": (time.time() - started) / 60}
+        "minutes": (time.time() - started) / 60, "fingerprints": fingerprints}
     files.write_result(result)
     files.resume.unlink(missing_ok=True)
     log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name,
@@ -117,11 +134,10 @@ class FoldRows:
             "skipped_train": self.skipped_train, "cleaned_labels": self.cleaned, "silent_test": len(self.silent_test)}
 
 
-def fold_rows(config: Config, paths: Paths, fold: int, files: FoldFiles) -> FoldRows:
+def fold_rows(config: Config, paths: Paths, dataset: Dataset, fold: int, files: FoldFiles) -> FoldRows:
     """The fold's training and validation rows (clips the audio cache skipped left out, and said so; with
     label cleaning, disputed labels changed and listed in the fold's cleaned_labels.csv) and the test
     clips (undecodable ones predicted as silence, and said so)."""
-    dataset = Dataset.load(paths.data_dir)
     train = dataset.train_with_folds(config.n_folds, config.seed)
     if fold not in set(train.fold):
         raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {sorted(set(train.fold))}")
@@ -145,7 +161,7 @@ def fold_rows(config: Config, paths: Paths, fold: int, files: FoldFiles) -> Fold
 
 
 def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeState | None = None,
-        first_epoch: int = 0, resume_every: float | None = None) -> EpochTimer:
+        first_epoch: int = 0, resume_every: float | None = None, fingerprints: dict | None = None) -> EpochTimer:
     """Train with validation every epoch, from the start or from a resume state; after an epoch the
     state is saved as often as resume_every says (a killed fold continues from there). The best epoch's
     weights end in the model and in best.keras. Returns the epoch timer."""
@@ -164,7 +180,8 @@ def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeSta
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(folder)))
     else:
         log.info("no TensorBoard logs: TensorBoard needs TensorFlow installed (log.csv has every epoch)")
-    callbacks.append(FoldCheckpoint(files.resume, stopping, timer, resume_every))  # last: after the epoch's log row
+    # Last: after the epoch's log row.
+    callbacks.append(FoldCheckpoint(files.resume, stopping, timer, resume_every, fingerprints))
     verbose = 2 if not sys.stdout.isatty() else "auto"
     model.fit(feeds.train, epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=feeds.steps_per_epoch,
               callbacks=callbacks, verbose=verbose, shuffle=False)  # the sequence orders its own batches

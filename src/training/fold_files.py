@@ -7,6 +7,7 @@ or not at all (src.base.files)."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from ..base.files import atomic_path, atomic_write, atomic_write_csv, atomic_wri
 from ..base.layout import Paths
 from ..dataset.tables import row_number
 from .resume import ResumeState
+
+log = logging.getLogger(__name__)
 
 
 class FoldFiles:
@@ -35,19 +38,27 @@ class FoldFiles:
         self.result = self.folder / "result.json"
         self.cleaned = self.folder / "cleaned_labels.csv"  # with label cleaning: the disputed training clips
         self.resume = self.folder / "resume.npz"  # the state after the last saved epoch, while the fold trains
+        self.lock = self.folder / "train.lock"    # held by the process training the fold (base.files.Lock)
 
     def is_finished(self) -> bool:
         return self.result.exists()
 
-    def start(self, config: Config, force: bool = False) -> ResumeState | None:
+    def start(self, config: Config, fingerprints: dict, force: bool = False) -> ResumeState | None:
         """Begin a fold, or continue a killed one: no result.json, the config that trains it saved.
-        Returns the state of the last saved epoch when there is one for this very config (and not
-        force), else None (and no resume state is left)."""
+        Returns the state of the last saved epoch when there is one for this very config and dataset
+        (and not force), else None (and no resume state is left)."""
         self.result.unlink(missing_ok=True)
         self.folder.mkdir(parents=True, exist_ok=True)
+        for leftover in self.folder.glob(".*.tmp*"):  # temporaries of a killed writer (we hold the lock)
+            leftover.unlink(missing_ok=True)
         state = None
         if self.resume.exists() and not force and self.saved_config() == config.to_dict():
             state = ResumeState.load(self.resume)
+            if state.fingerprints != fingerprints:
+                log.warning("%s: train.csv or the folds changed since the killed attempt (rows %s, folds %s then; "
+                            "%s, %s now): starting the fold over", self.folder, state.fingerprints.get("rows"),
+                            state.fingerprints.get("folds"), fingerprints["rows"], fingerprints["folds"])
+                state = None
         if state is None:
             self.resume.unlink(missing_ok=True)
             shutil.rmtree(self.tensorboard, ignore_errors=True)  # a fresh start: no events of killed attempts
@@ -107,10 +118,20 @@ class FoldFiles:
     def read_result(self) -> dict:
         return json.loads(self.result.read_text())
 
+    def stale(self, fingerprints: dict) -> str | None:
+        """Why a finished fold no longer matches its dataset (fingerprints: Dataset.fingerprints), or None."""
+        saved = self.read_result().get("fingerprints")
+        if saved is None or saved == fingerprints:
+            return None  # a fold from before fingerprints were recorded is taken as it is
+        what = " and ".join(k for k in ("rows", "folds") if saved.get(k) != fingerprints[k])
+        return (f"{self.folder} was trained on other {what} than the dataset has now (train rows "
+                f"{saved.get('rows')}, folds {saved.get('folds')} then; {fingerprints['rows']}, "
+                f"{fingerprints['folds']} now): train.csv's labels or rows, or folds.csv, changed since")
+
     def contents(self) -> dict[str, bytes]:
         """Every file of the fold by its path inside the folder (to send it to another machine)."""
         return {str(p.relative_to(self.folder)): p.read_bytes() for p in sorted(self.folder.rglob("*"))
-                if p.is_file()}
+                if p.is_file() and p != self.lock and not p.name.startswith(".")}
 
     def receive(self, files: dict[str, bytes]) -> None:
         """Write a fold's files sent from another machine (contents()), result.json last, so the fold

@@ -51,7 +51,7 @@ def embeddings(data_dir: Path, n_jobs: int = 1) -> PackedStore:
             model = model or embedding_model(config)  # only when a clip needs it
             vectors = predict_clips(model, audio, fnames, batch_size=32, combine="mean") if fnames else []
             return [v[None] for v in vectors]
-        derive(store, audio.store, audio_dir(data_dir, "train"), compute, "aisfx embeddings", chunk=64)
+        store = derive(store, audio.store, audio_dir(data_dir, "train"), compute, "aisfx embeddings", chunk=64)
     return store
 
 

@@ -27,21 +27,23 @@ class ResumeState:
     """the model's variables, then its optimizer's"""
     best_weights: list[np.ndarray] | None
     """the best epoch's weights so far"""
+    fingerprints: dict
+    """the train rows and fold assignment trained on (Dataset.fingerprints): a changed dataset starts over"""
 
     @classmethod
-    def capture(cls, model, epoch: int, stopping, seconds: list[float]) -> ResumeState:
+    def capture(cls, model, epoch: int, stopping, seconds: list[float], fingerprints: dict) -> ResumeState:
         """The state of a model being fitted after `epoch`, with its early stopping (ResumableEarlyStopping)."""
         import keras
 
         variables = [keras.ops.convert_to_numpy(v) for v in [*model.variables, *model.optimizer.variables]]
         return cls(epoch, bool(model.stop_training), stopping.state(), list(seconds), variables,
-                   stopping.best_weights)
+                   stopping.best_weights, fingerprints)
 
     def save(self, path: Path) -> None:
         arrays = {f"variable_{k}": v for k, v in enumerate(self.variables)}
         arrays.update({f"best_{k}": w for k, w in enumerate(self.best_weights or [])})
         record = {"epoch": self.epoch, "stopped": self.stopped, "stopping": self.stopping, "seconds": self.seconds,
-                  "n_variables": len(self.variables),
+                  "fingerprints": self.fingerprints, "n_variables": len(self.variables),
                   "n_best": None if self.best_weights is None else len(self.best_weights)}
         arrays["state"] = np.array(json.dumps(record))
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
@@ -52,7 +54,8 @@ class ResumeState:
             record = json.loads(str(saved["state"]))
             variables = [saved[f"variable_{k}"] for k in range(record["n_variables"])]
             best = None if record["n_best"] is None else [saved[f"best_{k}"] for k in range(record["n_best"])]
-        return cls(record["epoch"], record["stopped"], record["stopping"], record["seconds"], variables, best)
+        return cls(record["epoch"], record["stopped"], record["stopping"], record["seconds"], variables, best,
+                   record.get("fingerprints", {}))
 
     def restore(self, model, sequence, epochs: int) -> int:
         """The model as it was after the saved epoch (weights, optimizer state, schedule position and

@@ -2,6 +2,7 @@
 JSON in a file, and the table that closes the run.
 
     python -m src.training.runs PLAN STATUS_FILE     # run_folds.sh's closing table; exit 1 if a fold failed
+    python -m src.training.runs lock PATH PID WHAT   # one run of a model at a time (run_folds.sh)
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..base import cli
-from ..base.files import atomic_write
+from ..base.files import Lock, atomic_write
 from ..base.layout import Paths
 from .fold_files import fold_files
 
@@ -19,7 +20,13 @@ def write_plan(path: Path, paths: Paths, name: str, folds: list[int]) -> None:
     """The fold ids and folders of a run (`python -m src.train --prepare --plan FILE`)."""
     atomic_write(path, json.dumps({
         "name": name, "folds": folds, "data_dir": str(paths.data_dir), "out_dir": str(paths.out_dir),
-        "model_dir": str(paths.model_dir(name)), "log_dir": str(paths.log_dir(name))}) + "\n")
+        "model_dir": str(paths.model_dir(name)), "log_dir": str(paths.log_dir(name)),
+        "run_lock": str(run_lock(paths, name))}) + "\n")
+
+
+def run_lock(paths: Paths, name: str) -> Path:
+    """The lock one run of a model's folds holds (run_folds.sh, src.tools.cluster)."""
+    return paths.model_dir(name) / "run.lock"
 
 
 def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
@@ -41,7 +48,16 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
 
 @cli.command
 def main(argv=None) -> int:
-    plan_file, status_file = (sys.argv[1:] if argv is None else argv)
+    """`PLAN STATUS_FILE`: the closing table (exit 1 if a fold failed); `lock PATH PID WHAT`: take a run's
+    lock for the process PID (run_folds.sh's shell), exit 2 naming the holder when another run has it."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["lock"]:
+        path, pid, what = args[1:4]
+        lock = Lock(Path(path), what, int(pid)).acquire()
+        if lock.note:
+            print(lock.note, file=sys.stderr)
+        return 0
+    plan_file, status_file = args
     plan = json.loads(Path(plan_file).read_text())
     return 0 if summarise(Paths(plan["data_dir"], plan["out_dir"]), plan["name"], Path(status_file)) else 1
 
