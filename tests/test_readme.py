@@ -91,7 +91,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("readme")
     data = write_dataset(tmp / "data", per_class=4, n_test=3, bad_inputs=False)
     where = ["--data-dir", data, "--out-dir", tmp / "out"]
-    out = {"features": run(sys.executable, "-m", "src.features", "--model", "2d", *where),
+    out = {"features": run(sys.executable, "-m", "src.features", "--model", "2d", "--data-dir", data),
            "1d": run("./run_folds.sh", "1d", "--", *TINY, *where),
            "2d": run("./run_folds.sh", "2d", "0", "1", "--", *TINY, "--learning-rate", "5e-4", *where),
            "bfloat16": run("./run_folds.sh", "logmel", "--", *TINY, "--precision", "bfloat16", *where),

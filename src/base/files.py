@@ -231,8 +231,12 @@ class Lock:
                              f"gone, delete {self.path}.") from None
             except OSError as error:
                 raise WriteError(self.path, error) from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(record) + "\n")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as error:  # a full disk: no empty lock left behind
+                self.path.unlink(missing_ok=True)
+                raise WriteError(self.path, error) from None
             self.owned = True
             return self
         raise Locked(f"could not take {self.path}: another process keeps taking it")

@@ -43,7 +43,7 @@ class FoldFiles:
     def is_finished(self) -> bool:
         return self.result.exists()
 
-    def start(self, config: Config, fingerprints: dict, force: bool = False) -> ResumeState | None:
+    def start(self, config: Config, fingerprints: dict | None = None, force: bool = False) -> ResumeState | None:
         """Begin a fold, or continue a killed one: no result.json, the config that trains it saved.
         Returns the state of the last saved epoch when there is one for this very config and dataset
         (and not force), else None (and no resume state is left)."""
@@ -54,10 +54,10 @@ class FoldFiles:
         state = None
         if self.resume.exists() and not force and self.saved_config() == config.to_dict():
             state = ResumeState.load(self.resume)
-            if state.fingerprints != fingerprints:
+            if state.fingerprints != (fingerprints or {}):
                 log.warning("%s: train.csv or the folds changed since the killed attempt (rows %s, folds %s then; "
-                            "%s, %s now): starting the fold over", self.folder, state.fingerprints.get("rows"),
-                            state.fingerprints.get("folds"), fingerprints["rows"], fingerprints["folds"])
+                            "%s now): starting the fold over", self.folder, state.fingerprints.get("rows"),
+                            state.fingerprints.get("folds"), fingerprints)
                 state = None
         if state is None:
             self.resume.unlink(missing_ok=True)
@@ -82,8 +82,8 @@ class FoldFiles:
     def log_rows(self, epochs: int) -> None:
         """Keep log.csv's first `epochs` epochs: rows of an epoch that did not complete are dropped."""
         if self.log_csv.exists():
-            lines = self.log_csv.read_text().splitlines(keepends=True)
-            atomic_write(self.log_csv, "".join(lines[:1 + epochs]))
+            lines = self.log_csv.read_bytes().splitlines(keepends=True)  # bytes: CSVLogger ends lines with \r\n
+            atomic_write(self.log_csv, b"".join(lines[:1 + epochs]))
 
     def write_table(self, path: Path, table: pd.DataFrame) -> None:
         atomic_write_csv(table, path)
