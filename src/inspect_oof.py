@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .base import cli
+from .base.files import atomic_path
 from .base.metrics import geometric_mean, per_row_precision, top_k
 from .blend import load_model_predictions
 from .dataset.folds import with_folds
@@ -71,7 +72,8 @@ def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folde
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     confusion_path = folder / "oof_confusion.png"
-    fig.savefig(confusion_path, dpi=120)
+    with atomic_path(confusion_path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
     per_class = table.groupby("label").precision.mean().reindex(labels).sort_values()
@@ -85,7 +87,8 @@ def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folde
     ax.legend(loc="lower right")
     fig.tight_layout()
     bars_path = folder / "oof_per_class.png"
-    fig.savefig(bars_path, dpi=120)
+    with atomic_path(bars_path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return [confusion_path, bars_path]
 

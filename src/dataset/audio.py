@@ -18,7 +18,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from ..base.errors import DataError
-from ..base.files import WriteError, irregular
+from ..base.files import WriteError, atomic_write_csv, irregular
 from ..base.layout import audio_dir, cache_dir, cache_folder
 from ..base.pcm import to_int16
 from .store import PackedStore, compacted, locked, params_key, write_rows
@@ -208,4 +208,4 @@ def _decode_all(todo: list[str], folder: Path, stores: dict[int, PackedStore], n
 def _write_report(store: PackedStore) -> None:
     """report.csv: the clips that were skipped or converted, and why."""
     report = store.index[(store.index.status != "ok") | (store.index.note != "")]
-    report[["fname", "status", "note"]].to_csv(store.root / "report.csv", index=False)
+    atomic_write_csv(report[["fname", "status", "note"]], store.root / "report.csv")

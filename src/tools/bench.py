@@ -31,6 +31,7 @@ import pandas as pd
 from ..base import backend, cli
 from ..base.config import PRESETS, Config, Feeding
 from ..base.errors import DataError
+from ..base.files import atomic_write_csv
 from ..base.layout import Paths, audio_dir
 from ..dataset import audio as audio_cache
 from ..dataset.inputs import model_input
@@ -56,7 +57,7 @@ def mirror(data_dir: Path, target: Path, repeat: int = 1) -> Path:
         for fname in train.fname:
             os.symlink(audio_dir(data_dir, "train") / fname, audio_dir(target, "train") / f"{prefix}{fname}")
         copies.append(train.assign(fname=prefix + train.fname))
-    pd.concat(copies).to_csv(target / "train.csv", index=False)
+    atomic_write_csv(pd.concat(copies), target / "train.csv")
     os.symlink(audio_dir(data_dir, "test"), audio_dir(target, "test"))
     for name in ("sample_submission.csv", "test_labels.csv"):
         if (data_dir / name).exists():

@@ -18,6 +18,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from ..base import cli
+from ..base.files import atomic_path, atomic_write, atomic_write_csv
 from ..base.layout import audio_dir
 from ..base.pcm import INT16_SCALE
 from ..dataset.tables import class_names, load_test, load_train
@@ -129,8 +130,8 @@ def write_report(table: pd.DataFrame, out: Path, title: str) -> Path:
                        lambda r: f"{r.fname} ({r.seconds:.1f} s)"),
               _listing("Unreadable", table[~table.readable], lambda r: f"{r.split}/{r.fname} ({r.error})")]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    table.to_csv(out / "clips.csv", index=False)
+    atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write_csv(table, out / "clips.csv")
     return path
 
 
@@ -144,7 +145,8 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
