@@ -7,6 +7,7 @@ from src.base.config import PRESETS
 from src.base.errors import DataError
 from src.base.layout import Paths
 from src.dataset.tables import Dataset
+from src.training import ensembles
 from src.training.fold_files import fold_files
 
 LABELS = ["Clicks", "Noise", "Tone"]
@@ -95,7 +96,7 @@ def test_fitted_weights_favour_the_informative_model():
     y = rng.integers(0, 3, 300)
     good = np.eye(3)[y] * 0.6 + 0.4 / 3 + rng.uniform(0, 0.05, (300, 3))
     noise = rng.dirichlet(np.ones(3), 300)
-    weights = blend.fit_weights([good / good.sum(1, keepdims=True), noise], y)
+    weights = ensembles.fit_weights([good / good.sum(1, keepdims=True), noise], y)
     assert weights.sum() == pytest.approx(1) and weights[0] > 0.8
 
 

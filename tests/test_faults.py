@@ -103,7 +103,7 @@ def test_a_second_run_folds_on_one_output_folder_stops(data, tmp_path):
 
 # --- every write whole: a kill inside the resume save --------------------------------------------------
 
-RESUMED = ["--epochs", "4", "--resume-every", "0"]
+RESUMED = ["--epochs", "3", "--resume-every", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Every command the README shows is run by a test: the ones below run here at tiny scale, the others in
 the test file README_COMMANDS names. A command added to the README without a test fails this file, and
 so does a README whose install and test lines are not the ones CI runs (.ci/run)."""
+import importlib.util
 import os
 import re
 import shutil
@@ -92,10 +93,10 @@ def trained(tmp_path_factory):
     data = write_dataset(tmp / "data", per_class=4, n_test=3, bad_inputs=False)
     where = ["--data-dir", data, "--out-dir", tmp / "out"]
     out = {"features": run(sys.executable, "-m", "src.features", "--model", "2d", "--data-dir", data),
-           "1d": run("./run_folds.sh", "1d", "--", *TINY, *where),
            "2d": run("./run_folds.sh", "2d", "0", "1", "--", *TINY, "--learning-rate", "5e-4", *where),
-           "bfloat16": run("./run_folds.sh", "logmel", "--", *TINY, "--precision", "bfloat16", *where),
-           "blend": run(sys.executable, "-m", "src.blend", "1d", "2d", "--weights", "1", "2", *where)}
+           "bfloat16": run("./run_folds.sh", "logmel", "--", *TINY, "--min-crop-seconds", "0.5",
+                           "--precision", "bfloat16", *where),
+           "blend": run(sys.executable, "-m", "src.blend", "2d", "logmel", "--weights", "1", "2", *where)}
     return tmp, out
 
 
@@ -110,11 +111,16 @@ def test_the_readme_workflow_at_tiny_scale(trained):
     fold = tmp / "out" / "predictions" / "2d" / "fold0"
     assert '"learning_rate": 0.0005' in (fold / "config.json").read_text()         # the override, recorded
     assert '"precision": "bfloat16"' in (tmp / "out" / "predictions" / "logmel" / "fold1" / "config.json").read_text()
-    assert "blend_1d_2d" in out["blend"] and (tmp / "out" / "submissions" / "blend_1d_2d.csv").exists()
+    assert "blend_2d_logmel" in out["blend"] and (tmp / "out" / "submissions" / "blend_2d_logmel.csv").exists()
 
 
 def test_the_demo_at_tiny_scale(tmp_path):
     data = shutil.copytree(ROOT / "data" / "demo", tmp_path / "demo")
     out = run(sys.executable, "-m", "src.tools.demo", "--data-dir", data, "--out-dir", tmp_path / "runs",
-              "--folds", "2", "--epochs", "1", "--logmel-epochs", "1")
-    assert "demo finished in" in out and (tmp_path / "runs" / "submissions" / "blend_1d_2d_logmel.csv").exists()
+              "--models", "1d", "aisfx", "--folds", "2", "--epochs", "1", "--aisfx-epochs", "1")
+    assert "demo finished in" in out and "audio cache" in out
+    if importlib.util.find_spec("aisfx") is None:                  # without the weights: the others, and a note
+        assert "leaving out aisfx" in out and (tmp_path / "runs" / "submissions" / "1d.csv").exists()
+    else:
+        assert "aisfx (2 folds, 1 epochs)" in out
+        assert (tmp_path / "runs" / "submissions" / "blend_1d_aisfx.csv").exists()

@@ -13,7 +13,7 @@ from conftest import ROOT, write_dataset
 from src import blend, inspect_oof
 from src.base.layout import Paths
 
-TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
+TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
 
 
 def run_folds(*args, env=None, cwd=ROOT):

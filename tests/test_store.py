@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from src.base.errors import DataError
 from src.dataset.store import PackedStore
 
 
@@ -26,5 +27,5 @@ def test_rows_round_trip_and_partial_reads(tmp_path):
 
 def test_other_parameters_are_refused(tmp_path):
     PackedStore(tmp_path / "s", "int16", 1, {"rate": 16000})
-    with pytest.raises(ValueError, match="delete"):
+    with pytest.raises(DataError, match="Delete"):
         PackedStore(tmp_path / "s", "int16", 1, {"rate": 22050})

@@ -1,8 +1,12 @@
 """The whole pipeline on the small demo set shipped in data/demo. As a user runs it on the real data:
-validate the data, build the audio cache, train the 1d, 2d and logmel folds with run_folds.sh,
-inspect, blend.
+validate the data, build the audio cache, train the folds of each model with run_folds.sh, inspect,
+blend; each stage timed.
 
-    python -m src.tools.demo            # about 4 minutes on 2 CPU cores; writes under runs/demo/
+    python -m src.tools.demo                     # about 5 minutes on 2 CPU cores; writes under runs/demo/
+    python -m src.tools.demo --models 1d logmel  # only these
+
+The pretrained `aisfx` is trained when its weights are installed (requirements-pretrained.txt); without
+them the demo says so, names the install command and goes on with the others.
 """
 from __future__ import annotations
 
@@ -13,20 +17,35 @@ import time
 from pathlib import Path
 
 from ..base import cli
-from ..base.errors import DataError
+from ..base.config import PRESETS
+from ..base.errors import DataError, SetupError
+from ..models.pretrained import WEIGHTS
 from . import ROOT
 
-# The kernel's two nets and the strongest preset, logmel: 30 epochs instead of its 80, its cosine
-# schedule run to the end as in the preset (early stopping cut it short on the demo's folds).
-MODELS = ("1d", "2d", "logmel")
+# The kernel's two nets, the strongest preset trained from scratch, and the pretrained one.
+MODELS = ("1d", "2d", "logmel", "aisfx")
 
 
-def run(command: list[str]) -> None:
+def run(command: list[str], stage: str, times: dict[str, float]) -> None:
     print(f"\n$ {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT)
+    times[stage] = time.perf_counter() - start
     if done.returncode != 0:
         raise DataError(f"demo stopped: `{shlex.join(command)}` exited with {done.returncode}; its "
                         f"output above says why.")
+
+
+def installed(model: str) -> bool:
+    """False, with a note naming the install command, for a pretrained model whose weights are absent."""
+    if model not in WEIGHTS:
+        return True
+    try:
+        WEIGHTS[model].path()
+        return True
+    except SetupError as missing:
+        print(f"demo: leaving out {model}: {missing}", flush=True)
+        return False
 
 
 @cli.command
@@ -34,26 +53,42 @@ def main(argv=None) -> int:
     parser = cli.parser("python -m src.tools.demo", __doc__, data_dir=False, out_dir=False)
     parser.add_argument("--data-dir", default="data/demo", help="default: data/demo")
     parser.add_argument("--out-dir", default="runs/demo", help="default: runs/demo")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=sorted(PRESETS),
+                        help=f"the models to train and blend (default: {' '.join(MODELS)})")
     parser.add_argument("--folds", type=int, default=3, help="StratifiedKFold splits (default: 3)")
     parser.add_argument("--epochs", type=int, default=25, help="maximum epochs per fold (default: 25)")
     parser.add_argument("--logmel-epochs", type=int, default=30,
                         help="logmel's epochs, its cosine schedule run to the end (default: 30)")
+    parser.add_argument("--aisfx-epochs", type=int, default=8,
+                        help="aisfx's epochs, its warm-up and cosine schedule run to the end (default: 8; "
+                             "its preset has 20)")
     parser.add_argument("--force", action="store_true", help="retrain folds finished by an earlier demo")
     args = parser.parse_args(argv)
-    started = time.time()
+    started, times = time.perf_counter(), {}
+    models = [m for m in dict.fromkeys(args.models) if installed(m)]
     python = sys.executable
     where = ["--data-dir", args.data_dir, "--out-dir", args.out_dir]
     train_options = where + ["--n-folds", str(args.folds), "--epochs", str(args.epochs),
                              "--batch-size", "16", "--patience", "8"] + (["--force"] if args.force else [])
-    run([python, "-m", "src.data", "--data-dir", args.data_dir])
-    run([python, "-m", "src.audio_cache", "--data-dir", args.data_dir, "--rates", "16000", "22050", "44100"])
-    own_options = {"logmel": ["--epochs", str(args.logmel_epochs), "--patience", "none"]}
-    for model in MODELS:
-        run(["env", f"PYTHON={python}", "./run_folds.sh", model, "--", *train_options, *own_options.get(model, [])])
-    run([python, "-m", "src.inspect_oof", *MODELS, "--worst", "5", *where])
-    run([python, "-m", "src.blend", *MODELS, *where])
-    submission = Path(args.out_dir) / "submissions" / f"blend_{'_'.join(MODELS)}.csv"
-    print(f"\ndemo finished in {(time.time() - started) / 60:.1f} min; blend submission: {submission}")
+    # The two cosine schedules run to their end: no early stopping.
+    own_epochs = {"logmel": args.logmel_epochs, "aisfx": args.aisfx_epochs}
+    rates = sorted({16000, 22050, 44100} | {PRESETS[m].sample_rate for m in models})
+    run([python, "-m", "src.data", "--data-dir", args.data_dir], "data check", times)
+    run([python, "-m", "src.audio_cache", "--data-dir", args.data_dir, "--rates", *map(str, rates)], "audio cache",
+        times)
+    for model in models:
+        own = ["--epochs", str(own_epochs[model]), "--patience", "none"] if model in own_epochs else []
+        epochs = own_epochs.get(model, args.epochs)
+        run(["env", f"PYTHON={python}", "./run_folds.sh", model, "--", *train_options, *own],
+            f"{model} ({args.folds} folds, {epochs} epochs)", times)
+    run([python, "-m", "src.inspect_oof", *models, "--worst", "5", *where], "inspect", times)
+    run([python, "-m", "src.blend", *models, *where], "blend", times)
+    name = models[0] if len(models) == 1 else f"blend_{'_'.join(models)}"
+    print("\ndemo stages:")
+    for stage, seconds in times.items():
+        print(f"  {stage:<32}{seconds / 60:6.1f} min")
+    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; submission: "
+          f"{Path(args.out_dir) / 'submissions' / f'{name}.csv'}")
     return 0
 
 

@@ -1,0 +1,114 @@
+"""Ways to combine several models' out-of-fold (OOF) probabilities into one: weights fitted on the OOF
+matrix, the best equal-weight subset, and a second-level (stacking) model. Each choice is made on OOF
+rows only; the test set plays no part. Inputs are plain matrices aligned with train.csv, NaN rows where
+no fold predicted."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..base.errors import DataError
+from ..base.metrics import geometric_mean, map_at_k
+
+
+def predicted_rows(oofs: list[np.ndarray]) -> np.ndarray:
+    """Mask of the OOF rows that every one of the matrices predicted (unfinished folds leave NaN)."""
+    return ~np.any([np.isnan(o).any(axis=1) for o in oofs], axis=0)
+
+
+def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray) -> np.ndarray:
+    """Blend weights (non-negative, summing to 1) that minimise the log loss of the weighted geometric
+    mean of OOF matrices, over the rows every model predicted. Only OOF rows: never the test set."""
+    from scipy.optimize import minimize
+
+    rows = predicted_rows(oofs)
+    logs = np.stack([np.log(np.clip(o[rows], 1e-7, 1.0)) for o in oofs])  # models x rows x classes
+    y = y_true[rows]
+
+    def loss(theta: np.ndarray) -> float:
+        w = np.exp(theta - theta.max())
+        w /= w.sum()
+        mixed = np.tensordot(w, logs, axes=1)
+        log_norm = np.log(np.exp(mixed - mixed.max(axis=1, keepdims=True)).sum(axis=1)) + mixed.max(axis=1)
+        return float(np.mean(log_norm - mixed[np.arange(len(y)), y]))
+
+    # Softmax weights keep the search unconstrained; equal weights are the starting point.
+    theta = minimize(loss, np.zeros(len(oofs)), method="Nelder-Mead" if len(oofs) > 1 else "BFGS",
+                     options={"xatol": 1e-4, "fatol": 1e-7} if len(oofs) > 1 else {}).x
+    weights = np.exp(theta - theta.max())
+    return weights / weights.sum()
+
+
+def fold_spread(oof: np.ndarray, y_true: np.ndarray, folds: np.ndarray) -> float:
+    """Standard deviation over folds of the OOF MAP@3: how much a score moves from split to split."""
+    rows = ~np.isnan(oof).any(axis=1)
+    scores = [map_at_k(y_true[rows & (folds == k)], oof[rows & (folds == k)]) for k in np.unique(folds[rows])]
+    return float(np.std(scores))
+
+
+# 2^15 - 1 subsets is still quick; more models than that want a greedy search.
+MAX_SEARCH_MODELS = 15
+
+
+def search_blends(oofs: dict[str, np.ndarray], y_true: np.ndarray) -> list[tuple[float, list[str]]]:
+    """Every non-empty subset of the models, blended with equal weights, ranked by OOF MAP@3 over the
+    rows every model predicted (best first; on a tie, fewer models first). Only OOF rows: the test set
+    plays no part in the choice."""
+    if len(oofs) > MAX_SEARCH_MODELS:
+        raise DataError(f"--search tries every subset: at most {MAX_SEARCH_MODELS} models, not "
+                        f"{len(oofs)}. Name the candidates on the command line.")
+    rows = predicted_rows(list(oofs.values()))
+    oofs, y = {name: oof[rows] for name, oof in oofs.items()}, y_true[rows]
+    ranking = []
+    for size in range(1, len(oofs) + 1):
+        for subset in itertools.combinations(oofs, size):
+            ranking.append((map_at_k(y, geometric_mean([oofs[name] for name in subset])), list(subset)))
+    ranking.sort(key=lambda entry: (-entry[0], len(entry[1])))
+    return ranking
+
+
+STACK_STRENGTHS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths the inner cross-validation chooses from
+
+
+def stacked(oofs: list[np.ndarray], tests: list[np.ndarray], y_train: np.ndarray,
+            folds: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """A second-level model on the models' OOF probabilities: multinomial logistic regression on their
+    standardised logs, its regularisation chosen by an inner 3-fold cross-validation. Its OOF predictions come from
+    the outer folds (folds, one per train row) (each outer fold predicted by a stacker trained on the others, inner
+    CV included), so its OOF MAP@3 is as honest as the first level's; the test predictions come from a
+    stacker trained on every OOF row. Only OOF rows train or choose anything. Returns the OOF matrix
+    (NaN where some model has no prediction), the test matrix and the strength chosen per outer fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    rows = predicted_rows(oofs)
+    features = lambda matrices: np.concatenate([np.log(np.clip(m, 1e-7, 1.0)) for m in matrices], axis=1)
+    x, y = features([oof[rows] for oof in oofs]), y_train[rows]
+    groups = folds[rows]
+    n_classes = oofs[0].shape[1]
+
+    def fit(x_fit, y_fit):
+        # Standardised features: the solver converges in a few hundred iterations instead of crawling
+        # to its limit on raw log-probabilities.
+        inner = StratifiedKFold(3, shuffle=True, random_state=0)
+        search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                              {"logisticregression__C": list(STACK_STRENGTHS)}, cv=inner, scoring="neg_log_loss")
+        with threadpool_limits(1):  # matrices this small run slower on several BLAS threads, not faster
+            return search.fit(x_fit, y_fit)
+
+    def probabilities(model, x_new):
+        out = np.full((len(x_new), n_classes), 1e-9)   # labels the stacker never saw: last, not absent
+        out[:, model.best_estimator_.classes_] = model.predict_proba(x_new)
+        return out / out.sum(axis=1, keepdims=True)
+
+    oof, strengths = np.full((len(y_train), n_classes), np.nan), []
+    for k in np.unique(groups):
+        model = fit(x[groups != k], y[groups != k])
+        oof[np.flatnonzero(rows)[groups == k]] = probabilities(model, x[groups == k])
+        strengths.append(float(model.best_params_["logisticregression__C"]))
+    test = probabilities(fit(x, y), features(tests)) if len(tests[0]) else np.zeros((0, n_classes))
+    return oof, test, strengths
