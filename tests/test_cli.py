@@ -13,7 +13,7 @@ COMMANDS = [f"src.{stage}" for stage in STAGES] + [f"src.tools.{tool}" for tool 
 def test_every_module_of_the_tree_is_a_listed_command_or_library():
     listed = {f"{name}.py" for name in [*STAGES, "__init__", "__main__"]}
     assert {p.name for p in (ROOT / "src").glob("*.py")} == listed
-    assert {p.stem for p in (ROOT / "src" / "tools").glob("*.py")} == {*TOOLS, "__init__"}
+    assert {p.stem for p in (ROOT / "src" / "tools").glob("*.py")} == {*TOOLS, "__init__", "whole_runs"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -78,6 +78,8 @@ def main(argv=None) -> int:
         times)
     for model in models:
         own = ["--epochs", str(own_epochs[model]), "--patience", "none"] if model in own_epochs else []
+        if model in own_epochs and PRESETS[model].warmup_epochs >= own_epochs[model]:
+            own += ["--warmup-epochs", str(max(0, own_epochs[model] - 1))]   # a warm-up shorter than the run
         epochs = own_epochs.get(model, args.epochs)
         run(["env", f"PYTHON={python}", "./run_folds.sh", model, "--", *train_options, *own],
             f"{model} ({args.folds} folds, {epochs} epochs)", times)
