@@ -72,7 +72,11 @@ def test_a_second_trainer_of_a_fold_stops_at_once_naming_the_first(data, tmp_pat
     deadline = time.time() + 120
     while not lock.exists() and time.time() < deadline:
         time.sleep(0.05)
-    second = finish(command(*fold_command(data, tmp_path)))
+    first.send_signal(signal.SIGSTOP)            # held mid-fold, however fast the tiny fold trains
+    try:
+        second = finish(command(*fold_command(data, tmp_path)))
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second[0] == 2 and f"pid {first.pid}" in second[2] and "Traceback" not in second[2], second[2]
     assert finish(first)[0] == 0                                   # the first run is untouched, and finishes
     result = json.loads((lock.parent / "result.json").read_text())
