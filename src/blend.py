@@ -25,7 +25,7 @@ from .base import cli
 from .base.errors import DataError
 from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
-from .base.metrics import geometric_mean, map_at_k, top_k
+from .base.metrics import geometric_mean, map_at_k, test_scores, top_k
 from .dataset.tables import Dataset
 from .training.ensembles import fit_weights, fold_spread, search_blends, stacked
 from .training.fold_files import fold_files, trained_models
@@ -163,7 +163,7 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
 
 def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPredictions], models: list[str],
                      weights, name, fit: bool, search: bool, stack: bool) -> dict:
-    test, labels, y_train, y_test = dataset.test, dataset.labels, dataset.y_train, dataset.y_test
+    test, labels, y_train = dataset.test, dataset.labels, dataset.y_train
     ranking = None
     if search:
         ranking = search_blends({p.name: p.oof for p in predictions}, y_train)
@@ -172,13 +172,13 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
     rows = []
     for p in predictions:
         path = write_submission(paths.submissions_dir / f"{p.name}.csv", p.test, list(test.fname), labels)
-        rows.append(_report_row(p.name, p.oof, p.test, y_train, y_test, path, len(p.folds), p.minutes))
+        rows.append(_report_row(p.name, p.oof, p.test, dataset, path, len(p.folds), p.minutes))
     if len(predictions) > 1:
         name = name or "blend_" + "_".join(models)
         oof = geometric_mean([p.oof for p in predictions], weights)
         probs = geometric_mean([p.test for p in predictions], weights)
         path = write_submission(paths.submissions_dir / f"{name}.csv", probs, list(test.fname), labels)
-        rows.append(_report_row(name, oof, probs, y_train, y_test, path, None,
+        rows.append(_report_row(name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset))
@@ -187,19 +187,19 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
                                         y_train, dataset.train_with_folds().fold.to_numpy())
         stack_name = "stack_" + "_".join(p.name for p in predictions)
         path = write_submission(paths.submissions_dir / f"{stack_name}.csv", probs, list(test.fname), labels)
-        rows.append(_report_row(stack_name, oof, probs, y_train, y_test, path, None,
+        rows.append(_report_row(stack_name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         rows[-1]["stack_strengths"] = strengths
     return {"rows": rows, "search": ranking, "train_clips": len(dataset.train)}
 
 
 def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict:
-    test, labels, y_train, y_test = dataset.test, dataset.labels, dataset.y_train, dataset.y_test
+    test, labels, y_train = dataset.test, dataset.labels, dataset.y_train
     fitted = fit_weights([p.oof for p in predictions], y_train)
     oof = geometric_mean([p.oof for p in predictions], fitted)
     probs = geometric_mean([p.test for p in predictions], fitted)
     path = write_submission(paths.submissions_dir / f"{name}_fitted.csv", probs, list(test.fname), labels)
-    row = _report_row(f"{name}_fitted", oof, probs, y_train, y_test, path, None, equal_row["train_minutes"])
+    row = _report_row(f"{name}_fitted", oof, probs, dataset, path, None, equal_row["train_minutes"])
     row["weights"] = {p.name: round(float(w), 4) for p, w in zip(predictions, fitted)}
     folds = dataset.train_with_folds().fold.to_numpy()
     spread = fold_spread(geometric_mean([p.oof for p in predictions]), y_train, folds)
@@ -212,13 +212,12 @@ def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict
     return row
 
 
-def _report_row(name, oof, test_probs, y_train, y_test, path, n_folds, minutes) -> dict:
-    score, accuracy, n = oof_scores(oof, y_train)
+def _report_row(name, oof, test_probs, dataset: Dataset, path, n_folds, minutes) -> dict:
+    score, accuracy, n = oof_scores(oof, dataset.y_train)
     row = {"name": name, "folds": n_folds, "oof_map3": score, "oof_accuracy": accuracy, "oof_rows": n,
            "train_minutes": minutes, "submission": str(path) if path else "-"}
-    if y_test is not None:
-        known = y_test >= 0
-        row["test_map3"], row["test_rows"] = map_at_k(y_test[known], test_probs[known]), int(known.sum())
+    if dataset.y_test is not None:
+        row |= test_scores(dataset.y_test, test_probs, dataset.test_usage)
     return row
 
 
@@ -256,13 +255,15 @@ def main(argv=None) -> int:
         for score, subset in report["search"][:10]:
             print(f"  {score:.4f}  {' '.join(subset)}")
         print()
-    has_test = "test_map3" in report["rows"][0]
+    # Test columns where test labels exist: the whole, and the 2018 leaderboards where their split is known.
+    boards = [(k, title) for k, title in (("test_map3", "test MAP@3"), ("test_map3_public", "public LB"),
+                                          ("test_map3_private", "private LB")) if k in report["rows"][0]]
     print(f"{'model':<20}{'folds':>6}{'OOF rows':>10}{'OOF MAP@3':>11}{'OOF acc':>9}"
-          f"{'test MAP@3' if has_test else '':>12}{'minutes':>9}  submission")
+          + "".join(f"{title:>12}" for _, title in boards) + f"{'minutes':>9}  submission")
     for row in report["rows"]:
-        test = f"{row['test_map3']:.4f}" if has_test else ""
+        tests = "".join(f"{row[k]:>12.4f}" for k, _ in boards)
         print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_rows']:>10}{row['oof_map3']:>11.4f}"
-              f"{row['oof_accuracy']:>9.4f}{test:>12}{row['train_minutes']:>9.1f}  {row['submission']}")
+              f"{row['oof_accuracy']:>9.4f}{tests}{row['train_minutes']:>9.1f}  {row['submission']}")
         if "weights" in row:
             print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF MAP@3 gain over equal weights "
                   f"{row['gain_over_equal']:+.4f}, fold-to-fold spread (std) {row['fold_spread']:.4f}")
@@ -274,7 +275,9 @@ def main(argv=None) -> int:
     scope = (f"OOF figures over all {report['train_clips']} train clips" if covered == report["train_clips"] else
              f"OOF figures over the train clips some fold predicted, of {report['train_clips']}: the others were "
              f"skipped by the audio cache or are in unfinished folds")
-    print(f"({scope}" + (f"; test figures over the {first['test_rows']} test clips with labels)" if has_test else ")"))
+    print(f"({scope}" + (f"; test figures over the {first['test_rows']} test clips with labels)" if boards else ")"))
+    if len(boards) > 1:
+        print("(the 2018 competition's final ranking was by the private leaderboard: 1st 0.9538, 2nd 0.9518)")
     return 0
 
 

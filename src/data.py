@@ -1,6 +1,7 @@
 """Stage 1, data: the competition archives downloaded, unpacked and validated. Then the folds made.
 
-    python -m src.data [--download] [--data-dir data]
+    python -m src.data [--download] [--data-dir data]                 # the Kaggle competition's archive
+    python -m src.data --source zenodo [--download] [--data-dir data]  # its public release, test labels too
 
 The layout (FSDKaggle2018, or any single-label clip dataset written the same way):
     train.csv               fname,label[,manually_verified]
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from .base import cli
 from .base.errors import DataError
-from .base.layout import SPLITS, audio_dir
+from .base.layout import SPLITS, audio_dir, table_path
+from .dataset import zenodo
 from .dataset.tables import class_names, load_test, load_test_labels, load_train, row_number
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,10 @@ https://www.kaggle.com/c/{competition}/rules; (2) give the kaggle CLI your crede
 `kaggle auth login`, or a token from https://www.kaggle.com/settings/api exported as KAGGLE_API_TOKEN
 or saved to ~/.kaggle/access_token (older CLIs: ~/.kaggle/kaggle.json with chmod 600); (3) check
 that this machine reaches kaggle.com. Then run `python -m src.data --download --data-dir {data_dir}`
-again. Without network you can download the archive elsewhere, copy {competition}.zip into
-{data_dir}/ and run `python -m src.data --data-dir {data_dir}`."""
+again, or `kaggle competitions download {competition} -p {data_dir}` and `python -m src.data --data-dir
+{data_dir}`. Without network you can download the archive elsewhere, copy {competition}.zip into
+{data_dir}/ and run `python -m src.data --data-dir {data_dir}`. The same clips, with the labels of the
+scored test clips, are public on Zenodo: `python -m src.data --source zenodo --download --data-dir {data_dir}`."""
 
 
 def download(data_dir: Path) -> None:
@@ -119,11 +123,24 @@ def check_layout(data_dir: Path) -> dict:
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.data", __doc__, out_dir=False)
     parser.add_argument("--download", action="store_true",
-                        help=f"first download the {COMPETITION} archive with the kaggle API")
+                        help="first download the data from --source")
+    parser.add_argument("--source", choices=("kaggle", "zenodo"), default="kaggle",
+                        help=f"kaggle: the {COMPETITION} archive, with the kaggle API (default); zenodo: "
+                             f"FSDKaggle2018's public release (record {zenodo.RECORD}), with the labels and "
+                             f"leaderboard (Public/Private) of the scored test clips")
+    parser.add_argument("--zenodo-url", default=zenodo.ZENODO,
+                        help=f"where Zenodo's API answers, for a mirror (default: {zenodo.ZENODO})")
     args = parser.parse_args(argv)
     if args.download:
-        download(args.data_dir)
+        if args.source == "zenodo":
+            zenodo.download(args.data_dir, base_url=args.zenodo_url.rstrip("/"))
+        else:
+            download(args.data_dir)
     unpack(args.data_dir)
+    # The release's tables become the layout's; a Kaggle train.csv already there is kept unless asked.
+    kept = table_path(args.data_dir, "train").exists() and args.source != "zenodo"
+    if zenodo.is_release(args.data_dir) and not kept:
+        zenodo.write_layout(args.data_dir)
     check_layout(args.data_dir)
     return 0
 

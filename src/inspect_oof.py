@@ -4,7 +4,9 @@
     python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it
 
 Prints MAP@3 overall, per fold, per class, for verified and unverified rows, the most confused label
-pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png.
+pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png. Where the
+dataset ships test labels (test_labels.csv), ends with the test MAP@3 of the same blend, and with a
+usage column (FSDKaggle2018's release) the 2018 public and private leaderboards' figures.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pandas as pd
 
 from .base import cli
 from .base.files import atomic_path
-from .base.metrics import geometric_mean, per_row_precision, top_k
+from .base.metrics import geometric_mean, per_row_precision, test_scores, top_k
 from .blend import load_model_predictions
 from .dataset.folds import with_folds
 from .dataset.tables import Dataset
@@ -121,6 +123,17 @@ def report(table: pd.DataFrame, labels: list[str], worst: int = 10, train_clips:
     return "\n".join(lines)
 
 
+def test_report(scores: dict) -> str:
+    """The test figures of src.base.metrics.test_scores, one line; the leaderboards' where known."""
+    line = f"test MAP@3 {scores['test_map3']:.4f} over {scores['test_rows']} labelled test clips"
+    if "test_map3_private" in scores or "test_map3_public" in scores:
+        boards = [f"{board} leaderboard {scores[key]:.4f}" for board, key in
+                  (("public", "test_map3_public"), ("private", "test_map3_private")) if key in scores]
+        line += "; as the 2018 competition scored it: " + ", ".join(boards) + \
+            " (its final private ranking: 1st 0.9538, 2nd 0.9518)"
+    return line
+
+
 @cli.command
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.inspect_oof", __doc__)
@@ -141,6 +154,9 @@ def main(argv=None) -> int:
     table = oof_table(dataset.train, dataset.folds(), oof, labels)
     print(f"{name}:")
     print(report(table, labels, args.worst, len(dataset.train)))
+    if dataset.y_test is not None and len(dataset.test):
+        test = geometric_mean([p.test for p in predictions], args.weights)
+        print("\n" + test_report(test_scores(dataset.y_test, test, dataset.test_usage)))
     for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0

@@ -18,6 +18,7 @@ README_COMMANDS = {
     ("src", ()): "test_readme.py",
     ("src.data", ()): "test_data.py",
     ("src.data", ("--download",)): "test_data.py",
+    ("src.data", ("--download", "--source")): "test_zenodo.py",
     ("src.audio_cache", ("--rates",)): "test_bad_inputs.py",
     ("src.features", ("--model",)): "test_readme.py",
     ("src.train", ("--fold",)): "test_resume.py",

@@ -25,6 +25,19 @@ def map_at_k(y_true: np.ndarray, probs: np.ndarray, k: int = 3) -> float:
     return float(np.mean(per_row_precision(y_true, probs, k))) if len(y_true) else float("nan")
 
 
+def test_scores(y_test: np.ndarray, probs: np.ndarray, usage: np.ndarray | None = None) -> dict:
+    """Test MAP@3 over the clips with a label (y_test >= 0); with each clip's leaderboard (`usage`:
+    Public or Private, FSDKaggle2018's release), also over each leaderboard's clips as the 2018
+    competition scored them."""
+    known = y_test >= 0
+    scores = {"test_map3": map_at_k(y_test[known], probs[known]), "test_rows": int(known.sum())}
+    for board in ("Public", "Private") if usage is not None else ():
+        rows = known & (usage == board)
+        if rows.any():
+            scores[f"test_map3_{board.lower()}"] = map_at_k(y_test[rows], probs[rows])
+    return scores
+
+
 def per_row_precision(y_true: np.ndarray, probs: np.ndarray, k: int = 3) -> np.ndarray:
     """Each row's 1/rank of its true class within the top k, else 0."""
     y_true = np.asarray(y_true)

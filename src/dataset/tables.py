@@ -106,14 +106,25 @@ def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
     return test[["fname"]].reset_index(drop=True)
 
 
+LEADERBOARDS = ("Public", "Private")
+
+
 def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
-    """True test labels when the dataset ships them (test_labels.csv), else None."""
+    """True test labels when the dataset ships them (test_labels.csv), else None; with a `usage` column
+    (FSDKaggle2018's release), each clip's leaderboard in the competition, Public or Private."""
     path = table_path(data_dir, "truth")
     if not path.exists():
         return None
     truth = _read_csv(path, ["fname", "label"])
     _check_known_labels(path, truth, labels, multi=False)
-    return truth[["fname", "label"]]
+    if "usage" not in truth.columns:
+        return truth[["fname", "label"]]
+    bad = ~truth.usage.isin(LEADERBOARDS)
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise DataError(f"{path}, row {row_number(truth.index[i])} ({truth.fname.iloc[i]}): usage "
+                        f"{truth.usage.iloc[i]!r} is neither Public nor Private. Fix the row or drop the column.")
+    return truth[["fname", "label", "usage"]]
 
 
 def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], multi: bool) -> None:
@@ -155,6 +166,14 @@ class Dataset:
             return None
         known = self.test.fname.map(self.truth.set_index("fname").label)
         return known.map(lambda label: self.labels.index(label) if isinstance(label, str) else -1).to_numpy()
+
+    @property
+    def test_usage(self) -> np.ndarray | None:
+        """Each test clip's leaderboard (Public, Private, or "" where unknown) in submission order, when
+        test_labels.csv has a usage column; else None."""
+        if self.truth is None or "usage" not in self.truth.columns:
+            return None
+        return self.test.fname.map(self.truth.set_index("fname").usage).fillna("").to_numpy()
 
     def folds(self, n_folds: int | None = None, seed: int = 42) -> pd.DataFrame:
         """folds.csv (made on first use), read once per Dataset and number of folds asked for."""
