@@ -28,6 +28,7 @@ README_COMMANDS = {
     ("run_folds.sh", ("--epochs", "--learning-rate")): "test_readme.py",
     ("run_folds.sh", ("--precision",)): "test_readme.py",
     ("run_folds.sh", ("--data-dir",)): "test_adapters.py",
+    ("run_folds.sh", ("--clean-labels", "--name")): "test_label_cleaning.py",
     ("run_folds.sh", ("--cluster",)): "test_cluster.py",
     ("run_folds.sh", ("--cluster", "--n-folds")): "test_cluster.py",
     ("src.blend", ()): "test_blend.py",
