@@ -1,5 +1,6 @@
-"""MAP@3, the competition metric (1, 1/2 or 1/3 when the true label is 1st, 2nd or 3rd of the top
-three), and the geometric mean that blends probability matrices."""
+"""MAP@3, the 2018 competition's metric (1, 1/2 or 1/3 when the true label is 1st, 2nd or 3rd of the top
+three); for multi-label tagging lwlrap (the 2019 competition's) and mAP (FSD50K's); and the geometric
+mean that blends probability matrices."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,11 +52,60 @@ def map_at_k_labels(actual: list[str], predicted: list[list[str]], k: int = 3) -
     return float(np.mean([average_precision_at_k(a, p, k) for a, p in zip(actual, predicted)]))
 
 
-def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
-    """Weighted geometric mean of probability matrices, each row renormalised to sum to 1."""
+def lwlrap_per_class(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each class's label-ranking average precision, each class's share of all true labels).
+
+    For every true label of every clip: the share of the clip's labels ranked at or above it, among all
+    labels ranked at or above it (ties count as ranked above, as scikit-learn's
+    label_ranking_average_precision_score does). A class's figure is the mean over its true labels;
+    lwlrap is their mean weighted by the shares. Clips without a true label count for nothing."""
+    y_true, scores = np.asarray(y_true) > 0.5, np.asarray(scores, dtype=np.float64)
+    n_classes = y_true.shape[1]
+    sums, counts = np.zeros(n_classes), y_true.sum(axis=0).astype(float)
+    for truth, row in zip(y_true, scores):
+        positives = np.flatnonzero(truth)
+        if len(positives) == 0:
+            continue
+        at_or_above = row[None, :] >= row[positives, None]           # (positives, classes)
+        sums[positives] += (at_or_above & truth).sum(axis=1) / at_or_above.sum(axis=1)
+    total = counts.sum()
+    per_class = np.divide(sums, counts, out=np.full(n_classes, np.nan), where=counts > 0)
+    return per_class, counts / total if total else counts
+
+
+def lwlrap(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Label-weighted label-ranking average precision: every (clip, true label) pair counts once."""
+    per_class, weights = lwlrap_per_class(y_true, scores)
+    return float(np.nansum(per_class * weights)) if weights.sum() else float("nan")
+
+
+def average_precisions(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each class's average precision over the clips ranked by its score (the mean, over the class's
+    positive clips, of the precision among the clips scored at or above each); NaN for a class
+    without positives. Ties count as ranked above, as in scikit-learn's average_precision_score."""
+    y_true, scores = np.asarray(y_true) > 0.5, np.asarray(scores, dtype=np.float64)
+    out = np.full(y_true.shape[1], np.nan)
+    for c in range(y_true.shape[1]):
+        positives = y_true[:, c]
+        if not positives.any():
+            continue
+        at_or_above = scores[None, :, c] >= scores[positives, c][:, None]   # (positives, clips)
+        out[c] = float(np.mean((at_or_above & positives).sum(axis=1) / at_or_above.sum(axis=1)))
+    return out
+
+
+def mean_average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """mAP: the mean of the classes' average precisions (classes without positives left out)."""
+    return float(np.nanmean(average_precisions(y_true, scores)))
+
+
+def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None,
+                   normalize: bool = True) -> np.ndarray:
+    """Weighted geometric mean of probability matrices, each row renormalised to sum to 1 (for one label
+    per clip; normalize=False keeps each label's own probability, for multi-label tagging)."""
     weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
     if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
     log_mean = sum(w * np.log(np.clip(p, 1e-7, 1.0)) for w, p in zip(weights, probs)) / weights.sum()
     mean = np.exp(log_mean)
-    return mean / mean.sum(axis=1, keepdims=True)
+    return mean / mean.sum(axis=1, keepdims=True) if normalize else mean
