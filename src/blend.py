@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from .base import cli
-from .base.errors import DataError
+from .base.errors import DataError, UsageError
 from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
-from .base.metrics import geometric_mean, map_at_k, test_scores, top_k
+from .base.metrics import geometric_mean, lwlrap, map_at_k, mean_average_precision, test_scores, top_k
+from .dataset.folds import fold_ids
 from .dataset.tables import Dataset
 from .training.ensembles import fit_weights, fold_spread, search_blends, stacked
 from .training.fold_files import fold_files, trained_models
@@ -50,7 +51,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     """Read every finished fold of one model; DataError when folds are missing (unless allowed), or when
     they were trained on other rows or folds than the dataset has now (unless allowed), or the
     predictions do not match this dataset."""
-    expected = sorted(dataset.folds().fold.unique())
+    expected = fold_ids(dataset.folds())
     finished = [k for k in expected if fold_files(paths, name, k).is_finished()]
     missing = [k for k in expected if k not in finished]
     if not finished or (missing and not allow_partial):
@@ -90,7 +91,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
             raise DataError(f"{files.test} does not list sample_submission.csv's fnames in order: retrain "
                             f"that fold (--force) on this dataset.")
         tests.append(fold_test.to_numpy())
-    return ModelPredictions(name, finished, oof, geometric_mean(tests), minutes)
+    return ModelPredictions(name, finished, oof, geometric_mean(tests, normalize=not dataset.multilabel), minutes)
 
 
 def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
@@ -138,6 +139,38 @@ def write_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labe
     return path
 
 
+def validate_probability_submission(submission: pd.DataFrame, test_fnames: list[str], columns: list[str]) -> None:
+    """Raise ValueError unless the multi-label submission (the 2019 form: fname, then one probability
+    column per label) has the test fnames in order, the label columns in order and finite
+    probabilities in [0, 1]."""
+    if list(submission.columns) != ["fname", *columns]:
+        raise ValueError(f"submission columns must be fname and the {len(columns)} labels in order; got "
+                         f"{list(submission.columns)[:5]}...")
+    if list(submission.fname) != list(test_fnames):
+        raise ValueError("submission fnames are not sample_submission.csv's, in its order")
+    values = submission[columns].to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"submission row {i} ({submission.fname[i]}), {columns[j]}: {values[i, j]} is not a "
+                         f"probability")
+
+
+def write_probability_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labels: list[str],
+                                 columns: list[str] | None = None) -> Path | None:
+    """Validate and write a multi-label submission: each test clip's probability of every label, the
+    columns in sample_submission.csv's order when it lists them (else the labels'); None when there are
+    no test clips."""
+    if not test_fnames:
+        return None
+    columns = columns or labels
+    submission = pd.DataFrame(probs, columns=labels)[columns]
+    submission.insert(0, "fname", test_fnames)
+    validate_probability_submission(submission, test_fnames, columns)
+    atomic_write_csv(submission, path, float_format="%.6f")
+    return path
+
+
 def oof_scores(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, float, int]:
     """MAP@3 and top-1 accuracy over the rows some fold predicted, and how many rows that is."""
     rows = ~np.isnan(oof).any(axis=1)
@@ -153,6 +186,9 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
     first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported); with
     stack, also a second-level model trained on the OOF probabilities (stacked)."""
     dataset = Dataset.load(paths.data_dir)
+    if dataset.multilabel and (fit or stack):
+        raise UsageError("--fit-weights and --stack fit one label per clip; this dataset is multi-label (a labels "
+                         "column in train.csv): blend with equal weights, --weights or --search.")
     predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch) for m in models]
     # Without a test split nothing is written, so there is nothing to lock.
     writing = Lock(paths.submissions_dir / "blend.lock", f"src.blend {' '.join(models)}") if len(dataset.test) \
@@ -163,28 +199,36 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
 
 def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPredictions], models: list[str],
                      weights, name, fit: bool, search: bool, stack: bool) -> dict:
-    test, labels, y_train = dataset.test, dataset.labels, dataset.y_train
+    test, labels, multi = dataset.test, dataset.labels, dataset.multilabel
     ranking = None
     if search:
-        ranking = search_blends({p.name: p.oof for p in predictions}, y_train)
+        ranking = search_blends({p.name: p.oof for p in predictions},
+                                dataset.train_targets if multi else dataset.y_train,
+                                lwlrap if multi else map_at_k, normalize=not multi)
         models = ranking[0][1]
         predictions = [p for p in predictions if p.name in models]
+
+    def write(path: Path, probs: np.ndarray) -> Path | None:
+        if multi:
+            return write_probability_submission(path, probs, list(test.fname), labels, dataset.submission_columns)
+        return write_submission(path, probs, list(test.fname), labels)
+
     rows = []
     for p in predictions:
-        path = write_submission(paths.submissions_dir / f"{p.name}.csv", p.test, list(test.fname), labels)
+        path = write(paths.submissions_dir / f"{p.name}.csv", p.test)
         rows.append(_report_row(p.name, p.oof, p.test, dataset, path, len(p.folds), p.minutes))
     if len(predictions) > 1:
         name = name or "blend_" + "_".join(models)
-        oof = geometric_mean([p.oof for p in predictions], weights)
-        probs = geometric_mean([p.test for p in predictions], weights)
-        path = write_submission(paths.submissions_dir / f"{name}.csv", probs, list(test.fname), labels)
+        oof = geometric_mean([p.oof for p in predictions], weights, normalize=not multi)
+        probs = geometric_mean([p.test for p in predictions], weights, normalize=not multi)
+        path = write(paths.submissions_dir / f"{name}.csv", probs)
         rows.append(_report_row(name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset))
     if stack:
         oof, probs, strengths = stacked([p.oof for p in predictions], [p.test for p in predictions],
-                                        y_train, dataset.train_with_folds().fold.to_numpy())
+                                        dataset.y_train, dataset.train_with_folds().fold.to_numpy())
         stack_name = "stack_" + "_".join(p.name for p in predictions)
         path = write_submission(paths.submissions_dir / f"{stack_name}.csv", probs, list(test.fname), labels)
         rows.append(_report_row(stack_name, oof, probs, dataset, path, None,
@@ -213,12 +257,35 @@ def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict
 
 
 def _report_row(name, oof, test_probs, dataset: Dataset, path, n_folds, minutes) -> dict:
+    row = {"name": name, "folds": n_folds, "train_minutes": minutes, "submission": str(path) if path else "-"}
+    if dataset.multilabel:
+        return row | multilabel_scores(oof, test_probs, dataset)
     score, accuracy, n = oof_scores(oof, dataset.y_train)
-    row = {"name": name, "folds": n_folds, "oof_map3": score, "oof_accuracy": accuracy, "oof_rows": n,
-           "train_minutes": minutes, "submission": str(path) if path else "-"}
+    row |= {"oof_map3": score, "oof_accuracy": accuracy, "oof_rows": n}
     if dataset.y_test is not None:
         row |= test_scores(dataset.y_test, test_probs, dataset.test_usage)
     return row
+
+
+def multilabel_scores(oof: np.ndarray, test_probs: np.ndarray, dataset: Dataset) -> dict:
+    """lwlrap and mAP over the train clips some fold predicted, and over the labelled test clips."""
+    rows = ~np.isnan(oof).any(axis=1)
+    y = dataset.train_targets[rows]
+    scores = {"oof_lwlrap": lwlrap(y, oof[rows]), "oof_map": mean_average_precision(y, oof[rows]),
+              "oof_rows": int(rows.sum())}
+    truth = dataset.test_targets()
+    if truth is not None and truth[1].any():
+        y, known = truth
+        scores |= {"test_lwlrap": lwlrap(y[known], test_probs[known]),
+                   "test_map": mean_average_precision(y[known], test_probs[known]), "test_rows": int(known.sum())}
+    return scores
+
+
+# The figures blend prints, by task: (key of a report row, column title).
+SINGLE_COLUMNS = [("oof_map3", "OOF MAP@3"), ("oof_accuracy", "OOF acc"), ("test_map3", "test MAP@3"),
+                  ("test_map3_public", "public LB"), ("test_map3_private", "private LB")]
+MULTI_COLUMNS = [("oof_lwlrap", "OOF lwlrap"), ("oof_map", "OOF mAP"), ("test_lwlrap", "test lwlrap"),
+                 ("test_map", "test mAP")]
 
 
 @cli.command
@@ -249,34 +316,34 @@ def main(argv=None) -> int:
                      f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
     report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search,
                    args.stack, args.allow_mismatch)
+    first = report["rows"][0]
+    columns = [(k, title) for k, title in (MULTI_COLUMNS if "oof_lwlrap" in first else SINGLE_COLUMNS) if k in first]
     if report["search"]:
-        print(f"equal-weight subsets by OOF MAP@3 (best {min(10, len(report['search']))} "
+        print(f"equal-weight subsets by {columns[0][1]} (best {min(10, len(report['search']))} "
               f"of {len(report['search'])}):")
         for score, subset in report["search"][:10]:
             print(f"  {score:.4f}  {' '.join(subset)}")
         print()
-    # Test columns where test labels exist: the whole, and the 2018 leaderboards where their split is known.
-    boards = [(k, title) for k, title in (("test_map3", "test MAP@3"), ("test_map3_public", "public LB"),
-                                          ("test_map3_private", "private LB")) if k in report["rows"][0]]
-    print(f"{'model':<20}{'folds':>6}{'OOF rows':>10}{'OOF MAP@3':>11}{'OOF acc':>9}"
-          + "".join(f"{title:>12}" for _, title in boards) + f"{'minutes':>9}  submission")
+    print(f"{'model':<20}{'folds':>6}{'OOF rows':>10}" + "".join(f"{title:>12}" for _, title in columns)
+          + f"{'minutes':>9}  submission")
     for row in report["rows"]:
-        tests = "".join(f"{row[k]:>12.4f}" for k, _ in boards)
-        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_rows']:>10}{row['oof_map3']:>11.4f}"
-              f"{row['oof_accuracy']:>9.4f}{tests}{row['train_minutes']:>9.1f}  {row['submission']}")
+        figures = "".join(f"{row[k]:>12.4f}" for k, _ in columns)
+        print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_rows']:>10}{figures}"
+              f"{row['train_minutes']:>9.1f}  {row['submission']}")
         if "weights" in row:
             print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF MAP@3 gain over equal weights "
                   f"{row['gain_over_equal']:+.4f}, fold-to-fold spread (std) {row['fold_spread']:.4f}")
         if "stack_strengths" in row:
             print(f"{'':<20}stacked: logistic regression on the OOF log-probabilities, strength C chosen by "
                   f"inner cross-validation per outer fold: {row['stack_strengths']}")
-    first = report["rows"][0]
     covered = min(row["oof_rows"] for row in report["rows"])
     scope = (f"OOF figures over all {report['train_clips']} train clips" if covered == report["train_clips"] else
              f"OOF figures over the train clips some fold predicted, of {report['train_clips']}: the others were "
-             f"skipped by the audio cache or are in unfinished folds")
-    print(f"({scope}" + (f"; test figures over the {first['test_rows']} test clips with labels)" if boards else ")"))
-    if len(boards) > 1:
+             f"skipped by the audio cache, in unfinished folds, or unverified rows of a multi-label dataset, "
+             f"which no fold validates on")
+    print(f"({scope}" + (f"; test figures over the {first['test_rows']} test clips with labels)"
+                         if "test_rows" in first else ")"))
+    if "test_map3_private" in first:
         print("(the 2018 competition's final ranking was by the private leaderboard: 1st 0.9538, 2nd 0.9518)")
     return 0
 

@@ -79,3 +79,31 @@ def dataset(tmp_path) -> Path:
 @pytest.fixture
 def clean_dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / "data", bad_inputs=False)
+
+
+def write_multilabel_dataset(root: Path, n_train: int = 30, n_test: int = 6, seed: int = 0) -> Path:
+    """A multi-label dataset in the 2019 layout: clips mixing one or two of the three sounds (a tone, a
+    noise burst, clicks), labelled with the union; a third of the train rows unverified (the "noisy"
+    subset); sample_submission.csv with one probability column per label; test_labels.csv with labels."""
+    rng = np.random.default_rng(seed)
+    kinds = {"Tone": "tone", "Noise": "noise", "Clicks": "clicks"}
+    (root / "audio_train").mkdir(parents=True)
+    (root / "audio_test").mkdir()
+
+    def clip(folder: Path, fname: str) -> str:
+        chosen = sorted(rng.choice(list(kinds), size=rng.integers(1, 3), replace=False))
+        seconds = rng.uniform(0.5, 2.0)
+        mix = sum(tone(kinds[label], seconds, rng) for label in chosen) / len(chosen)
+        sf.write(folder / fname, mix, RATE, subtype="PCM_16")
+        return ",".join(chosen)
+
+    train = pd.DataFrame({"fname": [f"mix{i:02d}.wav" for i in range(n_train)]})
+    train["labels"] = [clip(root / "audio_train", f) for f in train.fname]
+    train["manually_verified"] = [int(i % 3 != 2) for i in range(n_train)]
+    train.to_csv(root / "train.csv", index=False)
+    test = pd.DataFrame({"fname": [f"test{i:02d}.wav" for i in range(n_test)]})
+    test["labels"] = [clip(root / "audio_test", f) for f in test.fname]
+    test.to_csv(root / "test_labels.csv", index=False)
+    sample = test[["fname"]].assign(**{label: 0.0 for label in ("Tone", "Noise", "Clicks")})
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    return root

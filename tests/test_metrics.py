@@ -1,10 +1,19 @@
 import numpy as np
 import pytest
-
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 
-from src.base.metrics import (average_precision_at_k, average_precisions, geometric_mean, lwlrap, lwlrap_per_class,
-                              map_at_k, map_at_k_labels, mean_average_precision, per_row_precision, top_k)
+from src.base.metrics import (
+    average_precision_at_k,
+    average_precisions,
+    geometric_mean,
+    lwlrap,
+    lwlrap_per_class,
+    map_at_k,
+    map_at_k_labels,
+    mean_average_precision,
+    per_row_precision,
+    top_k,
+)
 
 
 def test_rank_one_two_three_and_absent():

@@ -1,5 +1,8 @@
-"""The folds every model shares: data/folds.csv, written once (a seeded StratifiedKFold, or the
-dataset's own `fold` column)."""
+"""The folds every model shares: data/folds.csv, written once (a seeded StratifiedKFold, a multi-label
+stratified one for multi-label tables, or the dataset's own `fold` column).
+
+In a multi-label dataset the unverified rows (FSDKaggle2019's noisy subset) are never validated on:
+their fold is ALWAYS_TRAINING, so every fold trains on them and no OOF prediction scores them."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +16,14 @@ from ..base.files import atomic_write_csv
 from ..base.layout import table_path
 
 log = logging.getLogger(__name__)
+
+ALWAYS_TRAINING = -1
+"""The fold of rows that every fold trains on and none validates on."""
+
+
+def fold_ids(folds: pd.DataFrame) -> list[int]:
+    """The folds to train: every fold number but ALWAYS_TRAINING."""
+    return sorted(int(k) for k in folds.fold.unique() if k != ALWAYS_TRAINING)
 
 
 def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, seed: int = 42) -> pd.DataFrame:
@@ -32,7 +43,7 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
             raise DataError(f"{path} does not list the clips of {table_path(data_dir, 'train')} in order; it was "
                             f"made for another train.csv. Delete it to make new folds (older "
                             f"predictions then no longer line up: delete them too).")
-        existing = folds.fold.nunique()
+        existing = len(fold_ids(folds))
         if n_folds is not None and "fold" not in train.columns and existing != n_folds:
             raise DataError(f"{path} holds {existing} folds, but {n_folds} were asked for. Use "
                             f"--n-folds {existing}, or delete {path} (and predictions made on it).")
@@ -41,6 +52,8 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
         raise DataError(f"{path} does not exist yet: train some folds first (./run_folds.sh MODEL).")
     if "fold" in train.columns:
         folds = train[["fname", "fold"]].astype({"fold": int})
+    elif "labels" in train.columns:
+        folds = _multilabel_folds(train, n_folds, seed)
     else:
         smallest = train.label.value_counts().min()
         if smallest < n_folds:
@@ -52,10 +65,32 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
             fold[val] = k
         folds = pd.DataFrame({"fname": train.fname, "fold": fold})
     atomic_write_csv(folds, path)
-    log.info("wrote %s (%d folds)", path, folds.fold.nunique())
+    log.info("wrote %s (%d folds)", path, len(fold_ids(folds)))
     return folds
 
 
 def with_folds(train: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """train.csv's rows with their fold from folds.csv (which wins over any fold column of train.csv)."""
     return train.drop(columns="fold", errors="ignore").merge(folds, on="fname", how="left")
+
+
+def _multilabel_folds(train: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Iterative stratification (Sechidis et al., 2011; the iterative-stratification package) of the
+    verified rows on their label sets; unverified rows always train."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    verified = train.manually_verified.to_numpy() == 1
+    if verified.sum() < n_folds:
+        raise DataError(f"{verified.sum()} verified clips cannot fill {n_folds} folds: unverified clips are never "
+                        f"validated on in a multi-label dataset. Lower --n-folds or mark more rows verified.")
+    names = sorted({label for text in train.labels for label in text.split(",")})
+    index = {label: i for i, label in enumerate(names)}
+    hot = np.zeros((int(verified.sum()), len(names)), np.int8)
+    for row, text in zip(hot, train.labels[verified]):
+        row[[index[label] for label in text.split(",")]] = 1
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.full(len(train), ALWAYS_TRAINING)
+    positions = np.flatnonzero(verified)
+    for k, (_, val) in enumerate(splitter.split(np.zeros(len(hot)), hot)):
+        fold[positions[val]] = k
+    return pd.DataFrame({"fname": train.fname, "fold": fold})

@@ -1,5 +1,10 @@
 """A dataset's tables, read and validated once: train rows, the label list, the test clips in
-submission order and, when shipped, their labels (src.base.layout names the files)."""
+submission order and, when shipped, their labels (src.base.layout names the files).
+
+The task kind follows from train.csv: a `label` column gives one label per clip (FSDKaggle2018, ESC-50);
+a `labels` column of comma-separated labels makes the dataset multi-label (FSDKaggle2019, FSD50K).
+A multi-label table keeps `labels` and gets `label` as the same labels joined by commas, so code that
+only shows or hashes a clip's labels reads one column either way."""
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +27,7 @@ def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> p
         raise DataError(f"{path} is missing. Run `python -m src.data --data-dir {path.parent}` "
                         f"after placing the competition files there (see README).")
     try:
-        table = pd.read_csv(path, dtype={"fname": str, "label": str}, encoding="utf-8-sig")
+        table = pd.read_csv(path, dtype={"fname": str, "label": str, "labels": str}, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: it needs a header ({','.join(required)}) and one row per clip.") from None
     missing = [c for c in required if c not in table.columns]
@@ -63,10 +68,42 @@ def row_number(index: int) -> int:
     return int(index) + 2
 
 
+MULTI = "labels"
+"""The column of a multi-label table: a clip's labels, comma-separated."""
+
+
+def is_multilabel(table: pd.DataFrame) -> bool:
+    return MULTI in table.columns
+
+
+def label_lists(table: pd.DataFrame) -> list[list[str]]:
+    """Each row's labels: the comma-separated `labels` of a multi-label table, else its one `label`."""
+    return [text.split(",") for text in table[MULTI]] if is_multilabel(table) else [[x] for x in table["label"]]
+
+
+def _check_label_lists(path: Path, table: pd.DataFrame) -> None:
+    for i, text in table[MULTI].items():
+        parts = [] if pd.isna(text) else str(text).split(",")
+        why = ("no labels" if not parts or "" in parts else
+               f"label {next(p for p in parts if p != p.strip())!r} has spaces at its start or end"
+               if any(p != p.strip() for p in parts) else
+               "a label listed twice" if len(set(parts)) < len(parts) else None)
+        if why:
+            raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): {why} in labels {text!r}; list each "
+                            f"label once, separated by commas without spaces.")
+
+
 def load_train(data_dir: Path) -> pd.DataFrame:
-    """train.csv with fname, label, manually_verified (1 when the column is absent)."""
+    """train.csv with fname, label (or labels, for multi-label tagging), manually_verified (1 when the
+    column is absent)."""
     path = table_path(data_dir, "train")
-    train = _read_csv(path, ["fname", "label"], rows_required=True)
+    train = _read_csv(path, ["fname"], rows_required=True)
+    if is_multilabel(train):
+        _check_label_lists(path, train)
+        train["label"] = train[MULTI]
+    elif "label" not in train.columns:
+        raise DataError(f"{path}: missing column 'label' (one label per clip) or 'labels' (comma-separated, for "
+                        f"multi-label tagging); found {list(train.columns)}.")
     empty = train["label"].isna() | (train["label"].str.strip() == "")
     if empty.any():
         raise DataError(f"{path}, row {row_number(empty.idxmax())}: empty label for {train.fname[empty.idxmax()]!r}.")
@@ -83,6 +120,8 @@ def load_train(data_dir: Path) -> pd.DataFrame:
 
 def class_names(train: pd.DataFrame) -> list[str]:
     """The training labels, sorted: the column order of every probability matrix."""
+    if is_multilabel(train):
+        return sorted({label for labels in label_lists(train) for label in labels})
     return sorted(train["label"].unique())
 
 
@@ -97,12 +136,28 @@ def one_hot(labels: list[str], row_labels) -> np.ndarray:
     return np.eye(len(labels), dtype=np.float32)[pd.Series(row_labels).map(labels.index).to_numpy()]
 
 
+def targets(labels: list[str], rows: pd.DataFrame) -> np.ndarray:
+    """The rows' targets, one column per label of `labels`: one-hot, or multi-hot for a multi-label table."""
+    if not is_multilabel(rows):
+        return one_hot(labels, rows.label)
+    out = np.zeros((len(rows), len(labels)), np.float32)
+    index = {label: i for i, label in enumerate(labels)}
+    for row, names in zip(out, label_lists(rows)):
+        row[[index[n] for n in names]] = 1
+    return out
+
+
 def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
     """The test clips in sample_submission.csv order; any labels there must be training labels."""
     path = table_path(data_dir, "test")
     test = _read_csv(path, ["fname"])
     if "label" in test.columns:
         _check_known_labels(path, test, labels, multi=True)
+    elif len(test.columns) > 1:  # the 2019 form: one probability column per label
+        unknown = [c for c in test.columns[1:] if c not in set(labels)]
+        if unknown:
+            raise DataError(f"{path}: column {unknown[0]!r} is not a training label; its columns must be fname and "
+                            f"training labels (one probability column each).")
     return test[["fname"]].reset_index(drop=True)
 
 
@@ -115,22 +170,28 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
     path = table_path(data_dir, "truth")
     if not path.exists():
         return None
-    truth = _read_csv(path, ["fname", "label"])
+    truth = _read_csv(path, ["fname"])
+    if is_multilabel(truth):
+        _check_label_lists(path, truth)
+        truth["label"] = truth[MULTI]
+    elif "label" not in truth.columns:
+        raise DataError(f"{path}: missing column 'label' (or 'labels', comma-separated); found {list(truth.columns)}.")
     _check_known_labels(path, truth, labels, multi=False)
+    columns = ["fname", "label"] + ([MULTI] if is_multilabel(truth) else [])
     if "usage" not in truth.columns:
-        return truth[["fname", "label"]]
+        return truth[columns]
     bad = ~truth.usage.isin(LEADERBOARDS)
     if bad.any():
         i = int(bad.to_numpy().argmax())
         raise DataError(f"{path}, row {row_number(truth.index[i])} ({truth.fname.iloc[i]}): usage "
                         f"{truth.usage.iloc[i]!r} is neither Public nor Private. Fix the row or drop the column.")
-    return truth[["fname", "label", "usage"]]
+    return truth[columns + ["usage"]]
 
 
 def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], multi: bool) -> None:
     known = set(labels)
     for i, text in table["label"].items():
-        guesses = str(text).split() if multi else [text]
+        guesses = str(text).split() if multi else str(text).split(",") if is_multilabel(table) else [text]
         unknown = [g for g in guesses if g not in known]
         if unknown:
             raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): label {unknown[0]!r} is not a "
@@ -156,8 +217,34 @@ class Dataset:
         return cls(Path(data_dir), train, labels, load_test(data_dir, labels), load_test_labels(data_dir, labels))
 
     @property
+    def submission_columns(self) -> list[str] | None:
+        """The label columns of sample_submission.csv in its order (the 2019 form), or None."""
+        columns = list(pd.read_csv(table_path(self.data_dir, "test"), nrows=0, encoding="utf-8-sig").columns)
+        return columns[1:] if len(columns) > 1 and "label" not in columns else None
+
+    @property
+    def multilabel(self) -> bool:
+        """Several labels per clip (a `labels` column in train.csv): sigmoid outputs, lwlrap and mAP."""
+        return is_multilabel(self.train)
+
+    @property
     def y_train(self) -> np.ndarray:
         return self.train.label.map(self.labels.index).to_numpy()
+
+    @property
+    def train_targets(self) -> np.ndarray:
+        """One-hot (multi-hot for multi-label) targets of train.csv's rows."""
+        return targets(self.labels, self.train)
+
+    def test_targets(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(targets of the test clips in submission order, which of them test_labels.csv labels), or None."""
+        if self.truth is None:
+            return None
+        rows = self.test[["fname"]].merge(self.truth, on="fname", how="left")
+        known = rows.label.notna().to_numpy()
+        matrix = np.zeros((len(rows), len(self.labels)), np.float32)
+        matrix[known] = targets(self.labels, rows[known])
+        return matrix, known
 
     @property
     def y_test(self) -> np.ndarray | None:

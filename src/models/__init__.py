@@ -16,7 +16,7 @@ from .conv1d import conv1d
 from .envnet import envnet
 from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask
 from .logmel_cnn import logmel_cnn
-from .losses import UnverifiedLoss, label_accuracy
+from .losses import UnverifiedLoss, label_accuracy, top_label_accuracy
 from .mfcc2d import mfcc2d
 from .pretrained import WEIGHTS
 
@@ -48,10 +48,11 @@ def front_end(config: Config) -> keras.Layer:
 
 
 def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_per_execution: int = 1,
-                **statistics) -> keras.Model:
+                multilabel: bool = False, **statistics) -> keras.Model:
     """The preset's network in its precision, compiled with Adam (or AMSGrad), its learning-rate
     warm-up and schedule and categorical cross-entropy that treats unverified clips as the preset says
-    (UnverifiedLoss); `steps_per_execution` training steps per call into the compiled step."""
+    (UnverifiedLoss); `steps_per_execution` training steps per call into the compiled step. multilabel:
+    a sigmoid per label instead of the softmax, and binary cross-entropy."""
     previous = keras.config.dtype_policy()
     # Layers take the policy when they are made; float32 pieces (front ends, softmax) say so themselves.
     keras.config.set_dtype_policy("mixed_bfloat16" if config.precision == "bfloat16" else "float32")
@@ -59,6 +60,8 @@ def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_
         model = BUILDERS[config.network](config, n_classes, **statistics)
     finally:
         keras.config.set_dtype_policy(previous)
+    if multilabel:  # the same output layer (layers.class_probabilities), each label's probability its own
+        model.layers[-1].activation = keras.activations.sigmoid
     learning_rate = config.learning_rate
     warmup = config.warmup_epochs * steps_per_epoch
     if config.schedule == "cosine" or warmup:
@@ -69,7 +72,8 @@ def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_
             alpha=0.0 if config.schedule == "cosine" else 1.0,
             warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
-                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified),
-                  metrics=[keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")],
+                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified, multilabel),
+                  metrics=[keras.metrics.MeanMetricWrapper(top_label_accuracy if multilabel else label_accuracy,
+                                                           name="accuracy")],
                   steps_per_execution=steps_per_execution)
     return model

@@ -18,18 +18,21 @@ def split_flags(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="freesound")
 class UnverifiedLoss(keras.losses.Loss):
-    """Categorical cross-entropy that treats unverified clips apart: flagged clips count `weight`
-    times, and in every batch the `drop` share of flagged clips with the highest loss are left out
-    (their labels are the likeliest to be wrong). Per-clip losses go to Keras's own reduction (the
-    mean over the batch); without flags it is plain categorical cross-entropy."""
+    """Categorical cross-entropy (binary cross-entropy averaged over the labels, for multi-label
+    tagging) that treats unverified clips apart: flagged clips count `weight` times, and in every batch
+    the `drop` share of flagged clips with the highest loss are left out (their labels are the likeliest
+    to be wrong). Per-clip losses go to Keras's own reduction (the mean over the batch); without flags
+    it is the plain cross-entropy."""
 
-    def __init__(self, weight: float = 1.0, drop: float = 0.0, name: str = "unverified_loss", **kwargs):
+    def __init__(self, weight: float = 1.0, drop: float = 0.0, multilabel: bool = False,
+                 name: str = "unverified_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.weight, self.drop = float(weight), float(drop)
+        self.weight, self.drop, self.multilabel = float(weight), float(drop), bool(multilabel)
 
     def call(self, y_true, y_pred):
         y_true, flagged = split_flags(y_true, y_pred)
-        losses = keras.losses.categorical_crossentropy(y_true, y_pred)
+        losses = (keras.losses.binary_crossentropy if self.multilabel else keras.losses.categorical_crossentropy)(
+            y_true, y_pred)
         if flagged is None:
             return losses
         weights = ops.where(flagged, self.weight, 1.0)
@@ -43,7 +46,8 @@ class UnverifiedLoss(keras.losses.Loss):
         return losses * ops.cast(weights, losses.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "weight": self.weight, "drop": self.drop}
+        return {**super().get_config(), "weight": self.weight, "drop": self.drop,
+                **({"multilabel": True} if self.multilabel else {})}
 
 
 @keras.saving.register_keras_serializable(package="freesound")
@@ -51,3 +55,11 @@ def label_accuracy(y_true, y_pred):
     """Top-1 accuracy against the class targets (a flag column, if any, is not a class)."""
     y_true, _ = split_flags(y_true, y_pred)
     return ops.cast(ops.argmax(y_true, axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
+
+
+@keras.saving.register_keras_serializable(package="freesound")
+def top_label_accuracy(y_true, y_pred):
+    """Multi-label: whether the highest-scored label is one of the clip's labels."""
+    y_true, _ = split_flags(y_true, y_pred)
+    best = ops.one_hot(ops.argmax(y_pred, axis=-1), ops.shape(y_pred)[-1])
+    return ops.cast(ops.sum(best * ops.cast(y_true > 0.5, best.dtype), axis=-1) > 0, "float32")

@@ -51,10 +51,12 @@ def fold_spread(oof: np.ndarray, y_true: np.ndarray, folds: np.ndarray) -> float
 MAX_SEARCH_MODELS = 15
 
 
-def search_blends(oofs: dict[str, np.ndarray], y_true: np.ndarray) -> list[tuple[float, list[str]]]:
-    """Every non-empty subset of the models, blended with equal weights, ranked by OOF MAP@3 over the
-    rows every model predicted (best first; on a tie, fewer models first). Only OOF rows: the test set
-    plays no part in the choice."""
+def search_blends(oofs: dict[str, np.ndarray], y_true: np.ndarray, score=map_at_k,
+                  normalize: bool = True) -> list[tuple[float, list[str]]]:
+    """Every non-empty subset of the models, blended with equal weights, ranked by OOF MAP@3 (or
+    `score(y_true, probs)`, e.g. lwlrap on multi-hot targets with normalize=False) over the rows every
+    model predicted (best first; on a tie, fewer models first). Only OOF rows: the test set plays no
+    part in the choice."""
     if len(oofs) > MAX_SEARCH_MODELS:
         raise DataError(f"--search tries every subset: at most {MAX_SEARCH_MODELS} models, not "
                         f"{len(oofs)}. Name the candidates on the command line.")
@@ -63,7 +65,8 @@ def search_blends(oofs: dict[str, np.ndarray], y_true: np.ndarray) -> list[tuple
     ranking = []
     for size in range(1, len(oofs) + 1):
         for subset in itertools.combinations(oofs, size):
-            ranking.append((map_at_k(y, geometric_mean([oofs[name] for name in subset])), list(subset)))
+            ranking.append((score(y, geometric_mean([oofs[name] for name in subset], normalize=normalize)),
+                            list(subset)))
     ranking.sort(key=lambda entry: (-entry[0], len(entry[1])))
     return ranking
 

@@ -16,9 +16,10 @@ from ..base.config import Config, Feeding
 from ..base.errors import DataError, UsageError
 from ..base.files import Lock
 from ..base.layout import SPLITS, Paths
-from ..base.metrics import map_at_k
+from ..base.metrics import lwlrap, map_at_k
+from ..dataset.folds import fold_ids
 from ..dataset.inputs import InputKind, model_input
-from ..dataset.tables import Dataset
+from ..dataset.tables import Dataset, is_multilabel, targets
 from ..feeds.fold_feeds import Feeds
 from ..feeds.host import ClipSequence
 from ..models import build_model, check_weights
@@ -37,13 +38,21 @@ def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
     if config.clean_labels != "off":
         label_cleaning.check_weights()
     dataset = Dataset.load(paths.data_dir)
+    check_task(config, dataset)
     dataset.check_files()  # before folds.csv is written: fixing a row must not mean deleting it too
     folds = dataset.folds(config.n_folds, config.seed)
     for split in SPLITS:
         model_input(paths.data_dir, split, config, n_jobs)
     if config.clean_labels != "off":  # the judge's embeddings, once, before the fold processes need them
         label_cleaning.embeddings(paths.data_dir, n_jobs)
-    return sorted(folds.fold.unique().tolist())
+    return fold_ids(folds)
+
+
+def check_task(config: Config, dataset: Dataset) -> None:
+    """UsageError for a setting that needs one label per clip on a multi-label dataset."""
+    if dataset.multilabel and config.clean_labels != "off":
+        raise UsageError(f"--clean-labels judges one label per clip, but {dataset.data_dir / 'train.csv'} is "
+                         f"multi-label (a labels column): drop --clean-labels.")
 
 
 def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None,
@@ -80,7 +89,7 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
     feeds = Feeds.choose(config, feeding, rows.train_source, rows.fit, rows.val, rows.labels, config.seed + fold,
                          on_gpu)
     steps_per_execution = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
-    model = build_model(config, len(rows.labels), feeds.steps_per_epoch, steps_per_execution,
+    model = build_model(config, len(rows.labels), feeds.steps_per_epoch, steps_per_execution, dataset.multilabel,
                         **rows.train_source.model_statistics(list(rows.fit.fname)))
     log.info("fold %d: %d training clips, %d validation clips; %s; %d step(s) per execution, %s", fold,
              len(rows.fit), len(rows.val), feeds.reason, steps_per_execution, config.precision)
@@ -90,10 +99,10 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
         log.info("fold %d: continuing after epoch %d of %d (state in %s)", fold, resume.epoch + 1, config.epochs,
                  files.resume)
     fit_started = time.time()
-    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every, fingerprints)
+    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every, fingerprints, dataset.multilabel)
     fitted = time.time()
-    oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels))
-    test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels))
+    oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels), dataset.multilabel)
+    test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels), dataset.multilabel)
     files.write_probabilities(files.oof, rows.val.fname, oof, rows.labels)
     files.write_probabilities(files.test, rows.test.fname, test_probs, rows.labels)
     result = rows.record(config, fold, oof, pd.read_csv(files.log_csv).val_loss.to_numpy()) | {
@@ -104,8 +113,10 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
         "minutes": (time.time() - started) / 60, "fingerprints": fingerprints}
     files.write_result(result)
     files.resume.unlink(missing_ok=True)
-    log.info("fold %d of %s: validation MAP@3 %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name,
-             result["val_map3"], len(rows.val), result["best_epoch"], result["epochs_run"], result["minutes"])
+    metric = "lwlrap" if dataset.multilabel else "MAP@3"
+    log.info("fold %d of %s: validation %s %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name, metric,
+             result[f"val_{metric.lower().replace('@', '')}"], len(rows.val), result["best_epoch"],
+             result["epochs_run"], result["minutes"])
     return result
 
 
@@ -125,10 +136,12 @@ class FoldRows:
     """training labels label cleaning changed or dropped"""
 
     def record(self, config: Config, fold: int, oof: np.ndarray, val_losses: np.ndarray) -> dict:
-        """The fold's result as its rows and validation losses (every epoch, earlier attempts' too) say."""
+        """The fold's result as its rows and validation losses (every epoch, earlier attempts' too) say:
+        its validation MAP@3, or lwlrap for multi-label tagging."""
+        score = {"val_lwlrap": lwlrap(targets(self.labels, self.val), oof)} if is_multilabel(self.val) else \
+            {"val_map3": map_at_k(self.val.label.map(self.labels.index).to_numpy(), oof)}
         return {
-            "model": config.name, "fold": fold,
-            "val_map3": map_at_k(self.val.label.map(self.labels.index).to_numpy(), oof),
+            "model": config.name, "fold": fold, **score,
             "val_loss": float(min(val_losses)), "best_epoch": int(np.argmin(val_losses)) + 1,
             "epochs_run": len(val_losses), "n_train": len(self.fit), "n_val": len(self.val),
             "skipped_train": self.skipped_train, "cleaned_labels": self.cleaned, "silent_test": len(self.silent_test)}
@@ -138,9 +151,10 @@ def fold_rows(config: Config, paths: Paths, dataset: Dataset, fold: int, files: 
     """The fold's training and validation rows (clips the audio cache skipped left out, and said so; with
     label cleaning, disputed labels changed and listed in the fold's cleaned_labels.csv) and the test
     clips (undecodable ones predicted as silence, and said so)."""
+    check_task(config, dataset)
     train = dataset.train_with_folds(config.n_folds, config.seed)
-    if fold not in set(train.fold):
-        raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {sorted(set(train.fold))}")
+    if fold not in fold_ids(train):
+        raise DataError(f"fold {fold} does not exist: {paths.folds_csv} holds folds {fold_ids(train)}")
     train_source = model_input(paths.data_dir, "train", config, n_jobs=1)
     test_source = model_input(paths.data_dir, "test", config, n_jobs=1)
     usable = train.fname.map(lambda f: train_source.store.status(f) == "ok")
@@ -161,7 +175,8 @@ def fold_rows(config: Config, paths: Paths, dataset: Dataset, fold: int, files: 
 
 
 def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeState | None = None,
-        first_epoch: int = 0, resume_every: float | None = None, fingerprints: dict | None = None) -> EpochTimer:
+        first_epoch: int = 0, resume_every: float | None = None, fingerprints: dict | None = None,
+        multilabel: bool = False) -> EpochTimer:
     """Train with validation every epoch, from the start or from a resume state; after an epoch the
     state is saved as often as resume_every says (a killed fold continues from there). The best epoch's
     weights end in the model and in best.keras. Returns the epoch timer."""
@@ -172,7 +187,7 @@ def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeSta
     # reuses the predict step compiled for validation instead of loading and compiling anew.
     stopping = ResumableEarlyStopping(config.early_stopping_patience, resume)
     callbacks = [
-        EpochValidation(feeds.validation, feeds.validation_targets),  # first: the callbacks after it read val_loss
+        EpochValidation(feeds.validation, feeds.validation_targets, multilabel),  # first: later ones read val_loss
         timer, stopping, keras.callbacks.CSVLogger(files.log_csv, append=bool(resume)),
     ]
     if backend.has_tensorflow():  # TensorBoard writes through tf.summary; a resumed attempt in its own run
@@ -189,10 +204,10 @@ def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeSta
     return timer
 
 
-def predict(model, config: Config, source: InputKind, fnames, n_classes: int) -> np.ndarray:
+def predict(model, config: Config, source: InputKind, fnames, n_classes: int, multilabel: bool = False) -> np.ndarray:
     """Class probabilities of the clips: over windows covering each clip, or from one crop."""
     if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
         return np.zeros((0, n_classes), np.float32)
     if config.prediction == "windows":
-        return predict_clips(model, source, list(fnames), config.batch_size, config.combine)
+        return predict_clips(model, source, list(fnames), config.batch_size, config.combine, normalize=not multilabel)
     return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))

@@ -45,7 +45,7 @@ def predict_sequence(model, sequence) -> np.ndarray:
 
 
 def predict_clips(model, source: InputKind, fnames: list[str], batch_size: int = 64,
-                  combine: str = "mean", chunk: int = 256) -> np.ndarray:
+                  combine: str = "mean", chunk: int = 256, normalize: bool = True) -> np.ndarray:
     """Class probabilities per clip from windows covering the whole clip (a crop long, every half
     crop, the last flush with the end), combined by their mean or geometric mean. Clips go through
     `chunk` at a time, so memory stays bounded on long test sets."""
@@ -56,10 +56,11 @@ def predict_clips(model, source: InputKind, fnames: list[str], batch_size: int =
                   for f in fnames[first:first + chunk]]
         probs = predict_padded(model, source.finish(np.concatenate(stacks)), batch_size)
         bounds = np.cumsum([0] + [len(s) for s in stacks])
-        out += [combine_windows(probs[a:b], combine) for a, b in zip(bounds, bounds[1:])]
+        out += [combine_windows(probs[a:b], combine, normalize) for a, b in zip(bounds, bounds[1:])]
     return np.array(out).reshape(len(fnames), -1)
 
 
-def combine_windows(probs: np.ndarray, combine: str = "mean") -> np.ndarray:
-    """One clip's probabilities from those of its windows: their mean, or their geometric mean."""
-    return probs.mean(axis=0) if combine == "mean" else geometric_mean([p[None] for p in probs])[0]
+def combine_windows(probs: np.ndarray, combine: str = "mean", normalize: bool = True) -> np.ndarray:
+    """One clip's probabilities from those of its windows: their mean, or their geometric mean (rows
+    renormalised unless normalize=False: multi-label sigmoid outputs)."""
+    return probs.mean(axis=0) if combine == "mean" else geometric_mean([p[None] for p in probs], None, normalize)[0]

@@ -34,16 +34,19 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
 
     status_file holds one "fold exit_code seconds" line per fold process."""
     lines = [line.split() for line in Path(status_file).read_text().splitlines() if line.strip()]
-    print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val MAP@3':>10}{'minutes':>9}")
-    all_ok = True
-    for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
+    results = {}
+    for fold, code, _ in lines:
         files = fold_files(paths, preset, int(fold))
-        finished = code == "0" and files.is_finished()
-        score = f"{files.read_result()['val_map3']:.4f}" if finished else "-"
-        status = "ok" if finished else f"failed({code})"
-        all_ok &= finished
+        if code == "0" and files.is_finished():
+            results[fold] = files.read_result()
+    metric = "lwlrap" if any("val_lwlrap" in r for r in results.values()) else "MAP@3"
+    print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val ' + metric:>10}{'minutes':>9}")
+    for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
+        result = results.get(fold)
+        score = f"{result['val_' + metric.lower().replace('@', '')]:.4f}" if result else "-"
+        status = "ok" if result else f"failed({code})"
         print(f"{'':{len(preset) + 2}}{fold:>4}  {status:<8}{score:>10}{int(seconds) / 60:>9.1f}")
-    return all_ok
+    return len(results) == len(lines)
 
 
 @cli.command

@@ -1,0 +1,105 @@
+"""Multi-label tagging (FSDKaggle2019, FSD50K): the task kind from a `labels` column, multi-label stratified
+folds with the unverified rows always training, sigmoid outputs and binary cross-entropy, lwlrap and mAP,
+and the 2019 submission form, on real WAV mixtures trained with real Keras."""
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_multilabel_dataset
+
+from src import blend, train
+from src.base.errors import DataError, UsageError
+from src.base.layout import Paths
+from src.base.metrics import lwlrap
+from src.dataset.folds import ALWAYS_TRAINING, fold_ids
+from src.dataset.tables import Dataset
+from src.models.losses import UnverifiedLoss
+from src.training.fold_files import fold_files
+
+TINY = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5", "--min-crop-seconds", "0"]
+
+
+@pytest.fixture
+def multi(tmp_path):
+    return write_multilabel_dataset(tmp_path / "data")
+
+
+def test_the_task_kind_follows_from_a_labels_column(multi):
+    dataset = Dataset.load(multi)
+    assert dataset.multilabel and dataset.labels == ["Clicks", "Noise", "Tone"]
+    table = pd.read_csv(multi / "train.csv")
+    hot = dataset.train_targets
+    for row, text in zip(hot, table.labels):
+        assert [dataset.labels[i] for i in np.flatnonzero(row)] == sorted(text.split(","))
+    assert dataset.submission_columns == ["Tone", "Noise", "Clicks"]
+    truth, known = dataset.test_targets()
+    assert known.all() and truth.sum(axis=1).min() >= 1
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("Tone,", "no labels"), ("Tone, Noise", "label ' Noise' has spaces"), ("Tone,Tone", "a label listed twice"),
+])
+def test_bad_label_lists_name_the_row(multi, labels, message):
+    table = pd.read_csv(multi / "train.csv")
+    table.loc[4, "labels"] = labels
+    table.to_csv(multi / "train.csv", index=False)
+    with pytest.raises(DataError, match=rf"train.csv, row 6 \(mix04.wav\): {message}"):
+        Dataset.load(multi)
+
+
+def test_folds_stratify_label_sets_and_never_validate_unverified_rows(multi):
+    dataset = Dataset.load(multi)
+    folds = dataset.folds(n_folds=2, seed=0)
+    verified = dataset.train.manually_verified.to_numpy() == 1
+    assert (folds.fold[~verified] == ALWAYS_TRAINING).all() and (folds.fold[verified] >= 0).all()
+    assert fold_ids(folds) == [0, 1]
+    hot = dataset.train_targets[verified]
+    per_fold = [hot[folds.fold[verified].to_numpy() == k].sum(axis=0) for k in (0, 1)]
+    assert np.abs(per_fold[0] - per_fold[1]).max() <= 2       # each label split about evenly
+
+
+def test_binary_cross_entropy_for_multi_label_with_the_unverified_flag():
+    y = np.array([[1, 0, 1], [0, 1, 0]], np.float32)
+    p = np.array([[0.9, 0.2, 0.6], [0.3, 0.8, 0.1]], np.float32)
+    expected = keras.losses.binary_crossentropy(y, p)
+    np.testing.assert_allclose(UnverifiedLoss(multilabel=True).call(y, p), expected, rtol=1e-5)
+    flagged = np.concatenate([y, [[1], [0]]], axis=1)          # first clip unverified, weighted 0.5
+    np.testing.assert_allclose(UnverifiedLoss(0.5, multilabel=True).call(flagged, p),
+                               np.asarray(expected) * [0.5, 1], rtol=1e-5)
+
+
+def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
+    out = tmp_path / "out"
+    options = [*TINY, "--data-dir", str(multi), "--out-dir", str(out)]
+    for model in ("logmel", "1d"):
+        assert train.main(["--model", model, *options, "--prepare"]) == 0
+        for fold in (0, 1):
+            assert train.main(["--model", model, *options, "--fold", str(fold)]) == 0
+    paths = Paths(multi, out)
+    files = fold_files(paths, "logmel", 0)
+    result = files.read_result()
+    assert "val_lwlrap" in result and "val_map3" not in result
+    dataset = Dataset.load(multi)
+    folds = dataset.folds()
+    oof = pd.read_csv(files.oof)
+    assert set(oof.fname) == set(folds.fname[folds.fold == 0])                 # verified validation rows only
+    probs = oof[dataset.labels].to_numpy()
+    assert ((probs > 0) & (probs < 1)).all() and not np.allclose(probs.sum(axis=1), 1)   # a sigmoid per label
+    assert "val_lwlrap" in pd.read_csv(files.log_csv).columns
+
+    report = blend.blend(paths, ["logmel", "1d"], search=True)
+    rows = {r["name"]: r for r in report["rows"]}
+    verified = dataset.train.manually_verified.to_numpy() == 1
+    assert rows["logmel"]["oof_rows"] == verified.sum()
+    assert 0 < rows["logmel"]["oof_lwlrap"] <= 1 and 0 < rows["logmel"]["test_map"] <= 1
+    chosen = report["search"][0][1]
+    name = chosen[0] if len(chosen) == 1 else "blend_" + "_".join(chosen)
+    submission = pd.read_csv(out / "submissions" / f"{name}.csv")
+    assert list(submission.columns) == ["fname", "Tone", "Noise", "Clicks"]      # sample_submission's order
+    assert submission.fname.tolist() == pd.read_csv(multi / "sample_submission.csv").fname.tolist()
+    truth, _ = dataset.test_targets()
+    assert lwlrap(truth, submission[dataset.labels].to_numpy()) == pytest.approx(rows[name]["test_lwlrap"], abs=1e-5)
+    assert blend.main(["logmel", "1d", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
+    assert "OOF lwlrap     OOF mAP test lwlrap    test mAP" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="multi-label"):
+        blend.blend(paths, ["logmel", "1d"], stack=True)
