@@ -4,7 +4,10 @@
     python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it
 
 Prints MAP@3 overall, per fold, per class, for verified and unverified rows, the most confused label
-pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png. Where the
+pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png. For a
+multi-label dataset: lwlrap and mAP overall, per fold and per class, the labels most often missed and
+invented, the label pairs behind them (a true label missed while another was invented), the worst
+clips, and the same two plots (average precision per class, missed against invented labels). Where the
 dataset ships test labels (test_labels.csv), ends with the test MAP@3 of the same blend, and with a
 usage column (FSDKaggle2018's release) the 2018 public and private leaderboards' figures.
 """
@@ -18,7 +21,16 @@ import pandas as pd
 
 from .base import cli
 from .base.files import atomic_path
-from .base.metrics import geometric_mean, per_row_precision, test_scores, top_k
+from .base.metrics import (
+    average_precisions,
+    geometric_mean,
+    lwlrap,
+    lwlrap_per_class,
+    mean_average_precision,
+    per_row_precision,
+    test_scores,
+    top_k,
+)
 from .blend import load_model_predictions
 from .dataset.folds import with_folds
 from .dataset.tables import Dataset
@@ -134,6 +146,94 @@ def test_report(scores: dict) -> str:
     return line
 
 
+def multilabel_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str],
+                     y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(one row per predicted clip: fold, labels, its label-ranking precision, missed and invented labels;
+    its targets; its probabilities). A clip's top-n labels, n its number of true labels, are its guess:
+    true labels outside them are missed, the others in them invented."""
+    rows = ~np.isnan(oof).any(axis=1)
+    table = with_folds(train[rows], folds).reset_index(drop=True)
+    probs, y = oof[rows], y[rows]
+    table["lrap"] = [lwlrap(t[None], p[None]) for t, p in zip(y, probs)]
+    guesses = [set(np.argsort(-p, kind="stable")[:int(t.sum())]) for t, p in zip(y, probs)]
+    truths = [set(np.flatnonzero(t)) for t in y]
+    table["missed"] = [sorted(labels[i] for i in t - g) for t, g in zip(truths, guesses)]
+    table["invented"] = [sorted(labels[i] for i in g - t) for t, g in zip(truths, guesses)]
+    table["top"] = [" ".join(labels[i] for i in np.argsort(-p, kind="stable")[:3]) for p in probs]
+    return table, y, probs
+
+
+def multilabel_report(table: pd.DataFrame, y: np.ndarray, probs: np.ndarray, labels: list[str],
+                      worst: int = 10, train_clips: int | None = None) -> tuple[str, np.ndarray, np.ndarray]:
+    """The printed summary of multi-label OOF predictions, and (per-class AP, missed x invented counts)
+    for the plots."""
+    lines = [f"OOF lwlrap {lwlrap(y, probs):.4f}, mAP {mean_average_precision(y, probs):.4f} over {len(table)} clips"
+             + (f" of {train_clips} (the rest: unverified rows no fold validates on, clips the audio cache "
+                f"skipped, or unfinished folds)" if train_clips and train_clips != len(table) else "")]
+    folds = table.fold.to_numpy()
+    lines.append("per fold:      " + "  ".join(f"{k}: {lwlrap(y[folds == k], probs[folds == k]):.4f}"
+                                              for k in sorted(set(folds))))
+    per_class, _ = lwlrap_per_class(y, probs)
+    ap = average_precisions(y, probs)
+    missed = pd.Series([m for row in table.missed for m in row], dtype=object).value_counts()
+    invented = pd.Series([m for row in table.invented for m in row], dtype=object).value_counts()
+    lines.append("\nper class (worst AP first):")
+    for i in np.argsort(np.nan_to_num(ap, nan=2.0), kind="stable"):
+        lines.append(f"  {labels[i]:<28}AP {ap[i]:.4f}  lwlrap {per_class[i]:.4f}  ({int(y[:, i].sum())} clips; "
+                     f"missed {missed.get(labels[i], 0)}, invented {invented.get(labels[i], 0)})")
+    pairs = np.zeros((len(labels), len(labels)), int)   # a true label missed while another was invented
+    index = {label: i for i, label in enumerate(labels)}
+    for lost, made in zip(table.missed, table.invented):
+        for a in lost:
+            for b in made:
+                pairs[index[a], index[b]] += 1
+    lines.append("\nmost often missed -> invented in the same clip:")
+    for a, b, count in most_confused(pairs, labels):
+        lines.append(f"  {a} -> {b}: {count}")
+    lines.append(f"\n{worst} worst clips (lowest label-ranking precision):")
+    for _, row in table.nsmallest(worst, "lrap").iterrows():
+        lines.append(f"  {row.fname}  {row.label} (fold {row.fold}): {row.lrap:.3f}, top-3 {row.top}; "
+                     f"missed {','.join(row.missed) or '-'}, invented {','.join(row.invented) or '-'}")
+    return "\n".join(lines), ap, pairs
+
+
+def save_multilabel_plots(ap: np.ndarray, pairs: np.ndarray, labels: list[str], folder: Path, title: str) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    size = max(6, 0.28 * len(labels))
+    fig, ax = plt.subplots(figsize=(size + 2, size))
+    image = ax.imshow(pairs, cmap="Reds")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("invented label")
+    ax.set_ylabel("missed label")
+    ax.set_title(f"{title}: OOF labels missed while another was invented (clips)")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    confusion_path = folder / "oof_confusion.png"
+    with atomic_path(confusion_path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    order = np.argsort(np.nan_to_num(ap, nan=0.0))
+    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(labels))))
+    ax.barh([labels[i] for i in order], np.nan_to_num(ap[order]), color="tab:blue")
+    ax.axvline(np.nanmean(ap), color="tab:red", linestyle="--", label="mAP")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("OOF average precision")
+    ax.set_title(f"{title}: OOF average precision per class")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    bars_path = folder / "oof_per_class.png"
+    with atomic_path(bars_path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return [confusion_path, bars_path]
+
+
 @cli.command
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.inspect_oof", __doc__)
@@ -150,6 +250,8 @@ def main(argv=None) -> int:
     predictions = [load_model_predictions(paths, m, dataset, args.allow_partial, args.allow_mismatch)
                    for m in args.models]
     name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
+    if dataset.multilabel:
+        return _inspect_multilabel(dataset, predictions, args.weights, name, args.worst, paths)
     oof = geometric_mean([p.oof for p in predictions], args.weights)
     table = oof_table(dataset.train, dataset.folds(), oof, labels)
     print(f"{name}:")
@@ -158,6 +260,22 @@ def main(argv=None) -> int:
         test = geometric_mean([p.test for p in predictions], args.weights)
         print("\n" + test_report(test_scores(dataset.y_test, test, dataset.test_usage)))
     for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):
+        print(f"saved {path}")
+    return 0
+
+
+def _inspect_multilabel(dataset: Dataset, predictions, weights, name: str, worst: int, paths) -> int:
+    oof = geometric_mean([p.oof for p in predictions], weights, normalize=False)
+    table, y, probs = multilabel_table(dataset.train, dataset.folds(), oof, dataset.labels, dataset.train_targets)
+    text, ap, pairs = multilabel_report(table, y, probs, dataset.labels, worst, len(dataset.train))
+    print(f"{name}:\n{text}")
+    truth = dataset.test_targets()
+    if truth is not None and truth[1].any():
+        test = geometric_mean([p.test for p in predictions], weights, normalize=False)
+        (y_test, known) = truth
+        print(f"\ntest lwlrap {lwlrap(y_test[known], test[known]):.4f}, mAP "
+              f"{mean_average_precision(y_test[known], test[known]):.4f} over {int(known.sum())} labelled test clips")
+    for path in save_multilabel_plots(ap, pairs, dataset.labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import write_multilabel_dataset
 
-from src import blend, train
+from src import blend, inspect_oof, train
 from src.base.errors import DataError, UsageError
 from src.base.layout import Paths
 from src.base.metrics import lwlrap
@@ -103,3 +103,26 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     assert "OOF lwlrap     OOF mAP test lwlrap    test mAP" in capsys.readouterr().out
     with pytest.raises(UsageError, match="multi-label"):
         blend.blend(paths, ["logmel", "1d"], stack=True)
+
+    assert inspect_oof.main(["logmel", "1d", "--worst", "3", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"over {verified.sum()} clips of {len(verified)} (the rest: unverified rows" in text
+    assert "per class (worst AP first):" in text and "3 worst clips (lowest label-ranking precision):" in text
+    assert "test lwlrap" in text and (out / "predictions" / "blend_logmel_1d" / "oof_per_class.png").exists()
+
+
+def test_missed_and_invented_labels_by_hand():
+    from src.inspect_oof import multilabel_report, multilabel_table
+
+    train = pd.DataFrame({"fname": ["a.wav", "b.wav"], "label": ["Tone,Noise", "Clicks"],
+                          "labels": ["Tone,Noise", "Clicks"], "manually_verified": [1, 1]})
+    folds = pd.DataFrame({"fname": ["a.wav", "b.wav"], "fold": [0, 1]})
+    labels = ["Clicks", "Noise", "Tone"]
+    y = np.array([[0, 1, 1], [1, 0, 0]], np.float32)
+    oof = np.array([[0.9, 0.8, 0.1],     # two labels: guesses Clicks, Noise -> Tone missed, Clicks invented
+                    [0.7, 0.2, 0.1]])    # one label, ranked first
+    table, y, probs = multilabel_table(train, folds, oof, labels, y)
+    assert table.missed.tolist() == [["Tone"], []] and table.invented.tolist() == [["Clicks"], []]
+    text, ap, pairs = multilabel_report(table, y, probs, labels)
+    assert pairs[labels.index("Tone"), labels.index("Clicks")] == 1 and pairs.sum() == 1
+    assert "Tone -> Clicks: 1" in text
