@@ -5,6 +5,10 @@ folds and models are combined by geometric mean, as src.blend does.
     python -m src.predict recordings/ clip.flac              # top 3 labels per file
     python -m src.predict long.wav --per-window --top-k 5    # labels per window, with timestamps
     python -m src.predict audio/ --csv tags.csv --json tags.json --models 2d
+    python -m src.predict audio/ --threshold 0.3             # multi-label models: every label at >= 0.3
+
+Models trained on a multi-label dataset (FSDKaggle2019, FSD50K) give each label its own probability:
+they tag a file with every label at or above --threshold (default 0.5), at most --top-k if given.
 
 Reads WAV, FLAC, OGG and MP3 (whatever libsndfile decodes), any length, rate or channel count. A
 file that cannot be read is reported and skipped; the others are still tagged. Long recordings are
@@ -40,6 +44,8 @@ class Member:
     config: Config
     models: list
     labels: list[str]
+    multilabel: bool = False
+    """a sigmoid per label (trained on a multi-label dataset), not one softmax"""
 
 
 def load_members(paths, names: list[str] | None = None, allow_partial: bool = False,
@@ -70,9 +76,12 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
                             f"{paths.model_dir(name)}. Finish them with ./run_folds.sh {name}, or predict with "
                             f"those there are with --allow-partial.")
         loaded = [_load(f.model) for f in folds]
-        members.append(Member(config, loaded, labels))
+        members.append(Member(config, loaded, labels, _sigmoid_output(loaded[0])))
     if any(m.labels != members[0].labels for m in members):
         raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
+    if any(m.multilabel != members[0].multilabel for m in members):
+        raise DataError(f"the models {names} mix multi-label (a sigmoid per label) and single-label (softmax) "
+                        f"outputs; predict with one kind at a time")
     return members
 
 
@@ -89,6 +98,11 @@ def _load(path: Path):
         raise DataError(f"{path} could not be loaded as a model of this project ({reason[:300]}). Keras's safe "
                         f"mode refuses files that would run code on loading; retrain that fold (--force) rather "
                         f"than loading a model file from elsewhere.") from None
+
+
+def _sigmoid_output(model) -> bool:
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "sigmoid"
 
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -112,16 +126,18 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
     if len(samples) == 0:
         raise ValueError("no samples")
     clip_probs, window_probs, spans = [], [], None
+    normalize = not members[0].multilabel  # a sigmoid per label keeps its own probability
     for member in members:
         batch, member_spans = model_windows(samples, rate, member.config)
         spans = member_spans if spans is None else spans
         same_windows = member_spans.shape == spans.shape and np.allclose(member_spans, spans, atol=0.02)
         for model in member.models:
             probs = predict_padded(model, batch, batch_size)
-            clip_probs.append(combine_windows(probs, member.config.combine)[None])
+            clip_probs.append(combine_windows(probs, member.config.combine, normalize)[None])
             if same_windows:
                 window_probs.append(probs)
-    return {"probs": geometric_mean(clip_probs)[0], "windows": geometric_mean(window_probs), "spans": spans,
+    return {"probs": geometric_mean(clip_probs, normalize=normalize)[0],
+            "windows": geometric_mean(window_probs, normalize=normalize), "spans": spans,
             "seconds": len(samples) / rate, "note": note}
 
 
@@ -147,9 +163,10 @@ def shown(path: Path) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def top(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]:
+def top(probs: np.ndarray, labels: list[str], k: int | None, threshold: float | None = None) -> list[tuple[str, float]]:
+    """The k most probable labels, best first (all with k=None), keeping those at or above threshold."""
     order = np.argsort(-probs, kind="stable")[:k]
-    return [(labels[i], float(probs[i])) for i in order]
+    return [(labels[i], float(probs[i])) for i in order if threshold is None or probs[i] >= threshold]
 
 
 def check_output(path: Path | None, flag: str) -> None:
@@ -200,20 +217,30 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
 
-def describe(path: Path, tags: dict, labels: list[str], top_k: int, per_window: bool) -> dict:
+def describe(path: Path, tags: dict, labels: list[str], top_k: int | None, per_window: bool,
+             threshold: float | None = None) -> dict:
     record = {"file": str(path), "seconds": round(tags["seconds"], 3),
-              "tags": [{"label": lab, "probability": round(p, 4)} for lab, p in top(tags["probs"], labels, top_k)]}
+              "tags": [{"label": lab, "probability": round(p, 4)}
+                       for lab, p in top(tags["probs"], labels, top_k, threshold)]}
+    if threshold is not None:  # multi-label: every label's probability, for a CSV row per file
+        record["probabilities"] = {label: round(float(p), 4) for label, p in zip(labels, tags["probs"])}
     if per_window:
         record["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
                               "tags": [{"label": lab, "probability": round(p, 4)}
-                                       for lab, p in top(w, labels, top_k)]}
+                                       for lab, p in top(w, labels, top_k, threshold)]}
                              for (a, b), w in zip(tags["spans"], tags["windows"])]
     return record
 
 
 def write_outputs(results: list[dict], skipped: list[tuple[str, str]], top_k: int, csv: Path | None,
-                  json_path: Path | None) -> None:
-    if csv:
+                  json_path: Path | None, labels: list[str] | None = None) -> None:
+    """CSV: label1..k and p1..k per file; for multi-label models (labels given) the labels at or above the
+    threshold, comma-separated, then every label's probability. JSON: the records and the skipped files."""
+    if csv and labels:
+        rows = [{"file": r["file"], "tags": ",".join(t["label"] for t in r["tags"]), **r["probabilities"]}
+                for r in results]
+        atomic_write_csv(pd.DataFrame(rows, columns=["file", "tags", *labels]), csv)
+    elif csv:
         rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
                  **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
         columns = ["file"] + [f"label{i + 1}" for i in range(top_k)] + [f"p{i + 1}" for i in range(top_k)]
@@ -228,7 +255,10 @@ def main(argv=None) -> int:
     parser = cli.parser("python -m src.predict", __doc__)
     parser.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
     parser.add_argument("--models", nargs="+", help="presets to use (default: all with finished folds)")
-    parser.add_argument("--top-k", type=int, default=3, help="labels per file (default 3)")
+    parser.add_argument("--top-k", type=int, help="labels per file (default 3; for multi-label models every label "
+                        "at or above --threshold)")
+    parser.add_argument("--threshold", type=float, help="multi-label models: tag every label with at least this "
+                        "probability (default 0.5); single-label: keep top-k labels at or above it")
     parser.add_argument("--per-window", action="store_true", help="also give labels per window, with times")
     parser.add_argument("--csv", type=Path, help="write the tags as CSV here")
     parser.add_argument("--json", type=Path, help="write the tags (and windows) as JSON here")
@@ -240,7 +270,9 @@ def main(argv=None) -> int:
     check_output(args.csv, "--csv")
     check_output(args.json, "--json")
     members = load_members(cli.paths(args), args.models, args.allow_partial, args.allow_mismatch)
-    labels = members[0].labels
+    labels, multilabel = members[0].labels, members[0].multilabel
+    top_k = args.top_k if args.top_k is not None or multilabel else 3
+    threshold = args.threshold if args.threshold is not None or not multilabel else 0.5
     files, skipped = find_audio(args.inputs)
     journal = Journal(args.csv or args.json)
     if journal.done:
@@ -251,7 +283,7 @@ def main(argv=None) -> int:
             key = Journal.key(path)
             record = journal.done.get(key)
             if record is None:
-                record = describe(path, tag(path, members), labels, args.top_k, args.per_window)
+                record = describe(path, tag(path, members), labels, top_k, args.per_window, threshold)
                 journal.add(key, record)
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
             skipped.append((shown(path), f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
@@ -263,7 +295,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in window["tags"]))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    write_outputs(results, skipped, args.top_k, args.csv, args.json)
+    write_outputs(results, skipped, top_k, args.csv, args.json, labels if multilabel else None)
     journal.finish()
     return 0 if results or not skipped else 1
 

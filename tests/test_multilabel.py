@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import write_multilabel_dataset
 
-from src import blend, inspect_oof, train
+from src import blend, inspect_oof, predict, train
 from src.base.errors import DataError, UsageError
 from src.base.layout import Paths
 from src.base.metrics import lwlrap
@@ -109,6 +109,14 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     assert f"over {verified.sum()} clips of {len(verified)} (the rest: unverified rows" in text
     assert "per class (worst AP first):" in text and "3 worst clips (lowest label-ranking precision):" in text
     assert "test lwlrap" in text and (out / "predictions" / "blend_logmel_1d" / "oof_per_class.png").exists()
+
+    tags = tmp_path / "tags.csv"
+    assert predict.main([str(multi / "audio_test"), "--threshold", "0.3", "--csv", str(tags), "--per-window",
+                         "--data-dir", str(multi), "--out-dir", str(out)]) == 0
+    tagged = pd.read_csv(tags, keep_default_na=False)
+    assert list(tagged.columns) == ["file", "tags", "Clicks", "Noise", "Tone"] and len(tagged) == 6
+    for _, row in tagged.iterrows():   # every label at or above the threshold, and no other
+        assert set(filter(None, row.tags.split(","))) == {c for c in ("Clicks", "Noise", "Tone") if row[c] >= 0.3}
 
 
 def test_missed_and_invented_labels_by_hand():
