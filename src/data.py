@@ -22,7 +22,7 @@ from .base import cli
 from .base.errors import DataError
 from .base.layout import SPLITS, audio_dir, table_path
 from .dataset import zenodo
-from .dataset.tables import class_names, load_test, load_test_labels, load_train, row_number
+from .dataset.tables import class_names, is_multilabel, label_lists, load_test, load_test_labels, load_train, row_number
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,11 @@ def check_layout(data_dir: Path) -> dict:
                 soundfile.info(str(path))
             except Exception as error:  # noqa: BLE001 - any decoder complaint means the same thing
                 unreadable.append((split, fname, str(error).splitlines()[0]))
-    counts = train.groupby("label").manually_verified.agg(["size", "sum"])
+    if is_multilabel(train):  # each label's clips, a clip counted under every label it has
+        counts = train.assign(label=label_lists(train)).explode("label").groupby("label").manually_verified.agg(
+            ["size", "sum"])
+    else:
+        counts = train.groupby("label").manually_verified.agg(["size", "sum"])
     print(f"{data_dir}: {len(train)} train clips in {len(labels)} labels, {len(test)} test clips")
     print(f"{'label':<28}{'clips':>7}{'verified':>10}")
     for label, row in counts.iterrows():

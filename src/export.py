@@ -23,8 +23,9 @@ from .base.layout import Paths
 from .predict import load_members
 
 
-def inference_model(config: Config, fold_models: list):
-    """raw audio -> front end -> every fold model -> geometric mean, as one keras.Model."""
+def inference_model(config: Config, fold_models: list, multilabel: bool = False):
+    """raw audio -> front end -> every fold model -> geometric mean, as one keras.Model (each row
+    renormalised, except for multi-label models, whose labels keep their own probabilities)."""
     import keras
     from keras import ops
 
@@ -36,7 +37,7 @@ def inference_model(config: Config, fold_models: list):
     folds = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold{k}") for k, m in enumerate(fold_models)]
     logs = [ops.log(ops.maximum(fold(inputs), 1e-7)) for fold in folds]
     mean = ops.exp(sum(logs) / len(logs))
-    probs = mean / ops.sum(mean, axis=-1, keepdims=True)
+    probs = mean if multilabel else mean / ops.sum(mean, axis=-1, keepdims=True)
     return keras.Model(audio, probs, name=f"tagger_{config.name}")
 
 
@@ -48,14 +49,16 @@ def export(paths: Paths, preset: str, out: Path, allow_mismatch: bool = False) -
                         "pip install tensorflow (any backend may stay the one that trains). The fold "
                         "models themselves (predictions/MODEL/fold*/best.keras) load on any backend.")
     member = load_members(paths, [preset], allow_mismatch=allow_mismatch)[0]
-    model = inference_model(member.config, member.models)
+    model = inference_model(member.config, member.models, member.multilabel)
     out = Path(out)
     with Lock(out.with_name(out.name + ".lock"), f"src.export {preset}"), atomic_folder(out) as building:
         model.export(str(building), format="tf_saved_model", verbose=False)
         (building / "labels.txt").write_text("\n".join(member.labels) + "\n")
         (building / "config.json").write_text(json.dumps(
             {**member.config.to_dict(), "folds": len(member.models),
-             "input": f"float32 audio (batch, {member.config.crop_samples})"}, indent=2) + "\n")
+             "input": f"float32 audio (batch, {member.config.crop_samples})",
+             "output": "a probability per label (multi-label)" if member.multilabel else
+                       "class probabilities summing to 1"}, indent=2) + "\n")
     return out
 
 

@@ -108,3 +108,52 @@ def test_a_dataset_with_its_own_folds_and_no_test_split_trains_and_blends(tmp_pa
     assert "2 fold(s) on CPU" in run.stdout
     report = blend(Paths(tmp_path / "ds", tmp_path / "out"), ["1d"])["rows"][0]
     assert report["folds"] == 2 and report["oof_rows"] == 12 and report["submission"] == "-"
+
+
+def test_fsdkaggle2019_curated_verified_noisy_always_training(tmp_path):
+    source = tmp_path / "fsd2019"
+    curated = pd.DataFrame({"fname": [f"c{i}.wav" for i in range(6)],
+                            "labels": ["Bark", "Bark,Walk_and_footsteps", "Walk_and_footsteps", "Bark",
+                                       "Walk_and_footsteps", "Bark,Walk_and_footsteps"]})
+    noisy = pd.DataFrame({"fname": ["n0.wav", "n1.wav"], "labels": ["Bark", "Walk_and_footsteps"]})
+    for folder, table in (("train_curated", curated), ("train_noisy", noisy)):
+        for fname in table.fname:
+            wav(source / folder / fname)
+        table.to_csv(source / f"{folder}.csv", index=False)
+    for i in range(2):
+        wav(source / "test" / f"t{i}.wav")
+    pd.DataFrame({"fname": ["t0.wav", "t1.wav"], "Bark": 0.0, "Walk_and_footsteps": 0.0}).to_csv(
+        source / "sample_submission.csv", index=False)
+    pd.DataFrame({"fname": ["t0.wav", "t1.wav"], "labels": ["Bark", "Bark,Walk_and_footsteps"],
+                  "usage": ["Public", "Private"]}).to_csv(source / "test_post_competition.csv", index=False)
+    out = tmp_path / "out"
+    assert adapters.main(["fsdkaggle2019", str(source), str(out)]) == 0
+    assert data.check_layout(out) == {"train": 8, "test": 2, "labels": 2, "unreadable": []}
+    dataset = Dataset.load(out)
+    assert dataset.multilabel and dataset.submission_columns == ["Bark", "Walk_and_footsteps"]
+    train = pd.read_csv(out / "train.csv")
+    assert train.fname.tolist()[:2] == ["curated/c0.wav", "curated/c1.wav"] and train.manually_verified.sum() == 6
+    folds = dataset.folds(n_folds=2, seed=0)
+    assert (folds.fold[train.fname.str.startswith("noisy/")] == -1).all()
+    assert dataset.test_targets()[0].tolist() == [[1, 0], [1, 1]]
+
+
+def test_fsd50k_dev_split_is_the_fold_and_eval_the_test_split(tmp_path):
+    source = tmp_path / "FSD50K"
+    dev = pd.DataFrame({"fname": [101, 102, 103, 104], "labels": ["Music,Guitar", "Speech", "Music", "Speech,Music"],
+                        "mids": "/m/x", "split": ["train", "train", "val", "val"]})
+    evaluation = pd.DataFrame({"fname": [201, 202], "labels": ["Speech", "Guitar,Music"], "mids": "/m/x"})
+    (source / "FSD50K.ground_truth").mkdir(parents=True)
+    dev.to_csv(source / "FSD50K.ground_truth" / "dev.csv", index=False)
+    evaluation.to_csv(source / "FSD50K.ground_truth" / "eval.csv", index=False)
+    for i in dev.fname:
+        wav(source / "FSD50K.dev_audio" / f"{i}.wav")
+    for i in evaluation.fname:
+        wav(source / "FSD50K.eval_audio" / f"{i}.wav")
+    out = tmp_path / "out"
+    assert adapters.main(["fsd50k", str(source), str(out)]) == 0
+    assert data.check_layout(out) == {"train": 4, "test": 2, "labels": 3, "unreadable": []}
+    dataset = Dataset.load(out)
+    assert dataset.labels == ["Guitar", "Music", "Speech"]
+    assert dataset.folds(n_folds=5).fold.tolist() == [-1, -1, 0, 0]   # the dataset's own split, whatever is asked
+    assert dataset.test_targets()[0].tolist() == [[0, 0, 1], [1, 1, 0]]

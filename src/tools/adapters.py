@@ -1,9 +1,18 @@
-"""Other single-label clip datasets written in the competition layout. train.csv, audio_train/,
-sample_submission.csv, audio_test/, the audio linked instead of copied.
+"""Other clip datasets written in the competition layout. train.csv, audio_train/, sample_submission.csv,
+audio_test/, the audio linked instead of copied.
 
     python -m src.tools.adapters esc50 ESC-50-master data/esc50        # its 5 predefined folds become `fold`
     python -m src.tools.adapters folders speech_commands data/speech   # label/clip.wav folders
     python -m src.tools.adapters csv my_clips.csv data/mine            # rows of path,label[,fold]
+    python -m src.tools.adapters fsdkaggle2019 freesound-audio-tagging-2019 data/fsd2019   # multi-label
+    python -m src.tools.adapters fsd50k FSD50K data/fsd50k                                 # multi-label
+
+The two multi-label ones write a `labels` column (comma-separated), which makes every stage multi-label
+(sigmoid outputs, lwlrap and mAP, probability submissions). FSDKaggle2019: the curated clips are the
+verified rows and the noisy ones the unverified rows, which train every fold and are never validated on;
+its sample_submission.csv is kept, and test_post_competition.csv (the public release's test labels), when
+present, becomes test_labels.csv. FSD50K: the dev set's own train/val split is the one fold (`fold` 0 =
+val; the train rows, fold -1, train it), and the eval set the test split with its labels.
 
 Then train as usual: `./run_folds.sh 2d -- --data-dir data/esc50`. ESC-50 has no test split, so its
 runs report OOF MAP@3 and accuracy only. For folder trees, Speech Commands' testing_list.txt becomes
@@ -24,6 +33,7 @@ from ..base.errors import DataError
 from ..base.files import atomic_write_csv
 from ..base.layout import audio_dir
 from ..dataset import audio as audio_cache
+from ..dataset.folds import ALWAYS_TRAINING
 
 
 def _link(target: Path, link: Path) -> None:
@@ -89,6 +99,79 @@ def folders(source: Path, out: Path, n_folds: int = 5, seed: int = 42) -> pd.Dat
     return train
 
 
+def fsdkaggle2019(source: Path, out: Path) -> pd.DataFrame:
+    """The 2019 competition's folder (train_curated.csv, train_noisy.csv and their audio folders, test/,
+    sample_submission.csv), or the public release's names for the same (FSDKaggle2019.audio_*/,
+    FSDKaggle2019.meta/*_post_competition.csv)."""
+    parts = []
+    for subset, verified in (("curated", 1), ("noisy", 0)):
+        table_path = _first(source, [f"train_{subset}.csv", f"FSDKaggle2019.meta/train_{subset}_post_competition.csv"])
+        folder = _first(source, [f"train_{subset}", f"FSDKaggle2019.audio_train_{subset}"])
+        if table_path is None or folder is None:
+            if subset == "noisy":  # optional: the curated clips alone are a dataset
+                continue
+            raise DataError(f"{source}: no train_curated.csv and train_curated/ (or the release's FSDKaggle2019.meta/ "
+                            f"and FSDKaggle2019.audio_train_curated/): point at the unpacked 2019 data")
+        table = pd.read_csv(table_path, dtype={"fname": str, "labels": str})
+        _link(folder, audio_dir(out, "train") / subset)
+        parts.append(pd.DataFrame({"fname": subset + "/" + table.fname, "labels": table.labels,
+                                   "manually_verified": verified}))
+    train = pd.concat(parts, ignore_index=True)
+    test_folder = _first(source, ["test", "FSDKaggle2019.audio_test"])
+    sample = _first(source, ["sample_submission.csv"])
+    labels = sorted({label for text in train.labels for label in text.split(",")})
+    truth_path = _first(source, ["test_post_competition.csv", "FSDKaggle2019.meta/test_post_competition.csv"])
+    truth = pd.read_csv(truth_path, dtype={"fname": str, "labels": str}) if truth_path else None
+    if sample is not None:
+        test = pd.read_csv(sample, dtype={"fname": str})
+    elif truth is not None:
+        test = truth[["fname"]].assign(**{label: 0.0 for label in labels})
+    else:
+        test = pd.DataFrame(columns=["fname", *labels])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(train, out / "train.csv")
+    atomic_write_csv(test, out / "sample_submission.csv")
+    if test_folder is not None:
+        _link(test_folder, audio_dir(out, "test"))
+    else:
+        audio_dir(out, "test").mkdir(exist_ok=True)
+    if truth is not None:
+        boards = "usage" in truth.columns and truth.usage.isin(["Public", "Private"]).all()
+        atomic_write_csv(truth[["fname", "labels", *(["usage"] if boards else [])]], out / "test_labels.csv")
+    return train
+
+
+def fsd50k(source: Path, out: Path) -> pd.DataFrame:
+    """FSD50K (FSD50K.ground_truth/dev.csv with labels, mids and split; eval.csv; FSD50K.dev_audio/,
+    FSD50K.eval_audio/): the dev set to train on its own split, the eval set as the labelled test split."""
+    truth = source / "FSD50K.ground_truth"
+    if not (truth / "dev.csv").exists():
+        raise DataError(f"{truth / 'dev.csv'} not found: point at the folder holding FSD50K.ground_truth/, "
+                        f"FSD50K.dev_audio/ and FSD50K.eval_audio/")
+    dev = pd.read_csv(truth / "dev.csv", dtype={"fname": str, "labels": str})
+    train = pd.DataFrame({"fname": dev.fname + ".wav", "labels": dev.labels, "manually_verified": 1,
+                          "fold": np.where(dev.split == "val", 0, ALWAYS_TRAINING)})
+    _link(source / "FSD50K.dev_audio", audio_dir(out, "train"))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(train, out / "train.csv")
+    labels = sorted({label for text in train.labels for label in text.split(",")})
+    if (truth / "eval.csv").exists():
+        evaluation = pd.read_csv(truth / "eval.csv", dtype={"fname": str, "labels": str})
+        test = pd.DataFrame({"fname": evaluation.fname + ".wav", "labels": evaluation.labels})
+        _link(source / "FSD50K.eval_audio", audio_dir(out, "test"))
+        atomic_write_csv(test, out / "test_labels.csv")
+    else:
+        test = pd.DataFrame(columns=["fname"])
+        audio_dir(out, "test").mkdir(exist_ok=True)
+    atomic_write_csv(test[["fname"]].assign(**{label: 0.0 for label in labels}), out / "sample_submission.csv")
+    return train
+
+
+def _first(source: Path, names: list[str]) -> Path | None:
+    """The first of the names that exists under source."""
+    return next((source / n for n in names if (source / n).exists()), None)
+
+
 def _read_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -118,7 +201,7 @@ def from_csv(csv_path: Path, out: Path) -> pd.DataFrame:
 @cli.command
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.tools.adapters", __doc__, data_dir=False, out_dir=False)
-    parser.add_argument("kind", choices=["esc50", "folders", "csv"])
+    parser.add_argument("kind", choices=["esc50", "folders", "csv", "fsdkaggle2019", "fsd50k"])
     parser.add_argument("source", type=Path, help="the dataset's folder, or the CSV file for `csv`")
     parser.add_argument("out", type=Path, help="where to write the competition layout")
     parser.add_argument("--n-folds", type=int, default=5, help="folds when a validation list is given (folders)")
@@ -127,10 +210,14 @@ def main(argv=None) -> int:
         train = esc50(args.source, args.out)
     elif args.kind == "folders":
         train = folders(args.source, args.out, args.n_folds)
-    else:
+    elif args.kind == "csv":
         train = from_csv(args.source, args.out)
+    else:
+        train = (fsdkaggle2019 if args.kind == "fsdkaggle2019" else fsd50k)(args.source, args.out)
     folds = f", folds {sorted(int(k) for k in train.fold.unique())}" if "fold" in train.columns else ""
-    print(f"{args.out}: {len(train)} train clips in {train.label.nunique()} labels{folds}. "
+    n_labels = len({x for text in train.labels for x in text.split(",")}) if "labels" in train.columns \
+        else train.label.nunique()
+    print(f"{args.out}: {len(train)} train clips in {n_labels} labels{folds}. "
           f"Check it with `python -m src.data --data-dir {args.out}`.")
     return 0
 
