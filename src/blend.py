@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .base import cli
-from .base.errors import DataError, UsageError
+from .base.errors import DataError
 from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
 from .base.metrics import geometric_mean, lwlrap, map_at_k, mean_average_precision, test_scores, top_k
@@ -186,9 +186,6 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
     first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported); with
     stack, also a second-level model trained on the OOF probabilities (stacked)."""
     dataset = Dataset.load(paths.data_dir)
-    if dataset.multilabel and (fit or stack):
-        raise UsageError("--fit-weights and --stack fit one label per clip; this dataset is multi-label (a labels "
-                         "column in train.csv): blend with equal weights, --weights or --search.")
     predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch) for m in models]
     # Without a test split nothing is written, so there is nothing to lock.
     writing = Lock(paths.submissions_dir / "blend.lock", f"src.blend {' '.join(models)}") if len(dataset.test) \
@@ -225,34 +222,36 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
         rows.append(_report_row(name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         if fit:
-            rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset))
+            rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset, write))
     if stack:
         oof, probs, strengths = stacked([p.oof for p in predictions], [p.test for p in predictions],
-                                        dataset.y_train, dataset.train_with_folds().fold.to_numpy())
+                                        dataset.train_targets if multi else dataset.y_train,
+                                        dataset.train_with_folds().fold.to_numpy(), multi)
         stack_name = "stack_" + "_".join(p.name for p in predictions)
-        path = write_submission(paths.submissions_dir / f"{stack_name}.csv", probs, list(test.fname), labels)
+        path = write(paths.submissions_dir / f"{stack_name}.csv", probs)
         rows.append(_report_row(stack_name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         rows[-1]["stack_strengths"] = strengths
     return {"rows": rows, "search": ranking, "train_clips": len(dataset.train)}
 
 
-def _fitted_blend(paths, name, predictions, equal_row, dataset: Dataset) -> dict:
-    test, labels, y_train = dataset.test, dataset.labels, dataset.y_train
-    fitted = fit_weights([p.oof for p in predictions], y_train)
-    oof = geometric_mean([p.oof for p in predictions], fitted)
-    probs = geometric_mean([p.test for p in predictions], fitted)
-    path = write_submission(paths.submissions_dir / f"{name}_fitted.csv", probs, list(test.fname), labels)
+def _fitted_blend(paths: Paths, name, predictions, equal_row, dataset: Dataset, write) -> dict:
+    multi = dataset.multilabel
+    y, score, key = (dataset.train_targets, lwlrap, "oof_lwlrap") if multi else (dataset.y_train, map_at_k, "oof_map3")
+    fitted = fit_weights([p.oof for p in predictions], y, multi)
+    oof = geometric_mean([p.oof for p in predictions], fitted, normalize=not multi)
+    probs = geometric_mean([p.test for p in predictions], fitted, normalize=not multi)
+    path = write(paths.submissions_dir / f"{name}_fitted.csv", probs)
     row = _report_row(f"{name}_fitted", oof, probs, dataset, path, None, equal_row["train_minutes"])
     row["weights"] = {p.name: round(float(w), 4) for p, w in zip(predictions, fitted)}
     folds = dataset.train_with_folds().fold.to_numpy()
-    spread = fold_spread(geometric_mean([p.oof for p in predictions]), y_train, folds)
-    gain = row["oof_map3"] - equal_row["oof_map3"]
+    spread = fold_spread(geometric_mean([p.oof for p in predictions], normalize=not multi), y, folds, score)
+    gain = row[key] - equal_row[key]
     row["gain_over_equal"], row["fold_spread"] = gain, spread
     if gain < spread:
-        log.warning("fitted weights %s beat equal weights by %.4f OOF MAP@3, less than the fold-to-fold "
+        log.warning("fitted weights %s beat equal weights by %.4f OOF %s, less than the fold-to-fold "
                     "spread (std %.4f): the difference may be noise; equal weights are the safer choice",
-                    row["weights"], gain, spread)
+                    row["weights"], gain, "lwlrap" if multi else "MAP@3", spread)
     return row
 
 
@@ -331,7 +330,7 @@ def main(argv=None) -> int:
         print(f"{row['name']:<20}{row['folds'] or '':>6}{row['oof_rows']:>10}{figures}"
               f"{row['train_minutes']:>9.1f}  {row['submission']}")
         if "weights" in row:
-            print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF MAP@3 gain over equal weights "
+            print(f"{'':<20}weights fitted on OOF: {row['weights']}; OOF {columns[0][1][4:]} gain over equal weights "
                   f"{row['gain_over_equal']:+.4f}, fold-to-fold spread (std) {row['fold_spread']:.4f}")
         if "stack_strengths" in row:
             print(f"{'':<20}stacked: logistic regression on the OOF log-probabilities, strength C chosen by "

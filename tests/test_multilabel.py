@@ -8,7 +8,7 @@ import pytest
 from conftest import write_multilabel_dataset
 
 from src import blend, inspect_oof, predict, train
-from src.base.errors import DataError, UsageError
+from src.base.errors import DataError
 from src.base.layout import Paths
 from src.base.metrics import lwlrap
 from src.dataset.folds import ALWAYS_TRAINING, fold_ids
@@ -71,12 +71,13 @@ def test_binary_cross_entropy_for_multi_label_with_the_unverified_flag():
 def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     out = tmp_path / "out"
     options = [*TINY, "--data-dir", str(multi), "--out-dir", str(out)]
-    for model in ("logmel", "1d"):
-        assert train.main(["--model", model, *options, "--prepare"]) == 0
+    for model, extra in (("logmel", ["--mixup-targets", "union"]), ("1d", [])):
+        assert train.main(["--model", model, *options, *extra, "--prepare"]) == 0
         for fold in (0, 1):
-            assert train.main(["--model", model, *options, "--fold", str(fold)]) == 0
+            assert train.main(["--model", model, *options, *extra, "--fold", str(fold)]) == 0
     paths = Paths(multi, out)
     files = fold_files(paths, "logmel", 0)
+    assert files.read_config().mixup_targets == "union"
     result = files.read_result()
     assert "val_lwlrap" in result and "val_map3" not in result
     dataset = Dataset.load(multi)
@@ -101,8 +102,12 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     assert lwlrap(truth, submission[dataset.labels].to_numpy()) == pytest.approx(rows[name]["test_lwlrap"], abs=1e-5)
     assert blend.main(["logmel", "1d", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
     assert "OOF lwlrap     OOF mAP test lwlrap    test mAP" in capsys.readouterr().out
-    with pytest.raises(UsageError, match="multi-label"):
-        blend.blend(paths, ["logmel", "1d"], stack=True)
+    report = blend.blend(paths, ["logmel", "1d"], fit=True, stack=True)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert abs(sum(rows["blend_logmel_1d_fitted"]["weights"].values()) - 1) < 1e-6
+    assert rows["stack_logmel_1d"]["oof_rows"] == verified.sum() and 0 < rows["stack_logmel_1d"]["oof_lwlrap"] <= 1
+    stack = pd.read_csv(out / "submissions" / "stack_logmel_1d.csv")
+    assert list(stack.columns) == ["fname", "Tone", "Noise", "Clicks"]
 
     assert inspect_oof.main(["logmel", "1d", "--worst", "3", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
     text = capsys.readouterr().out
@@ -134,3 +139,12 @@ def test_missed_and_invented_labels_by_hand():
     text, ap, pairs = multilabel_report(table, y, probs, labels)
     assert pairs[labels.index("Tone"), labels.index("Clicks")] == 1 and pairs.sum() == 1
     assert "Tone -> Clicks: 1" in text
+
+
+def test_mixup_targets_mixed_or_united():
+    from src.feeds.augment import mix_targets
+
+    targets = np.array([[1, 0, 0], [0, 1, 1]], np.float32)
+    lam, partner = np.array([0.25, 0.5], np.float32), np.array([1, 0])
+    np.testing.assert_allclose(mix_targets(targets, lam, partner), [[0.25, 0.75, 0.75], [0.5, 0.5, 0.5]])
+    np.testing.assert_array_equal(mix_targets(targets, lam, partner, union=True), [[1, 1, 1], [1, 1, 1]])

@@ -83,6 +83,8 @@ class Config:
     mask_fraction: float = setting(0.1, "augmentation", "largest share of frames (or bands) one mask covers")
     mixup: float = setting(0.0, "augmentation", "mixup alpha: training clips mixed in pairs with "
                            "Beta(alpha, alpha) weights, labels alike; 0 = off")
+    mixup_targets: str = setting("mix", "augmentation", "a mixed pair's targets: mix (by the same weights) "
+                                 "or union (every label of both at 1; for multi-label tagging)")
     between_class: bool = setting(False, "augmentation", "wave crops: between-class learning (EnvNet-v2's "
                                   "pairing): every training crop mixed with one of another class at a ratio "
                                   "r ~ U(0, 1) of their A-weighted sound pressures, targets r : 1 - r; "
@@ -96,6 +98,7 @@ class Config:
     def __post_init__(self):
         for name, allowed in (("network", tuple(NETWORKS)), ("prediction", ("crop", "windows")),
                               ("combine", ("mean", "geometric")), ("optimizer", ("adam", "amsgrad")),
+                              ("mixup_targets", ("mix", "union")),
                               ("schedule", ("constant", "cosine")), ("precision", ("float32", "bfloat16")),
                               ("clean_labels", ("off", "relabel", "drop"))):
             if getattr(self, name) not in allowed:

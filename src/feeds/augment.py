@@ -27,6 +27,8 @@ class Augmentation:
     noise_snr: float = 0.0
     mixup: float = 0.0
     """mixup alpha; 0: off"""
+    union: bool = False
+    """mixup's targets: every label of both clips at 1, instead of mixed by the same weights"""
     between_class_rate: int | None = None
     """the crops' sample rate, with between-class mixing; None: off"""
 
@@ -35,7 +37,7 @@ class Augmentation:
         """The preset's augmentation of crops `crop_length` rows long."""
         return cls(min_length=round(config.min_crop_seconds / config.crop_seconds * crop_length),
                    stretch=config.stretch, time_shift=config.time_shift, gain_db=config.gain_db,
-                   noise_snr=config.noise_snr, mixup=config.mixup,
+                   noise_snr=config.noise_snr, mixup=config.mixup, union=config.mixup_targets == "union",
                    between_class_rate=config.sample_rate if config.between_class else None)
 
     def wave_steps(self):
@@ -93,7 +95,10 @@ def draw_mix(rng: np.random.Generator, n: int, alpha: float) -> tuple[np.ndarray
     return rng.beta(alpha, alpha, size=n).astype(np.float32), rng.permutation(n)
 
 
-def mix_targets(targets: np.ndarray, lam: np.ndarray, partner: np.ndarray) -> np.ndarray:
+def mix_targets(targets: np.ndarray, lam: np.ndarray, partner: np.ndarray, union: bool = False) -> np.ndarray:
+    """A mixed pair's targets: mixed by the pair's weights, or (union) the labels of both."""
+    if union:
+        return np.maximum(targets, targets[partner])
     return lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
 
 
@@ -125,13 +130,14 @@ def stretch(batch: np.ndarray, rng: np.random.Generator, amount: float) -> np.nd
     return out
 
 
-def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
+def mix(batch: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator, union: bool = False):
     """Mixup: each example becomes lam * itself + (1 - lam) * a random partner of the batch, its
-    targets with the same lam, lam ~ Beta(alpha, alpha). Integer inputs are rounded back."""
+    targets with the same lam (or, union, the labels of both), lam ~ Beta(alpha, alpha). Integer inputs
+    are rounded back."""
     lam, partner = draw_mix(rng, len(batch), alpha)
     shape = (-1,) + (1,) * (batch.ndim - 1)
     mixed = lam.reshape(shape) * batch + (1 - lam.reshape(shape)) * batch[partner]
-    return as_dtype(mixed, batch.dtype), mix_targets(targets, lam, partner)
+    return as_dtype(mixed, batch.dtype), mix_targets(targets, lam, partner, union)
 
 
 def a_weighting_db(frequencies: np.ndarray, floor_db: float = -80.0) -> np.ndarray:

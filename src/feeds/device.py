@@ -143,7 +143,7 @@ class DeviceClipSequence(Batches):
         targets = None if self.targets is None else self.targets[rows]
         if augmentation.mixup > 0 and targets is not None:
             lam, partner = augment.draw_mix(rng, len(rows), augmentation.mixup)
-            targets = augment.mix_targets(targets, lam, partner)
+            targets = augment.mix_targets(targets, lam, partner, augmentation.union)
         elif self.analysis is not None and targets is not None:
             ratio, partner = augment.draw_between_class(rng, targets.argmax(axis=1))
             targets = augment.mix_targets(targets, ratio, partner)

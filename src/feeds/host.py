@@ -107,7 +107,7 @@ class ClipSequence(Batches):
         if self.wave_steps is not None:
             batch = self.wave_steps(batch, rng)
         if augmentation.mixup > 0 and targets is not None:
-            batch, targets = mix(batch, targets, augmentation.mixup, rng)
+            batch, targets = mix(batch, targets, augmentation.mixup, rng, augmentation.union)
         elif augmentation.between_class_rate and targets is not None:
             batch, targets = between_class(batch, targets, rng, augmentation.between_class_rate)
         inputs = self.source.finish(batch)

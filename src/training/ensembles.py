@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 
 from ..base.errors import DataError
-from ..base.metrics import geometric_mean, map_at_k
+from ..base.metrics import geometric_mean, lwlrap, map_at_k
 
 
 def predicted_rows(oofs: list[np.ndarray]) -> np.ndarray:
@@ -17,9 +17,10 @@ def predicted_rows(oofs: list[np.ndarray]) -> np.ndarray:
     return ~np.any([np.isnan(o).any(axis=1) for o in oofs], axis=0)
 
 
-def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray) -> np.ndarray:
+def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray, multilabel: bool = False) -> np.ndarray:
     """Blend weights (non-negative, summing to 1) that minimise the log loss of the weighted geometric
-    mean of OOF matrices, over the rows every model predicted. Only OOF rows: never the test set."""
+    mean of OOF matrices, over the rows every model predicted (multilabel: y_true multi-hot, the binary
+    cross-entropy of each label's own probability). Only OOF rows: never the test set."""
     from scipy.optimize import minimize
 
     rows = predicted_rows(oofs)
@@ -30,6 +31,9 @@ def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray) -> np.ndarray:
         w = np.exp(theta - theta.max())
         w /= w.sum()
         mixed = np.tensordot(w, logs, axes=1)
+        if multilabel:
+            p = np.clip(np.exp(mixed), 1e-7, 1 - 1e-7)
+            return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
         log_norm = np.log(np.exp(mixed - mixed.max(axis=1, keepdims=True)).sum(axis=1)) + mixed.max(axis=1)
         return float(np.mean(log_norm - mixed[np.arange(len(y)), y]))
 
@@ -40,10 +44,11 @@ def fit_weights(oofs: list[np.ndarray], y_true: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-def fold_spread(oof: np.ndarray, y_true: np.ndarray, folds: np.ndarray) -> float:
-    """Standard deviation over folds of the OOF MAP@3: how much a score moves from split to split."""
+def fold_spread(oof: np.ndarray, y_true: np.ndarray, folds: np.ndarray, score=map_at_k) -> float:
+    """Standard deviation over folds of the OOF MAP@3 (or `score`, e.g. lwlrap): how much a score moves
+    from split to split."""
     rows = ~np.isnan(oof).any(axis=1)
-    scores = [map_at_k(y_true[rows & (folds == k)], oof[rows & (folds == k)]) for k in np.unique(folds[rows])]
+    scores = [score(y_true[rows & (folds == k)], oof[rows & (folds == k)]) for k in np.unique(folds[rows])]
     return float(np.std(scores))
 
 
@@ -75,15 +80,18 @@ STACK_STRENGTHS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths the inner cross
 
 
 def stacked(oofs: list[np.ndarray], tests: list[np.ndarray], y_train: np.ndarray,
-            folds: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
+            folds: np.ndarray, multilabel: bool = False) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """A second-level model on the models' OOF probabilities: multinomial logistic regression on their
-    standardised logs, its regularisation chosen by an inner 3-fold cross-validation. Its OOF predictions come from
+    standardised logs (multilabel: y_train multi-hot, one binary logistic regression per label, chosen by
+    lwlrap), its regularisation chosen by an inner 3-fold cross-validation. Its OOF predictions come from
     the outer folds (folds, one per train row) (each outer fold predicted by a stacker trained on the others, inner
     CV included), so its OOF MAP@3 is as honest as the first level's; the test predictions come from a
     stacker trained on every OOF row. Only OOF rows train or choose anything. Returns the OOF matrix
     (NaN where some model has no prediction), the test matrix and the strength chosen per outer fold."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
@@ -94,16 +102,26 @@ def stacked(oofs: list[np.ndarray], tests: list[np.ndarray], y_train: np.ndarray
     groups = folds[rows]
     n_classes = oofs[0].shape[1]
 
+    strength = "onevsrestclassifier__estimator__C" if multilabel else "logisticregression__C"
+
     def fit(x_fit, y_fit):
         # Standardised features: the solver converges in a few hundred iterations instead of crawling
         # to its limit on raw log-probabilities.
-        inner = StratifiedKFold(3, shuffle=True, random_state=0)
-        search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
-                              {"logisticregression__C": list(STACK_STRENGTHS)}, cv=inner, scoring="neg_log_loss")
+        if multilabel:
+            inner = KFold(3, shuffle=True, random_state=0)
+            estimator = OneVsRestClassifier(LogisticRegression(max_iter=2000))
+            scoring = make_scorer(lwlrap, response_method="predict_proba")
+        else:
+            inner = StratifiedKFold(3, shuffle=True, random_state=0)
+            estimator, scoring = LogisticRegression(max_iter=2000), "neg_log_loss"
+        search = GridSearchCV(make_pipeline(StandardScaler(), estimator), {strength: list(STACK_STRENGTHS)},
+                              cv=inner, scoring=scoring)
         with threadpool_limits(1):  # matrices this small run slower on several BLAS threads, not faster
             return search.fit(x_fit, y_fit)
 
     def probabilities(model, x_new):
+        if multilabel:
+            return model.predict_proba(x_new)
         out = np.full((len(x_new), n_classes), 1e-9)   # labels the stacker never saw: last, not absent
         out[:, model.best_estimator_.classes_] = model.predict_proba(x_new)
         return out / out.sum(axis=1, keepdims=True)
@@ -112,6 +130,6 @@ def stacked(oofs: list[np.ndarray], tests: list[np.ndarray], y_train: np.ndarray
     for k in np.unique(groups):
         model = fit(x[groups != k], y[groups != k])
         oof[np.flatnonzero(rows)[groups == k]] = probabilities(model, x[groups == k])
-        strengths.append(float(model.best_params_["logisticregression__C"]))
+        strengths.append(float(model.best_params_[strength]))
     test = probabilities(fit(x, y), features(tests)) if len(tests[0]) else np.zeros((0, n_classes))
     return oof, test, strengths
