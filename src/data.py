@@ -3,11 +3,11 @@
     python -m src.data [--download] [--data-dir data]                 # the Kaggle competition's archive
     python -m src.data --source zenodo [--download] [--data-dir data]  # its public release, test labels too
 
-The layout (FSDKaggle2018, or any single-label clip dataset written the same way):
-    train.csv               fname,label[,manually_verified]
+The layout (src.base.layout; FSDKaggle2018, or any clip dataset written the same way):
+    train.csv               fname,label[,manually_verified]   (or labels, comma-separated: multi-label)
     sample_submission.csv   fname[,label]   (the test clips, in submission order)
     audio_train/, audio_test/
-    test_labels.csv         optional fname,label of the test clips (scores the test split locally)
+    test_labels.csv         optional fname,label[,usage] of the test clips (scores the test split locally)
 """
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 place that names paths; src.dataset.tables reads and validates the tables, src.training.fold_files
 reads and writes a fold's files.
 
-A dataset (FSDKaggle2018, or any single-label clip dataset written the same way):
-    train.csv               fname,label[,manually_verified][,fold]
-    sample_submission.csv   fname[,label]   (the test clips, in submission order)
-    test_labels.csv         optional fname,label of the test clips (scores the test split locally)
+A dataset (FSDKaggle2018, or any clip dataset written the same way; multi-label with `labels`):
+    train.csv               fname,label|labels[,manually_verified][,fold]   (labels: comma-separated)
+    sample_submission.csv   fname[,label] or fname,<one column per label>   (the test clips, in order)
+    test_labels.csv         optional fname,label|labels[,usage] of the test clips (scores the test split
+                            locally; usage: the 2018 leaderboard, Public or Private)
     audio_train/, audio_test/
     folds.csv               fname,fold: written once, shared by every model
     cache/                  the audio cache, features and embeddings (src.dataset.store), keyed folders
