@@ -25,7 +25,16 @@ from .base import cli
 from .base.errors import DataError
 from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
-from .base.metrics import geometric_mean, lwlrap, map_at_k, mean_average_precision, test_scores, top_k
+from .base.metrics import (
+    COMBINES,
+    combine,
+    geometric_mean,
+    lwlrap,
+    map_at_k,
+    mean_average_precision,
+    test_scores,
+    top_k,
+)
 from .dataset.folds import fold_ids
 from .dataset.tables import Dataset
 from .training.ensembles import fit_weights, fold_spread, search_blends, stacked
@@ -47,10 +56,11 @@ class ModelPredictions:
 
 
 def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_partial: bool = False,
-                           allow_mismatch: bool = False) -> ModelPredictions:
-    """Read every finished fold of one model; DataError when folds are missing (unless allowed), or when
-    they were trained on other rows or folds than the dataset has now (unless allowed), or the
-    predictions do not match this dataset."""
+                           allow_mismatch: bool = False, how: str = "geometric") -> ModelPredictions:
+    """Read every finished fold of one model, its folds' test predictions combined by their geometric
+    (or arithmetic) mean; DataError when folds are missing (unless allowed), or when they were trained
+    on other rows or folds than the dataset has now (unless allowed), or the predictions do not match
+    this dataset."""
     expected = fold_ids(dataset.folds())
     finished = [k for k in expected if fold_files(paths, name, k).is_finished()]
     missing = [k for k in expected if k not in finished]
@@ -91,7 +101,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
             raise DataError(f"{files.test} does not list sample_submission.csv's fnames in order: retrain "
                             f"that fold (--force) on this dataset.")
         tests.append(fold_test.to_numpy())
-    return ModelPredictions(name, finished, oof, geometric_mean(tests, normalize=not dataset.multilabel), minutes)
+    return ModelPredictions(name, finished, oof, combine(tests, None, how, not dataset.multilabel), minutes)
 
 
 def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
@@ -180,22 +190,22 @@ def oof_scores(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, float, int]:
 
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
           allow_partial: bool = False, fit: bool = False, search: bool = False, stack: bool = False,
-          allow_mismatch: bool = False) -> dict:
+          allow_mismatch: bool = False, how: str = "geometric") -> dict:
     """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3;
     with fit, also a blend whose weights are fitted on the OOF matrix; with search, the models are
     first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported); with
     stack, also a second-level model trained on the OOF probabilities (stacked)."""
     dataset = Dataset.load(paths.data_dir)
-    predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch) for m in models]
+    predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch, how) for m in models]
     # Without a test split nothing is written, so there is nothing to lock.
     writing = Lock(paths.submissions_dir / "blend.lock", f"src.blend {' '.join(models)}") if len(dataset.test) \
         else contextlib.nullcontext()
     with writing:
-        return _blend_and_write(paths, dataset, predictions, models, weights, name, fit, search, stack)
+        return _blend_and_write(paths, dataset, predictions, models, weights, name, fit, search, stack, how)
 
 
 def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPredictions], models: list[str],
-                     weights, name, fit: bool, search: bool, stack: bool) -> dict:
+                     weights, name, fit: bool, search: bool, stack: bool, how: str = "geometric") -> dict:
     test, labels, multi = dataset.test, dataset.labels, dataset.multilabel
     ranking = None
     if search:
@@ -216,8 +226,8 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
         rows.append(_report_row(p.name, p.oof, p.test, dataset, path, len(p.folds), p.minutes))
     if len(predictions) > 1:
         name = name or "blend_" + "_".join(models)
-        oof = geometric_mean([p.oof for p in predictions], weights, normalize=not multi)
-        probs = geometric_mean([p.test for p in predictions], weights, normalize=not multi)
+        oof = combine([p.oof for p in predictions], weights, how, normalize=not multi)
+        probs = combine([p.test for p in predictions], weights, how, normalize=not multi)
         path = write(paths.submissions_dir / f"{name}.csv", probs)
         rows.append(_report_row(name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
@@ -300,6 +310,8 @@ def main(argv=None) -> int:
                         "OOF predictions (log loss), written as <name>_fitted.csv")
     parser.add_argument("--search", action="store_true", help="blend the equal-weight subset of the models "
                         "with the best OOF MAP@3 (every subset is tried; the test set plays no part)")
+    parser.add_argument("--combine", choices=COMBINES, default="geometric", help="how each model's folds and "
+                        "the models are averaged: geometric (default) or arithmetic mean of the probabilities")
     parser.add_argument("--stack", action="store_true", help="also a second-level model (logistic regression on "
                         "the models' OOF probabilities, inner cross-validation; written as stack_<models>.csv)")
     args = parser.parse_args(argv)
@@ -314,7 +326,7 @@ def main(argv=None) -> int:
         parser.error("--search blends with equal weights" if args.search else
                      f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
     report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search,
-                   args.stack, args.allow_mismatch)
+                   args.stack, args.allow_mismatch, args.combine)
     first = report["rows"][0]
     columns = [(k, title) for k, title in (MULTI_COLUMNS if "oof_lwlrap" in first else SINGLE_COLUMNS) if k in first]
     if report["search"]:

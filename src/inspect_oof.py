@@ -1,7 +1,7 @@
 """Stage 6, inspect: where the out-of-fold predictions go wrong. MAP@3 by fold, class, verified or not.
 
     python -m src.inspect_oof 2d          # one model
-    python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it
+    python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it (--combine)
 
 Prints MAP@3 overall, per fold, per class, for verified and unverified rows, the most confused label
 pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png. For a
@@ -22,8 +22,9 @@ import pandas as pd
 from .base import cli
 from .base.files import atomic_path
 from .base.metrics import (
+    COMBINES,
     average_precisions,
-    geometric_mean,
+    combine,
     lwlrap,
     lwlrap_per_class,
     mean_average_precision,
@@ -239,6 +240,8 @@ def main(argv=None) -> int:
     parser = cli.parser("python -m src.inspect_oof", __doc__)
     parser.add_argument("models", nargs="+", help="model presets; several are blended by geometric mean")
     parser.add_argument("--weights", type=float, nargs="+", help="blend weights (default: equal)")
+    parser.add_argument("--combine", choices=COMBINES, default="geometric",
+                        help="how folds and models are averaged, as in src.blend (default: geometric)")
     parser.add_argument("--worst", type=int, default=10, help="worst clips to list (default: 10)")
     parser.add_argument("--allow-partial", action="store_true", help="inspect models with unfinished folds")
     parser.add_argument("--allow-mismatch", action="store_true", help="inspect folds trained on other train.csv "
@@ -247,31 +250,31 @@ def main(argv=None) -> int:
     paths = cli.paths(args)
     dataset = Dataset.load(paths.data_dir)
     labels = dataset.labels
-    predictions = [load_model_predictions(paths, m, dataset, args.allow_partial, args.allow_mismatch)
+    predictions = [load_model_predictions(paths, m, dataset, args.allow_partial, args.allow_mismatch, args.combine)
                    for m in args.models]
     name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
     if dataset.multilabel:
-        return _inspect_multilabel(dataset, predictions, args.weights, name, args.worst, paths)
-    oof = geometric_mean([p.oof for p in predictions], args.weights)
+        return _inspect_multilabel(dataset, predictions, args.weights, args.combine, name, args.worst, paths)
+    oof = combine([p.oof for p in predictions], args.weights, args.combine)
     table = oof_table(dataset.train, dataset.folds(), oof, labels)
     print(f"{name}:")
     print(report(table, labels, args.worst, len(dataset.train)))
     if dataset.y_test is not None and len(dataset.test):
-        test = geometric_mean([p.test for p in predictions], args.weights)
+        test = combine([p.test for p in predictions], args.weights, args.combine)
         print("\n" + test_report(test_scores(dataset.y_test, test, dataset.test_usage)))
     for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0
 
 
-def _inspect_multilabel(dataset: Dataset, predictions, weights, name: str, worst: int, paths) -> int:
-    oof = geometric_mean([p.oof for p in predictions], weights, normalize=False)
+def _inspect_multilabel(dataset: Dataset, predictions, weights, how: str, name: str, worst: int, paths) -> int:
+    oof = combine([p.oof for p in predictions], weights, how, normalize=False)
     table, y, probs = multilabel_table(dataset.train, dataset.folds(), oof, dataset.labels, dataset.train_targets)
     text, ap, pairs = multilabel_report(table, y, probs, dataset.labels, worst, len(dataset.train))
     print(f"{name}:\n{text}")
     truth = dataset.test_targets()
     if truth is not None and truth[1].any():
-        test = geometric_mean([p.test for p in predictions], weights, normalize=False)
+        test = combine([p.test for p in predictions], weights, how, normalize=False)
         (y_test, known) = truth
         print(f"\ntest lwlrap {lwlrap(y_test[known], test[known]):.4f}, mAP "
               f"{mean_average_precision(y_test[known], test[known]):.4f} over {int(known.sum())} labelled test clips")

@@ -191,3 +191,12 @@ def test_stacking_learns_what_a_mean_cannot_and_chooses_on_oof_only(clean_datase
     (clean_dataset / "test_labels.csv").unlink()
     blend.blend(paths, ["shifted"], stack=True)
     assert pd.read_csv(paths.submissions_dir / "stack_shifted.csv").equals(submission)
+
+
+def test_arithmetic_combine_by_hand():
+    from src.base.metrics import combine
+
+    a, b = np.array([[0.5, 0.5]]), np.array([[0.125, 0.875]])
+    np.testing.assert_allclose(combine([a, b], how="arithmetic"), [[0.3125, 0.6875]])
+    np.testing.assert_allclose(combine([a, b], [3, 1], how="arithmetic"), [[0.40625, 0.59375]])
+    np.testing.assert_allclose(combine([a, b]), blend.geometric_mean([a, b]))

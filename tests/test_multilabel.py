@@ -86,7 +86,7 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     assert set(oof.fname) == set(folds.fname[folds.fold == 0])                 # verified validation rows only
     probs = oof[dataset.labels].to_numpy()
     assert ((probs > 0) & (probs < 1)).all() and not np.allclose(probs.sum(axis=1), 1)   # a sigmoid per label
-    assert "val_lwlrap" in pd.read_csv(files.log_csv).columns
+    assert {"val_lwlrap", "val_map"} <= set(pd.read_csv(files.log_csv).columns)
 
     report = blend.blend(paths, ["logmel", "1d"], search=True)
     rows = {r["name"]: r for r in report["rows"]}
@@ -102,6 +102,12 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     assert lwlrap(truth, submission[dataset.labels].to_numpy()) == pytest.approx(rows[name]["test_lwlrap"], abs=1e-5)
     assert blend.main(["logmel", "1d", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
     assert "OOF lwlrap     OOF mAP test lwlrap    test mAP" in capsys.readouterr().out
+    arithmetic = blend.blend(paths, ["logmel", "1d"], how="arithmetic")["rows"][-1]
+    expected = (pd.read_csv(out / "submissions" / "logmel.csv")[dataset.labels].to_numpy()
+                + pd.read_csv(out / "submissions" / "1d.csv")[dataset.labels].to_numpy()) / 2
+    blended = pd.read_csv(out / "submissions" / "blend_logmel_1d.csv")[dataset.labels].to_numpy()
+    np.testing.assert_allclose(blended, expected, atol=2e-6)                  # the arithmetic mean, written
+    assert arithmetic["name"] == "blend_logmel_1d"
     report = blend.blend(paths, ["logmel", "1d"], fit=True, stack=True)
     rows = {r["name"]: r for r in report["rows"]}
     assert abs(sum(rows["blend_logmel_1d_fitted"]["weights"].values()) - 1) < 1e-6

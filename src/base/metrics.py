@@ -109,3 +109,19 @@ def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None,
     log_mean = sum(w * np.log(np.clip(p, 1e-7, 1.0)) for w, p in zip(weights, probs)) / weights.sum()
     mean = np.exp(log_mean)
     return mean / mean.sum(axis=1, keepdims=True) if normalize else mean
+
+
+COMBINES = ("geometric", "arithmetic")
+
+
+def combine(probs: list[np.ndarray], weights: list[float] | None = None, how: str = "geometric",
+            normalize: bool = True) -> np.ndarray:
+    """Probability matrices blended by their weighted geometric mean (geometric_mean) or arithmetic mean.
+    normalize=False (multi-label) keeps each label's own probability in the geometric mean; an
+    arithmetic mean of rows that sum to 1 sums to 1 already."""
+    if how == "geometric":
+        return geometric_mean(probs, weights, normalize)
+    weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
+    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
+    return sum(w * p for w, p in zip(weights, probs)) / weights.sum()

@@ -7,7 +7,7 @@ import time
 import keras
 import numpy as np
 
-from ..base.metrics import lwlrap
+from ..base.metrics import lwlrap, mean_average_precision
 from .inference import predict_sequence
 from .resume import ResumeState
 
@@ -15,7 +15,7 @@ from .resume import ResumeState
 class EpochValidation(keras.callbacks.Callback):
     """Sets val_loss and val_accuracy in each epoch's logs from predictions of the validation crops
     (categorical cross-entropy as Keras computes it, over the real rows only); for multi-label tagging
-    val_loss (binary cross-entropy, the mean over labels) and val_lwlrap. Prediction runs in full
+    val_loss (binary cross-entropy, the mean over labels), val_lwlrap and val_map. Prediction runs in full
     batches, so one compiled predict step serves validation and the final predictions and no other
     shape is compiled. Must come before the callbacks that read val_loss."""
 
@@ -30,6 +30,7 @@ class EpochValidation(keras.callbacks.Callback):
                 p, y = np.clip(probs, 1e-7, 1 - 1e-7), self.targets
                 logs["val_loss"] = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1).mean())
                 logs["val_lwlrap"] = lwlrap(y, probs)
+                logs["val_map"] = mean_average_precision(y, probs)
             return
         probs = np.clip(probs / probs.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7)
         if logs is not None:
