@@ -69,43 +69,56 @@ def most_confused(matrix: np.ndarray, labels: list[str], n: int = 10) -> list[tu
 
 
 def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folder: Path, title: str) -> list[Path]:
+    # Row-normalised, so rare and common classes read on one scale.
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    per_class = table.groupby("label").precision.mean().reindex(labels).sort_values()
+    return [_heatmap(shares, labels, folder / "oof_confusion.png", f"{title}: OOF confusion (share of each true label)",
+                     "top-1 prediction", "true label", "Blues", 1),
+            _bars(per_class, table.precision.mean(), "overall", folder / "oof_per_class.png", "OOF MAP@3",
+                  f"{title}: OOF MAP@3 per class")]
+
+
+def _heatmap(matrix: np.ndarray, labels: list[str], path: Path, title: str, xlabel: str, ylabel: str, cmap: str,
+             vmax: float | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
     size = max(6, 0.28 * len(labels))
     fig, ax = plt.subplots(figsize=(size + 2, size))
-    # Row-normalised, so rare and common classes read on one scale.
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(matrix, cmap=cmap, vmin=0, vmax=vmax)
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xlabel("top-1 prediction")
-    ax.set_ylabel("true label")
-    ax.set_title(f"{title}: OOF confusion (share of each true label)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
-    confusion_path = folder / "oof_confusion.png"
-    with atomic_path(confusion_path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    return path
 
-    per_class = table.groupby("label").precision.mean().reindex(labels).sort_values()
-    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(labels))))
-    ax.barh(per_class.index, per_class.to_numpy(), color="tab:blue")
-    ax.axvline(table.precision.mean(), color="tab:red", linestyle="--", label="overall")
+
+def _bars(values: pd.Series, overall: float, overall_name: str, path: Path, xlabel: str, title: str) -> Path:
+    """One bar per class (values indexed by label, in the order to draw), the overall figure as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(values))))
+    ax.barh(values.index, values.to_numpy(), color="tab:blue")
+    ax.axvline(overall, color="tab:red", linestyle="--", label=overall_name)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("OOF MAP@3")
-    ax.set_title(f"{title}: OOF MAP@3 per class")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    bars_path = folder / "oof_per_class.png"
-    with atomic_path(bars_path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    return [confusion_path, bars_path]
+    return path
 
 
 def report(table: pd.DataFrame, labels: list[str], worst: int = 10, train_clips: int | None = None) -> str:
@@ -199,40 +212,12 @@ def multilabel_report(table: pd.DataFrame, y: np.ndarray, probs: np.ndarray, lab
 
 
 def save_multilabel_plots(ap: np.ndarray, pairs: np.ndarray, labels: list[str], folder: Path, title: str) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    size = max(6, 0.28 * len(labels))
-    fig, ax = plt.subplots(figsize=(size + 2, size))
-    image = ax.imshow(pairs, cmap="Reds")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xlabel("invented label")
-    ax.set_ylabel("missed label")
-    ax.set_title(f"{title}: OOF labels missed while another was invented (clips)")
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    confusion_path = folder / "oof_confusion.png"
-    with atomic_path(confusion_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    order = np.argsort(np.nan_to_num(ap, nan=0.0))
-    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(labels))))
-    ax.barh([labels[i] for i in order], np.nan_to_num(ap[order]), color="tab:blue")
-    ax.axvline(np.nanmean(ap), color="tab:red", linestyle="--", label="mAP")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("OOF average precision")
-    ax.set_title(f"{title}: OOF average precision per class")
-    ax.tick_params(axis="y", labelsize=7)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    bars_path = folder / "oof_per_class.png"
-    with atomic_path(bars_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return [confusion_path, bars_path]
+    per_class = pd.Series(np.nan_to_num(ap), index=labels).sort_values()
+    return [_heatmap(pairs, labels, folder / "oof_confusion.png",
+                     f"{title}: OOF labels missed while another was invented (clips)", "invented label", "missed label",
+                     "Reds"),
+            _bars(per_class, float(np.nanmean(ap)), "mAP", folder / "oof_per_class.png", "OOF average precision",
+                  f"{title}: OOF average precision per class")]
 
 
 @cli.command
