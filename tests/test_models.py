@@ -211,3 +211,21 @@ def test_each_network_declares_its_input_and_an_impossible_pairing_is_refused(tm
     saved.write_text(json.dumps({**dataclasses.asdict(PRESETS["2d"]), "features": "wave"}))
     with pytest.raises(ValueError, match="reads mfcc input, not wave"):
         Config.from_dict(json.loads(saved.read_text()))
+
+
+@pytest.mark.parametrize("preset", ["1d", "2d", "logmel", "envnet", "aisfx"])
+def test_every_preset_ends_in_a_sigmoid_per_label_for_multi_label(preset):
+    import importlib.util
+
+    if preset == "aisfx" and importlib.util.find_spec("aisfx") is None:
+        pytest.skip("aisfx weights not installed (pip install --no-deps -r requirements-pretrained.txt)")
+    statistics = {"mean": np.zeros(40, np.float32), "variance": np.ones(40, np.float32)} if preset == "2d" else {}
+    model = build_model(PRESETS[preset], 4, multilabel=True, **statistics)
+    assert model.layers[-1].activation.__name__ == "sigmoid" and model.loss.multilabel
+    shape = (2, *model.input_shape[1:])
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(-3000, 3000, shape).astype(np.int16) if preset != "2d" else \
+        rng.normal(size=shape).astype(np.float32)   # 2d reads MFCCs, the others int16 waves
+    probs = model.predict(inputs, verbose=0)
+    assert probs.shape == (2, 4) and ((probs > 0) & (probs < 1)).all()
+    assert not np.allclose(probs.sum(axis=1), 1, atol=1e-3)   # each label its own probability, not a softmax
