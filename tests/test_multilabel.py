@@ -100,8 +100,14 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     assert submission.fname.tolist() == pd.read_csv(multi / "sample_submission.csv").fname.tolist()
     truth, _ = dataset.test_targets()
     assert lwlrap(truth, submission[dataset.labels].to_numpy()) == pytest.approx(rows[name]["test_lwlrap"], abs=1e-5)
+    truth_table = pd.read_csv(multi / "test_labels.csv")
+    truth_table.assign(usage=["Public", "Public"] + ["Private"] * 4).to_csv(multi / "test_labels.csv", index=False)
     assert blend.main(["logmel", "1d", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
-    assert "OOF lwlrap     OOF mAP test lwlrap    test mAP" in capsys.readouterr().out
+    assert "OOF lwlrap     OOF mAP test lwlrap    test mAP   public LB  private LB" in capsys.readouterr().out
+    private = blend.blend(paths, ["logmel"])["rows"][0]["test_lwlrap_private"]
+    probs = pd.read_csv(out / "submissions" / "logmel.csv")[dataset.labels].to_numpy()
+    assert private == pytest.approx(lwlrap(truth[2:], probs[2:]), abs=1e-5)
+    truth_table.to_csv(multi / "test_labels.csv", index=False)
     arithmetic = blend.blend(paths, ["logmel", "1d"], how="arithmetic")["rows"][-1]
     expected = (pd.read_csv(out / "submissions" / "logmel.csv")[dataset.labels].to_numpy()
                 + pd.read_csv(out / "submissions" / "1d.csv")[dataset.labels].to_numpy()) / 2
