@@ -152,7 +152,7 @@ def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
     path = table_path(data_dir, "test")
     test = _read_csv(path, ["fname"])
     if "label" in test.columns:
-        _check_known_labels(path, test, labels, multi=True)
+        _check_known_labels(path, test, labels, guesses=True)
     elif len(test.columns) > 1:  # the 2019 form: one probability column per label
         unknown = [c for c in test.columns[1:] if c not in set(labels)]
         if unknown:
@@ -176,7 +176,7 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
         truth["label"] = truth[MULTI]
     elif "label" not in truth.columns:
         raise DataError(f"{path}: missing column 'label' (or 'labels', comma-separated); found {list(truth.columns)}.")
-    _check_known_labels(path, truth, labels, multi=False)
+    _check_known_labels(path, truth, labels)
     columns = ["fname", "label"] + ([MULTI] if is_multilabel(truth) else [])
     if "usage" not in truth.columns:
         return truth[columns]
@@ -188,11 +188,13 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
     return truth[columns + ["usage"]]
 
 
-def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], multi: bool) -> None:
+def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], guesses: bool = False) -> None:
+    """Every label of the table is a training label: a row's space-separated guesses (a Kaggle submission's
+    label column), its comma-separated labels (multi-label), or its one label."""
     known = set(labels)
     for i, text in table["label"].items():
-        guesses = str(text).split() if multi else str(text).split(",") if is_multilabel(table) else [text]
-        unknown = [g for g in guesses if g not in known]
+        named = str(text).split() if guesses else str(text).split(",") if is_multilabel(table) else [text]
+        unknown = [g for g in named if g not in known]
         if unknown:
             raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): label {unknown[0]!r} is not a "
                             f"training label; labels must be among the {len(labels)} in train.csv.")
