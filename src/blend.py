@@ -285,13 +285,8 @@ def multilabel_scores(oof: np.ndarray, test_probs: np.ndarray, dataset: Dataset)
     truth = dataset.test_targets()
     if truth is not None and truth[1].any():
         y, known = truth
-        scores |= {"test_lwlrap": lwlrap(y[known], test_probs[known]),
-                   "test_map": mean_average_precision(y[known], test_probs[known]), "test_rows": int(known.sum())}
-        usage = dataset.test_usage  # the competition's leaderboards, where test_labels.csv says them
-        for board in ("Public", "Private") if usage is not None else ():
-            rows = known & (usage == board)
-            if rows.any():
-                scores[f"test_lwlrap_{board.lower()}"] = lwlrap(y[rows], test_probs[rows])
+        scores |= test_scores(y, test_probs, dataset.test_usage, lwlrap, known, "lwlrap")
+        scores["test_map"] = mean_average_precision(y[known], test_probs[known])
     return scores
 
 

@@ -26,16 +26,22 @@ def map_at_k(y_true: np.ndarray, probs: np.ndarray, k: int = 3) -> float:
     return float(np.mean(per_row_precision(y_true, probs, k))) if len(y_true) else float("nan")
 
 
-def test_scores(y_test: np.ndarray, probs: np.ndarray, usage: np.ndarray | None = None) -> dict:
-    """Test MAP@3 over the clips with a label (y_test >= 0); with each clip's leaderboard (`usage`:
-    Public or Private, FSDKaggle2018's release), also over each leaderboard's clips as the 2018
-    competition scored them."""
-    known = y_test >= 0
-    scores = {"test_map3": map_at_k(y_test[known], probs[known]), "test_rows": int(known.sum())}
-    for board in ("Public", "Private") if usage is not None else ():
+LEADERBOARDS = ("Public", "Private")
+"""The competitions' leaderboards, as test_labels.csv's usage column names them."""
+
+
+def test_scores(y_test: np.ndarray, probs: np.ndarray, usage: np.ndarray | None = None, score=None,
+                known: np.ndarray | None = None, name: str = "map3") -> dict:
+    """test_<name> (MAP@3 by default, or `score(y, probs)`, e.g. lwlrap on multi-hot targets) over the
+    known test clips (default: y_test >= 0, class indices), and test_<name>_public / _private over each
+    leaderboard's clips where `usage` says which (Public or Private), as the competition scored them."""
+    score = score or map_at_k
+    known = y_test >= 0 if known is None else known
+    scores = {f"test_{name}": score(y_test[known], probs[known]), "test_rows": int(known.sum())}
+    for board in LEADERBOARDS if usage is not None else ():
         rows = known & (usage == board)
         if rows.any():
-            scores[f"test_map3_{board.lower()}"] = map_at_k(y_test[rows], probs[rows])
+            scores[f"test_{name}_{board.lower()}"] = score(y_test[rows], probs[rows])
     return scores
 
 
@@ -103,9 +109,7 @@ def geometric_mean(probs: list[np.ndarray], weights: list[float] | None = None,
                    normalize: bool = True) -> np.ndarray:
     """Weighted geometric mean of probability matrices, each row renormalised to sum to 1 (for one label
     per clip; normalize=False keeps each label's own probability, for multi-label tagging)."""
-    weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
-    if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
+    weights = _weights(probs, weights)
     log_mean = sum(w * np.log(np.clip(p, 1e-7, 1.0)) for w, p in zip(weights, probs)) / weights.sum()
     mean = np.exp(log_mean)
     return mean / mean.sum(axis=1, keepdims=True) if normalize else mean
@@ -121,7 +125,13 @@ def combine(probs: list[np.ndarray], weights: list[float] | None = None, how: st
     arithmetic mean of rows that sum to 1 sums to 1 already."""
     if how == "geometric":
         return geometric_mean(probs, weights, normalize)
+    weights = _weights(probs, weights)
+    return sum(w * p for w, p in zip(weights, probs)) / weights.sum()
+
+
+def _weights(probs: list[np.ndarray], weights: list[float] | None) -> np.ndarray:
+    """One non-negative weight per matrix, not all zero (equal when none are given)."""
     weights = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=float)
     if len(weights) != len(probs) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"need one non-negative weight per matrix, not all zero; got {list(weights)}")
-    return sum(w * p for w, p in zip(weights, probs)) / weights.sum()
+    return weights

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 from ..base.errors import DataError
 from ..base.files import irregular
 from ..base.layout import audio_dir, table_path
+from ..base.metrics import LEADERBOARDS
 from .folds import load_folds, with_folds
 
 
@@ -84,10 +86,14 @@ def label_lists(table: pd.DataFrame) -> list[list[str]]:
 def _check_label_lists(path: Path, table: pd.DataFrame) -> None:
     for i, text in table[MULTI].items():
         parts = [] if pd.isna(text) else str(text).split(",")
-        why = ("no labels" if not parts or "" in parts else
-               f"label {next(p for p in parts if p != p.strip())!r} has spaces at its start or end"
-               if any(p != p.strip() for p in parts) else
-               "a label listed twice" if len(set(parts)) < len(parts) else None)
+        padded = [p for p in parts if p != p.strip()]
+        why = None
+        if not parts or "" in parts:
+            why = "no labels"
+        elif padded:
+            why = f"label {padded[0]!r} has spaces at its start or end"
+        elif len(set(parts)) < len(parts):
+            why = "a label listed twice"
         if why:
             raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): {why} in labels {text!r}; list each "
                             f"label once, separated by commas without spaces.")
@@ -161,9 +167,6 @@ def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
     return test[["fname"]].reset_index(drop=True)
 
 
-LEADERBOARDS = ("Public", "Private")
-
-
 def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
     """True test labels when the dataset ships them (test_labels.csv), else None; with a `usage` column
     (FSDKaggle2018's release), each clip's leaderboard in the competition, Public or Private."""
@@ -218,7 +221,7 @@ class Dataset:
         labels = class_names(train)
         return cls(Path(data_dir), train, labels, load_test(data_dir, labels), load_test_labels(data_dir, labels))
 
-    @property
+    @cached_property  # read from the file once, not at every submission written
     def submission_columns(self) -> list[str] | None:
         """The label columns of sample_submission.csv in its order (the 2019 form), or None."""
         columns = list(pd.read_csv(table_path(self.data_dir, "test"), nrows=0, encoding="utf-8-sig").columns)
@@ -233,7 +236,7 @@ class Dataset:
     def y_train(self) -> np.ndarray:
         return self.train.label.map(self.labels.index).to_numpy()
 
-    @property
+    @cached_property
     def train_targets(self) -> np.ndarray:
         """One-hot (multi-hot for multi-label) targets of train.csv's rows."""
         return targets(self.labels, self.train)

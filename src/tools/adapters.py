@@ -32,6 +32,7 @@ from ..base import cli
 from ..base.errors import DataError
 from ..base.files import atomic_write_csv
 from ..base.layout import audio_dir
+from ..base.metrics import LEADERBOARDS
 from ..dataset import audio as audio_cache
 from ..dataset.folds import ALWAYS_TRAINING
 
@@ -136,7 +137,7 @@ def fsdkaggle2019(source: Path, out: Path) -> pd.DataFrame:
     else:
         audio_dir(out, "test").mkdir(exist_ok=True)
     if truth is not None:
-        boards = "usage" in truth.columns and truth.usage.isin(["Public", "Private"]).all()
+        boards = "usage" in truth.columns and truth.usage.isin(LEADERBOARDS).all()
         atomic_write_csv(truth[["fname", "labels", *(["usage"] if boards else [])]], out / "test_labels.csv")
     return train
 

@@ -25,7 +25,7 @@ from ..feeds.host import ClipSequence
 from ..models import build_model, check_weights
 from . import label_cleaning
 from .callbacks import EpochTimer, EpochValidation, FoldCheckpoint, ResumableEarlyStopping
-from .fold_files import FoldFiles, fold_files
+from .fold_files import FoldFiles, fold_files, validation_score
 from .inference import predict_clips, predict_sequence
 from .resume import ResumeState
 
@@ -113,10 +113,8 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
         "minutes": (time.time() - started) / 60, "fingerprints": fingerprints}
     files.write_result(result)
     files.resume.unlink(missing_ok=True)
-    metric = "lwlrap" if dataset.multilabel else "MAP@3"
-    log.info("fold %d of %s: validation %s %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name, metric,
-             result[f"val_{metric.lower().replace('@', '')}"], len(rows.val), result["best_epoch"],
-             result["epochs_run"], result["minutes"])
+    log.info("fold %d of %s: validation %s %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name,
+             *validation_score(result), len(rows.val), result["best_epoch"], result["epochs_run"], result["minutes"])
     return result
 
 

@@ -118,6 +118,7 @@ class FoldFiles:
     def read_result(self) -> dict:
         return json.loads(self.result.read_text())
 
+
     def stale(self, fingerprints: dict) -> str | None:
         """Why a finished fold no longer matches its dataset (fingerprints: Dataset.fingerprints), or None."""
         saved = self.read_result().get("fingerprints")
@@ -158,3 +159,8 @@ def trained_models(paths: Paths) -> list[str]:
     """The models under predictions/ with at least one finished fold, by name."""
     folders = paths.predictions_dir.glob("*") if paths.predictions_dir.is_dir() else []
     return sorted(d.name for d in folders if d.is_dir() and finished_folds(paths, d.name))
+
+
+def validation_score(result: dict) -> tuple[str, float]:
+    """(metric, value) of a fold's result: its validation lwlrap (multi-label) or MAP@3."""
+    return ("lwlrap", result["val_lwlrap"]) if "val_lwlrap" in result else ("MAP@3", result["val_map3"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..base import cli
 from ..base.files import Lock, atomic_write
 from ..base.layout import Paths
-from .fold_files import fold_files
+from .fold_files import fold_files, validation_score
 
 
 def write_plan(path: Path, paths: Paths, name: str, folds: list[int]) -> None:
@@ -39,11 +39,11 @@ def summarise(paths: Paths, preset: str, status_file: Path) -> bool:
         files = fold_files(paths, preset, int(fold))
         if code == "0" and files.is_finished():
             results[fold] = files.read_result()
-    metric = "lwlrap" if any("val_lwlrap" in r for r in results.values()) else "MAP@3"
+    metric = validation_score(next(iter(results.values())))[0] if results else "MAP@3"
     print(f"\n{preset}: {'fold':>4}  {'status':<8}{'val ' + metric:>10}{'minutes':>9}")
     for fold, code, seconds in sorted(lines, key=lambda t: int(t[0])):
         result = results.get(fold)
-        score = f"{result['val_' + metric.lower().replace('@', '')]:.4f}" if result else "-"
+        score = f"{validation_score(result)[1]:.4f}" if result else "-"
         status = "ok" if result else f"failed({code})"
         print(f"{'':{len(preset) + 2}}{fold:>4}  {status:<8}{score:>10}{int(seconds) / 60:>9.1f}")
     return len(results) == len(lines)
