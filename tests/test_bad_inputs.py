@@ -76,8 +76,10 @@ CASES = [
     ("trailing space in a fname", DATA, set_cell("train.csv", 2, "fname", "tone02.wav "), 2,
      "row 4: fname 'tone02.wav ' has spaces"),
     ("missing audio file", DATA, lambda d, o: (d / "audio_train" / "noise01.wav").unlink(), 2, "does not exist"),
-    ("unknown label", DATA, set_cell("sample_submission.csv", 0, "label", "Tone Kazoo Noise"), 2,
-     "'Kazoo' is not a training label"),
+    ("unknown test label", DATA, set_cell("test_labels.csv", 0, "label", "Kazoo"), 2,
+     "row 2 (test00.wav): label 'Kazoo' is not a training label"),
+    ("Kaggle's placeholder in sample_submission.csv", DATA, set_cell("sample_submission.csv", 0, "label",
+                                                                      "Laughter Hi-Hat Flute"), 0, "6 test clips"),
     ("duplicate fname", DATA, set_cell("train.csv", 3, "fname", "tone00.wav"), 2, "duplicate fname 'tone00.wav'"),
     ("BOM and CRLF", DATA, lambda d, o: (d / "train.csv").write_bytes(
         b"\xef\xbb\xbf" + (d / "train.csv").read_bytes().replace(b"\n", b"\r\n")), 0, "train clips in 3 labels"),

@@ -154,16 +154,21 @@ def targets(labels: list[str], rows: pd.DataFrame) -> np.ndarray:
 
 
 def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
-    """The test clips in sample_submission.csv order; any labels there must be training labels."""
+    """The test clips in sample_submission.csv order. A `label` column is the competition's placeholder
+    (Kaggle's 2018 file says `Laughter Hi-Hat Flute` in every row, "Hi-Hat" being no training label)
+    and is not read; in the 2019 form the columns after fname must be the training labels."""
     path = table_path(data_dir, "test")
     test = _read_csv(path, ["fname"])
-    if "label" in test.columns:
-        _check_known_labels(path, test, labels, guesses=True)
-    elif len(test.columns) > 1:  # the 2019 form: one probability column per label
-        unknown = [c for c in test.columns[1:] if c not in set(labels)]
-        if unknown:
-            raise DataError(f"{path}: column {unknown[0]!r} is not a training label; its columns must be fname and "
-                            f"training labels (one probability column each).")
+    if "label" not in test.columns and len(test.columns) > 1:  # the 2019 form: one probability column per label
+        columns = list(test.columns[1:])
+        unknown = [c for c in columns if c not in set(labels)]
+        absent = [label for label in labels if label not in set(columns)]
+        if unknown or absent:
+            what = (f"column {unknown[0]!r} is not a training label" if unknown else
+                    f"training label {absent[0]!r} has no column" + (f" ({len(absent)} labels have none)"
+                                                                   if len(absent) > 1 else ""))
+            raise DataError(f"{path}: {what}; its columns must be fname and the {len(labels)} labels of "
+                            f"train.csv, one probability column each (a submission in another form is refused).")
     return test[["fname"]].reset_index(drop=True)
 
 
@@ -191,12 +196,11 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
     return truth[columns + ["usage"]]
 
 
-def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str], guesses: bool = False) -> None:
-    """Every label of the table is a training label: a row's space-separated guesses (a Kaggle submission's
-    label column), its comma-separated labels (multi-label), or its one label."""
+def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str]) -> None:
+    """Every label of the table is a training label: its comma-separated labels (multi-label), or its one label."""
     known = set(labels)
     for i, text in table["label"].items():
-        named = str(text).split() if guesses else str(text).split(",") if is_multilabel(table) else [text]
+        named = str(text).split(",") if is_multilabel(table) else [text]
         unknown = [g for g in named if g not in known]
         if unknown:
             raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): label {unknown[0]!r} is not a "
