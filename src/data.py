@@ -15,14 +15,25 @@ import contextlib
 import io
 import logging
 import sys
-import zipfile
 from pathlib import Path
 
 from .base import cli
 from .base.errors import DataError
+from .base.files import atomic_write_csv, irregular
 from .base.layout import SPLITS, audio_dir, table_path
-from .dataset import zenodo
-from .dataset.tables import class_names, is_multilabel, label_lists, load_test, load_test_labels, load_train, row_number
+from .base.metrics import LEADERBOARDS
+from .dataset import archives, zenodo
+from .dataset.tables import (
+    class_names,
+    is_multilabel,
+    label_lists,
+    likely_typos,
+    load_test,
+    load_test_labels,
+    load_train,
+    read_table,
+    row_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +75,33 @@ def download(data_dir: Path) -> None:
 
 
 def unpack(data_dir: Path) -> list[Path]:
-    """Extract every .zip in data_dir (and the zips inside them) in place; returns what was unpacked."""
-    done: list[Path] = []
-    while True:
-        pending = [z for z in sorted(data_dir.glob("*.zip")) if z not in done]
-        if not pending:
-            return done
-        for archive in pending:
-            log.info("unpacking %s", archive)
-            try:
-                with zipfile.ZipFile(archive) as zf:
-                    members = [m for m in zf.namelist() if not m.startswith("__MACOSX")]
-                    for member in members:
-                        if not (data_dir / member).exists():
-                            zf.extract(member, data_dir)
-            except zipfile.BadZipFile:
-                raise DataError(f"{archive} is not a valid zip (an interrupted download?). "
-                                f"Delete it and download again.") from None
-            done.append(archive)
+    """Every archive in data_dir (and the archives inside them) unpacked where the layout needs it
+    (src.dataset.archives); returns the archives."""
+    return archives.unpack_all(data_dir)
+
+
+KAGGLE_TEST_LABELS = "test_post_competition.csv"
+"""In Kaggle's 2018 download since the competition ended: fname, label, usage (Public, Private, or
+Ignored for the unscored padding clips, whose label is None), freesound_id, license."""
+
+
+def write_kaggle_test_labels(data_dir: Path) -> int | None:
+    """test_labels.csv (fname, label, usage) from Kaggle's test_post_competition.csv: the 1,600 clips the
+    2018 competition scored, with their leaderboard; the Ignored padding clips left out. None when the
+    file is absent. Rows are checked here, so an error names the file the user has."""
+    source = Path(data_dir) / KAGGLE_TEST_LABELS
+    if not source.exists():
+        return None
+    table = read_table(source, ["fname", "label", "usage"])
+    bad = ~table.usage.isin(LEADERBOARDS + ("Ignored",))
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise DataError(f"{source}, row {row_number(i)} ({table.fname.iloc[i]}): usage {table.usage.iloc[i]!r} is "
+                        f"none of Public, Private, Ignored; it is not Kaggle's {KAGGLE_TEST_LABELS}. Download it "
+                        f"again (kaggle competitions download {COMPETITION} -p {data_dir}).")
+    scored = table[table.usage.isin(LEADERBOARDS)]
+    atomic_write_csv(scored[["fname", "label", "usage"]], table_path(data_dir, "truth"))
+    return len(scored)
 
 
 def check_layout(data_dir: Path) -> dict:
@@ -92,7 +112,6 @@ def check_layout(data_dir: Path) -> dict:
     train = load_train(data_dir)
     labels = class_names(train)
     test = load_test(data_dir, labels)
-    load_test_labels(data_dir, labels)
     unreadable = []
     for split, table in zip(SPLITS, (train, test)):
         folder = audio_dir(data_dir, split)
@@ -102,6 +121,10 @@ def check_layout(data_dir: Path) -> dict:
                 csv = "train.csv" if split == "train" else "sample_submission.csv"
                 raise DataError(f"{data_dir / csv}, row {row_number(i)}: {path} does not exist. Unpack the "
                                 f"audio archives (python -m src.data) or remove the row.")
+            kind = irregular(path)
+            if kind:  # a FIFO would block the decoder forever; the audio cache skips it too
+                unreadable.append((split, fname, f"{kind}, not an audio file"))
+                continue
             try:
                 soundfile.info(str(path))
             except Exception as error:  # noqa: BLE001 - any decoder complaint means the same thing
@@ -116,11 +139,21 @@ def check_layout(data_dir: Path) -> dict:
     for label, row in counts.iterrows():
         print(f"{label:<28}{row['size']:>7}{row['sum']:>10}")
     if unreadable:
-        print(f"{len(unreadable)} clip(s) have an unreadable header; the audio cache will try to decode "
-              f"them and record the ones it must skip:")
+        print(f"{len(unreadable)} clip(s) cannot be read as audio; the audio cache will try to decode them "
+              f"and record the ones it must skip (a test clip skipped still gets its submission row):")
         for split, fname, why in unreadable:
             print(f"  {audio_dir(data_dir, split) / fname}: {why}")
-    return {"train": len(train), "test": len(test), "labels": len(labels), "unreadable": unreadable}
+    typos = likely_typos(train)
+    if typos:
+        print(f"{len(typos)} label(s) are rare enough to be typos; check these rows of {table_path(data_dir, 'train')}:")
+        for label, rows, near in typos:
+            print(f"  {label!r}: row(s) {', '.join(map(str, rows[:5]))}" + (f" (did you mean {near!r}?)" if near else ""))
+    truth = load_test_labels(data_dir, labels)
+    if truth is not None:
+        boards = truth.usage.value_counts().to_dict() if "usage" in truth.columns else {}
+        print(f"test labels: {len(truth)} clips" + "".join(f", {n} {board}" for board, n in sorted(boards.items())))
+    return {"train": len(train), "test": len(test), "labels": len(labels), "unreadable": unreadable,
+            "typos": typos, "test_labels": 0 if truth is None else len(truth)}
 
 
 @cli.command
@@ -145,6 +178,8 @@ def main(argv=None) -> int:
     kept = table_path(args.data_dir, "train").exists() and args.source != "zenodo"
     if zenodo.is_release(args.data_dir) and not kept:
         zenodo.write_layout(args.data_dir)
+    else:
+        write_kaggle_test_labels(args.data_dir)
     check_layout(args.data_dir)
     return 0
 

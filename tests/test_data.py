@@ -15,12 +15,11 @@ def test_duplicate_fname_names_the_row(clean_dataset):
         layout.load_train(clean_dataset)
 
 
-def test_unknown_label_in_sample_submission_names_the_row(clean_dataset):
+def test_sample_submission_labels_are_a_placeholder_never_read(clean_dataset):
     sample = pd.read_csv(clean_dataset / "sample_submission.csv")
-    sample.loc[3, "label"] = "Tone Bagpipes Noise"
+    sample["label"] = "Laughter Hi-Hat Flute"   # Kaggle's 2018 file: no training label of this set at all
     sample.to_csv(clean_dataset / "sample_submission.csv", index=False)
-    with pytest.raises(DataError, match=r"sample_submission.csv, row 5 .*'Bagpipes' is not a training label"):
-        data.check_layout(clean_dataset)
+    assert data.check_layout(clean_dataset)["test"] == len(sample)
 
 
 def test_unknown_label_in_test_labels_is_an_error(clean_dataset):

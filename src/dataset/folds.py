@@ -38,11 +38,15 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
 
     path = table_path(data_dir, "folds")
     if path.exists():
-        folds = pd.read_csv(path, dtype={"fname": str})
-        if list(folds.fname) != list(train.fname):
-            raise DataError(f"{path} does not list the clips of {table_path(data_dir, 'train')} in order; it was "
-                            f"made for another train.csv. Delete it to make new folds (older "
-                            f"predictions then no longer line up: delete them too).")
+        folds = _read_folds(path)
+        listed, wanted = set(folds.fname), set(train.fname)
+        if listed != wanted:  # keyed by clip: the same clips in another order are the same folds
+            extra, absent = sorted(listed - wanted), sorted(wanted - listed)
+            what = (f"lacks {len(absent)} clip(s) of train.csv (e.g. {absent[0]!r})" if absent else
+                    f"lists {len(extra)} clip(s) that train.csv does not (e.g. {extra[0]!r})")
+            raise DataError(f"{path} {what}: it was made for another train.csv. Delete it to make new folds "
+                            f"(older predictions then no longer line up: delete them too).")
+        folds = folds.set_index("fname").loc[train.fname].reset_index()  # train.csv's order
         existing = len(fold_ids(folds))
         if n_folds is not None and "fold" not in train.columns and existing != n_folds:
             raise DataError(f"{path} holds {existing} folds, but {n_folds} were asked for. Use "
@@ -66,6 +70,19 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
         folds = pd.DataFrame({"fname": train.fname, "fold": fold})
     atomic_write_csv(folds, path)
     log.info("wrote %s (%d folds)", path, len(fold_ids(folds)))
+    return folds
+
+
+def _read_folds(path: Path) -> pd.DataFrame:
+    """folds.csv: fname,fold, one row per clip, integer folds; DataError naming the row otherwise."""
+    try:
+        folds = pd.read_csv(path, dtype={"fname": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} cannot be read ({type(error).__name__}): delete it to make new folds.") from None
+    if list(folds.columns[:2]) != ["fname", "fold"] or folds.fname.duplicated().any() or \
+            not pd.api.types.is_integer_dtype(folds.fold):
+        raise DataError(f"{path} is not a folds table (fname,fold with one integer fold per clip, each clip "
+                        f"once): delete it to make new folds.")
     return folds
 
 

@@ -22,7 +22,10 @@ from ..base.metrics import LEADERBOARDS
 from .folds import load_folds, with_folds
 
 
-def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> pd.DataFrame:
+def read_table(path: Path, required: list[str], rows_required: bool = False) -> pd.DataFrame:
+    """A CSV table of clips, whole and checked: required columns, fnames that name clips (once each).
+    DataError naming the file, row and fix otherwise."""
+    path = Path(path)
     if path.exists() and irregular(path):
         raise DataError(f"{path} is {irregular(path)}, not a table: replace it with the CSV file.")
     if not path.exists():
@@ -32,6 +35,10 @@ def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> p
         table = pd.read_csv(path, dtype={"fname": str, "label": str, "labels": str}, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: it needs a header ({','.join(required)}) and one row per clip.") from None
+    except pd.errors.ParserError as error:
+        raise DataError(_parser_problem(path, error)) from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8 CSV.") from None
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(table.columns)}.")
@@ -51,6 +58,21 @@ def _read_csv(path: Path, required: list[str], rows_required: bool = False) -> p
                         f"(first at row {row_number(int((table.fname == table.fname[i]).idxmax()))}); "
                         f"each clip must be listed once.")
     return table
+
+
+def _parser_problem(path: Path, error: Exception) -> str:
+    """One paragraph for a row pandas cannot split: its line, what it holds, and the likely fix."""
+    import re
+
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+    if not found:
+        return f"{path} cannot be read as CSV ({str(error).strip().splitlines()[0]}): fix the file's quoting."
+    expected, line, seen = map(int, found.groups())
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        text = next((row for k, row in enumerate(handle, start=1) if k == line), "").rstrip("\r\n")
+    return (f"{path}, row {line}: {seen} fields where the header has {expected}: {text[:120]!r}. A field "
+            f"holding commas (several labels, e.g. \"Bark,Cello\") must be quoted; fix the row and run the "
+            f"command again.")
 
 
 def fname_problem(fname: str) -> str | None:
@@ -83,6 +105,11 @@ def label_lists(table: pd.DataFrame) -> list[list[str]]:
     return [text.split(",") for text in table[MULTI]] if is_multilabel(table) else [[x] for x in table["label"]]
 
 
+def _label_sets(column: pd.Series) -> pd.Series:
+    """Each row's labels sorted and joined by commas: "Hi-hat,Cello" and "Cello,Hi-hat" are one set."""
+    return column.map(lambda text: ",".join(sorted(text.split(","))))
+
+
 def _check_label_lists(path: Path, table: pd.DataFrame) -> None:
     for i, text in table[MULTI].items():
         parts = [] if pd.isna(text) else str(text).split(",")
@@ -103,10 +130,10 @@ def load_train(data_dir: Path) -> pd.DataFrame:
     """train.csv with fname, label (or labels, for multi-label tagging), manually_verified (1 when the
     column is absent)."""
     path = table_path(data_dir, "train")
-    train = _read_csv(path, ["fname"], rows_required=True)
+    train = read_table(path, ["fname"], rows_required=True)
     if is_multilabel(train):
         _check_label_lists(path, train)
-        train["label"] = train[MULTI]
+        train["label"] = _label_sets(train[MULTI])
     elif "label" not in train.columns:
         raise DataError(f"{path}: missing column 'label' (one label per clip) or 'labels' (comma-separated, for "
                         f"multi-label tagging); found {list(train.columns)}.")
@@ -129,6 +156,24 @@ def class_names(train: pd.DataFrame) -> list[str]:
     if is_multilabel(train):
         return sorted({label for labels in label_lists(train) for label in labels})
     return sorted(train["label"].unique())
+
+
+def likely_typos(train: pd.DataFrame, share: float = 0.05) -> list[tuple[str, list[int], str | None]]:
+    """Labels seen in very few rows next to the others (at most 2 rows, and fewer than `share` of the
+    median label's rows): (label, its rows as numbered in train.csv, the closest common label or None).
+    A misspelt label ("Celo") silently becomes a class of its own; src.data lists these to check."""
+    import difflib
+
+    rows = pd.Series(label_lists(train)).explode()
+    counts = rows.value_counts()
+    median = float(counts.median())
+    common = [label for label, n in counts.items() if n > 2]
+    found = []
+    for label, n in sorted(counts.items()):
+        if n <= 2 and n < share * median:
+            near = difflib.get_close_matches(label, common, n=1, cutoff=0.75)
+            found.append((label, [row_number(i) for i in rows.index[rows == label]], near[0] if near else None))
+    return found
 
 
 def fingerprint(table: pd.DataFrame) -> str:
@@ -158,7 +203,7 @@ def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
     (Kaggle's 2018 file says `Laughter Hi-Hat Flute` in every row, "Hi-Hat" being no training label)
     and is not read; in the 2019 form the columns after fname must be the training labels."""
     path = table_path(data_dir, "test")
-    test = _read_csv(path, ["fname"])
+    test = read_table(path, ["fname"])
     if "label" not in test.columns and len(test.columns) > 1:  # the 2019 form: one probability column per label
         columns = list(test.columns[1:])
         unknown = [c for c in columns if c not in set(labels)]
@@ -178,10 +223,10 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
     path = table_path(data_dir, "truth")
     if not path.exists():
         return None
-    truth = _read_csv(path, ["fname"])
+    truth = read_table(path, ["fname"])
     if is_multilabel(truth):
         _check_label_lists(path, truth)
-        truth["label"] = truth[MULTI]
+        truth["label"] = _label_sets(truth[MULTI])
     elif "label" not in truth.columns:
         raise DataError(f"{path}: missing column 'label' (or 'labels', comma-separated); found {list(truth.columns)}.")
     _check_known_labels(path, truth, labels)
