@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .base import cli
-from .base.errors import DataError
+from .base.errors import DataError, UsageError
 from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
 from .base.metrics import (
@@ -35,10 +35,10 @@ from .base.metrics import (
     test_scores,
     top_k,
 )
-from .dataset.folds import fold_ids
-from .dataset.tables import Dataset
+from .dataset.tables import Dataset, read_table
 from .training.ensembles import fit_weights, fold_spread, search_blends, stacked
 from .training.fold_files import fold_files, trained_models
+from .training.run_folder import ModelRun
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +61,9 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     (or arithmetic) mean; DataError when folds are missing (unless allowed), or when they were trained
     on other rows or folds than the dataset has now (unless allowed), or the predictions do not match
     this dataset."""
-    expected = fold_ids(dataset.folds())
-    finished = [k for k in expected if fold_files(paths, name, k).is_finished()]
-    missing = [k for k in expected if k not in finished]
-    if not finished or (missing and not allow_partial):
-        raise DataError(f"{name}: fold(s) {' '.join(map(str, missing))} of {len(expected)} are not "
-                        f"finished under {paths.model_dir(name)}. Run `./run_folds.sh {name} "
-                        f"{' '.join(map(str, missing))} -- --data-dir {paths.data_dir} --out-dir {paths.out_dir}`"
-                        + ("" if not finished else ", or blend what there is with --allow-partial."))
+    # Which folds there should be, which are finished and which are stale: the run folder's one reader.
+    finished = ModelRun(paths, name, dataset).require_complete(allow_partial, allow_mismatch)
     _check_same_config(paths, name, finished)
-    current = dataset.fingerprints()
-    for k in finished:
-        stale = fold_files(paths, name, k).stale(current)
-        if stale and not allow_mismatch:
-            raise DataError(f"{name}: {stale}. Scoring or blending it against this dataset would mix two "
-                            f"datasets: retrain it (./run_folds.sh {name} -- --force ...), or pass "
-                            f"--allow-mismatch if that is what you mean.")
-        if stale:
-            log.warning("%s (--allow-mismatch)", stale)
     train, test, labels = dataset.train, dataset.test, dataset.labels
     oof = np.full((len(train), len(labels)), np.nan)
     position = pd.Series(np.arange(len(train)), index=train.fname)
@@ -149,6 +134,20 @@ def write_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labe
     return path
 
 
+def write_kaggle_form(path: Path, probs: np.ndarray, dataset: Dataset, sample: pd.DataFrame) -> Path:
+    """The submission in the rows of Kaggle's own sample_submission.csv (9,400 in 2018): the clips of this
+    test split get their top 3; the others (the unscored padding clips, absent from the public release)
+    get the three most frequent training labels, so a late submission to Kaggle is accepted whole."""
+    ours = pd.Series(top3_labels(probs, dataset.labels), index=dataset.test.fname)
+    prior = " ".join(dataset.train.label.value_counts().index[:3])
+    submission = pd.DataFrame({"fname": sample.fname, "label": sample.fname.map(ours).fillna(prior)})
+    validate_submission(submission, list(sample.fname), dataset.labels)
+    atomic_write_csv(submission, path)
+    log.info("%s: %d of Kaggle's %d rows predicted, %d filled with the most frequent labels", path,
+             int(sample.fname.isin(ours.index).sum()), len(sample), int((~sample.fname.isin(ours.index)).sum()))
+    return path
+
+
 def validate_probability_submission(submission: pd.DataFrame, test_fnames: list[str], columns: list[str]) -> None:
     """Raise ValueError unless the multi-label submission (the 2019 form: fname, then one probability
     column per label) has the test fnames in order, the label columns in order and finite
@@ -190,22 +189,30 @@ def oof_scores(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, float, int]:
 
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
           allow_partial: bool = False, fit: bool = False, search: bool = False, stack: bool = False,
-          allow_mismatch: bool = False, how: str = "geometric") -> dict:
+          allow_mismatch: bool = False, how: str = "geometric", kaggle_form: Path | None = None) -> dict:
     """Per-model and blended submissions plus the OOF (and, where test labels exist, test) MAP@3;
     with fit, also a blend whose weights are fitted on the OOF matrix; with search, the models are
     first narrowed to the equal-weight subset with the best OOF MAP@3 (the ranking is reported); with
-    stack, also a second-level model trained on the OOF probabilities (stacked)."""
+    stack, also a second-level model trained on the OOF probabilities (stacked); with kaggle_form (Kaggle's
+    sample_submission.csv), each submission also in that file's rows (<name>.kaggle.csv)."""
     dataset = Dataset.load(paths.data_dir)
+    if kaggle_form is not None:
+        if dataset.multilabel:
+            raise UsageError("--kaggle-form writes the 2018 competition's top-3 form; this dataset is multi-label, "
+                             "whose submissions already have sample_submission.csv's rows and columns.")
+        kaggle_form = read_table(kaggle_form, ["fname"])
     predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch, how) for m in models]
     # Without a test split nothing is written, so there is nothing to lock.
     writing = Lock(paths.submissions_dir / "blend.lock", f"src.blend {' '.join(models)}") if len(dataset.test) \
         else contextlib.nullcontext()
     with writing:
-        return _blend_and_write(paths, dataset, predictions, models, weights, name, fit, search, stack, how)
+        return _blend_and_write(paths, dataset, predictions, models, weights, name, fit, search, stack, how,
+                                kaggle_form)
 
 
 def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPredictions], models: list[str],
-                     weights, name, fit: bool, search: bool, stack: bool, how: str = "geometric") -> dict:
+                     weights, name, fit: bool, search: bool, stack: bool, how: str = "geometric",
+                     kaggle_form: pd.DataFrame | None = None) -> dict:
     test, labels, multi = dataset.test, dataset.labels, dataset.multilabel
     ranking = None
     if search:
@@ -218,6 +225,8 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
     def write(path: Path, probs: np.ndarray) -> Path | None:
         if multi:
             return write_probability_submission(path, probs, list(test.fname), labels, dataset.submission_columns)
+        if kaggle_form is not None:
+            write_kaggle_form(path.with_suffix(".kaggle.csv"), probs, dataset, kaggle_form)
         return write_submission(path, probs, list(test.fname), labels)
 
     rows = []
@@ -314,19 +323,22 @@ def main(argv=None) -> int:
                         "the models are averaged: geometric (default) or arithmetic mean of the probabilities")
     parser.add_argument("--stack", action="store_true", help="also a second-level model (logistic regression on "
                         "the models' OOF probabilities, inner cross-validation; written as stack_<models>.csv)")
+    parser.add_argument("--kaggle-form", type=Path, metavar="SAMPLE_SUBMISSION", help="also write each submission "
+                        "in the rows of Kaggle's own sample_submission.csv (<name>.kaggle.csv; 2018: 9,400 rows), e.g. "
+                        "after the Zenodo route, whose test split holds the 1,600 scored clips")
     args = parser.parse_args(argv)
     paths = cli.paths(args)
     models = args.models or trained_models(paths)
     if not models:
         raise DataError(f"no finished folds under {paths.predictions_dir}: train some first "
-                        f"(./run_folds.sh MODEL -- --out-dir {paths.out_dir}).")
+                        f"(./run_folds.sh MODEL -- --data-dir {paths.data_dir} --out-dir {paths.out_dir}).")
     if len(set(models)) < len(models):
         parser.error(f"a model named twice ({' '.join(models)}): weight it with --weights instead")
     if args.weights and (args.search or len(args.weights) != len(models)):
         parser.error("--search blends with equal weights" if args.search else
                      f"{len(args.weights)} weights for {len(models)} models ({' '.join(models)})")
     report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search,
-                   args.stack, args.allow_mismatch, args.combine)
+                   args.stack, args.allow_mismatch, args.combine, args.kaggle_form)
     first = report["rows"][0]
     columns = [(k, title) for k, title in (MULTI_COLUMNS if "oof_lwlrap" in first else SINGLE_COLUMNS) if k in first]
     if report["search"]:
@@ -356,6 +368,11 @@ def main(argv=None) -> int:
                          if "test_rows" in first else ")"))
     if "test_map3_private" in first:
         print("(the 2018 competition's final ranking was by the private leaderboard: 1st 0.9538, 2nd 0.9518)")
+    if args.kaggle_form:
+        written = [Path(r["submission"]).with_suffix(".kaggle.csv") for r in report["rows"] if r["submission"] != "-"]
+        if written:
+            print(f"in the rows of {args.kaggle_form}: {', '.join(map(str, written))}; submit one late with "
+                  f"`kaggle competitions submit freesound-audio-tagging -f {written[-1]} -m MESSAGE`")
     return 0
 
 

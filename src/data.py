@@ -126,7 +126,8 @@ def check_layout(data_dir: Path) -> dict:
                 unreadable.append((split, fname, f"{kind}, not an audio file"))
                 continue
             try:
-                soundfile.info(str(path))
+                if soundfile.info(str(path)).frames == 0:
+                    unreadable.append((split, fname, "a header with no samples"))
             except Exception as error:  # noqa: BLE001 - any decoder complaint means the same thing
                 unreadable.append((split, fname, str(error).splitlines()[0]))
     if is_multilabel(train):  # each label's clips, a clip counted under every label it has

@@ -38,7 +38,7 @@ def test_missing_file_names_row_and_path(clean_dataset):
 def test_check_layout_counts_and_lists_unreadable_headers(dataset, capsys):
     summary = data.check_layout(dataset)
     assert summary["train"] == 24 and summary["test"] == 6 and summary["labels"] == 3
-    assert sorted(f for _, f, _ in summary["unreadable"]) == ["corrupt.wav"]
+    assert sorted(f for _, f, _ in summary["unreadable"]) == ["corrupt.wav", "empty.wav"]  # empty: no samples
     out = capsys.readouterr().out
     assert "24 train clips in 3 labels, 6 test clips" in out
 

@@ -1,0 +1,170 @@
+"""The competitions' own tables (tests/real/, byte for byte as Kaggle and Zenodo serve them) through the
+pipeline, over generated audio: Kaggle's 2018 download at its full size (9,473 train and 9,400 test rows,
+the placeholder labels, the three test clips that are not audio, test_post_competition.csv), its archives
+in both entry shapes, the leaderboards, the 9,400-row submission, and the FSDKaggle2019 release."""
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+REAL = Path(__file__).parent / "real"
+KAGGLE_2018 = REAL / "fsdkaggle2018"
+EMPTY_TEST_CLIPS = ("0b0427e2.wav", "6ea0099f.wav", "b39975f5.wav")  # not audio in Kaggle's 2018 test set
+TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "16", "--crop-seconds", "0.5"]
+RATE = 44100
+
+
+def wav_bytes(samples: np.ndarray, rate: int = RATE) -> bytes:
+    """A 16-bit mono PCM WAV file, written by hand: thousands of them are made per test."""
+    data = np.asarray(samples, "<i2").tobytes()
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def clip(label_index: int, rng: np.random.Generator, seconds: float = 0.05) -> bytes:
+    """A short tone whose pitch says its label, with a little noise."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    wave = 0.4 * np.sin(2 * np.pi * (200 + 60 * label_index) * t) + 0.02 * rng.standard_normal(len(t))
+    return wav_bytes(np.round(wave * 32767))
+
+
+def kaggle_2018_download(folder: Path, train: pd.DataFrame, with_folders: bool) -> Path:
+    """folder/freesound-audio-tagging.zip as `kaggle competitions download` brings it: the tables (the real
+    sample_submission.csv and test_post_competition.csv) and the inner audio_train.zip and audio_test.zip,
+    whose entries carry their folder (audio_train/x.wav) or none (x.wav). Two of the three clips that are
+    not audio are a bare WAV header, one is 0 bytes."""
+    rng = np.random.default_rng(0)
+    labels = sorted(train.label.unique())
+    truth = pd.read_csv(KAGGLE_2018 / "test_post_competition.csv")
+    test_label = dict(zip(truth.fname, truth.label))
+    folder.mkdir(parents=True)
+    inner = {}
+    for split, fnames, label_of in (("train", train.fname, dict(zip(train.fname, train.label))),
+                                    ("test", truth.fname, test_label)):
+        path = folder / f"audio_{split}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+            for fname in fnames:
+                label = label_of.get(fname)
+                if fname in EMPTY_TEST_CLIPS:
+                    body = b"" if fname == EMPTY_TEST_CLIPS[0] else wav_bytes(np.zeros(0))
+                else:
+                    body = clip(labels.index(label) if label in labels else 41, rng)
+                zf.writestr(f"audio_{split}/{fname}" if with_folders else fname, body)
+        inner[split] = path
+    download = folder / "freesound-audio-tagging.zip"
+    with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("train.csv", train.to_csv(index=False))
+        zf.write(KAGGLE_2018 / "kaggle_sample_submission.csv", "sample_submission.csv")
+        zf.write(KAGGLE_2018 / "test_post_competition.csv", "test_post_competition.csv")
+        for path in inner.values():
+            zf.write(path, path.name)
+            path.unlink()
+    return download
+
+
+def python(*args, cwd=ROOT, timeout=900):
+    env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("with_folders", [True, False], ids=["entries-in-folders", "entries-at-root"])
+def test_kaggle_2018_download_as_served_passes_src_data(tmp_path, with_folders):
+    """The first command after the download, on Kaggle's own tables at their full size."""
+    train = pd.read_csv(KAGGLE_2018 / "kaggle_train.csv")
+    data_dir = tmp_path / "data"
+    kaggle_2018_download(data_dir, train, with_folders)
+    done = python("src.data", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "9473 train clips in 41 labels, 9400 test clips" in out
+    assert "3 clip(s) cannot be read as audio" in out and all(f in out for f in EMPTY_TEST_CLIPS)
+    assert "test labels: 1600 clips, 1299 Private, 301 Public" in out
+    assert "rare enough to be typos" not in out       # 41 labels of 94 to 300 clips: none is suspicious
+    assert len(list((data_dir / "audio_train").iterdir())) == 9473
+    assert len(list((data_dir / "audio_test").iterdir())) == 9400
+    truth = pd.read_csv(data_dir / "test_labels.csv")
+    assert len(truth) == 1600 and set(truth.usage) == {"Public", "Private"} and truth.label.notna().all()
+    again = python("src.data", "--data-dir", str(data_dir))   # the manifests: nothing unpacked twice
+    assert again.returncode == 0 and "9473 train clips" in again.stdout
+
+
+@pytest.fixture(scope="module")
+def kaggle_run(tmp_path_factory):
+    """Kaggle's 2018 download with every test row (9,400) and three real train rows per label, folds of
+    the raw-wave net trained by run_folds.sh at tiny scale."""
+    tmp = tmp_path_factory.mktemp("kaggle2018")
+    real_train = pd.read_csv(KAGGLE_2018 / "kaggle_train.csv")
+    train = real_train.groupby("label", sort=False).head(3).reset_index(drop=True)
+    data_dir = tmp / "data"
+    kaggle_2018_download(data_dir, train, with_folders=True)
+    steps = {"data": python("src.data", "--data-dir", str(data_dir))}
+    env = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false")
+    steps["train"] = subprocess.run([str(ROOT / "run_folds.sh"), "1d", "--", *TINY, "--data-dir", str(data_dir),
+                                     "--out-dir", str(tmp / "out")], cwd=ROOT, env=env, capture_output=True,
+                                    text=True, timeout=1200)
+    where = ["--data-dir", str(data_dir), "--out-dir", str(tmp / "out")]
+    steps["blend"] = python("src.blend", "1d", *where, "--kaggle-form", str(KAGGLE_2018 / "kaggle_sample_submission.csv"))
+    steps["inspect"] = python("src.inspect_oof", "1d", *where)
+    return data_dir, tmp / "out", steps
+
+
+def test_kaggle_2018_blend_reports_both_leaderboards_over_the_1600_scored_clips(kaggle_run):
+    _, _, steps = kaggle_run
+    for name, done in steps.items():
+        assert done.returncode == 0, f"{name}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    header, row = steps["blend"].stdout.splitlines()[:2]
+    assert "public LB" in header and "private LB" in header
+    figures = row.split()
+    assert figures[0] == "1d" and all(0 <= float(x) <= 1 for x in figures[3:8])
+    assert "test figures over the 1600 test clips with labels" in steps["blend"].stdout
+    assert "public LB" in steps["inspect"].stdout and "private LB" in steps["inspect"].stdout
+
+
+def test_kaggle_2018_submission_keeps_every_row_and_the_unreadable_clips_are_recorded_skips(kaggle_run):
+    data_dir, out, _ = kaggle_run
+    sample = pd.read_csv(KAGGLE_2018 / "kaggle_sample_submission.csv")
+    submission = pd.read_csv(out / "submissions" / "1d.csv")
+    assert list(submission.fname) == list(sample.fname)          # 9,400 rows, Kaggle's order
+    labels = set(pd.read_csv(data_dir / "train.csv").label)
+    guesses = submission.label.str.split(" ")
+    assert guesses.map(len).eq(3).all() and guesses.map(lambda g: set(g) <= labels).all()
+    reports = list((data_dir / "cache").glob("audio-*/test/report.csv"))
+    assert reports, "the audio cache wrote no report of the test split"
+    for report in reports:
+        skipped = pd.read_csv(report)
+        skipped = skipped[skipped.status.str.contains("skip", case=False)]
+        assert sorted(skipped.fname) == sorted(EMPTY_TEST_CLIPS)
+    kaggle_form = pd.read_csv(out / "submissions" / "1d.kaggle.csv")   # same rows: nothing to fill
+    pd.testing.assert_frame_equal(kaggle_form, submission)
+
+
+def test_zenodo_route_writes_kaggles_9400_row_form_for_a_late_submission(tmp_path, kaggle_run):
+    """The release's test split is the 1,600 scored clips; with Kaggle's sample_submission.csv at hand the
+    same predictions are written in Kaggle's 9,400 rows (padding clips get the most frequent labels)."""
+    from src import blend
+    from src.base.layout import Paths
+    from src.dataset.tables import Dataset
+
+    data_dir, out, _ = kaggle_run
+    dataset = Dataset.load(data_dir)
+    scored = dataset.truth.fname
+    rows = dataset.test.fname.isin(set(scored)).to_numpy()
+    zenodo_like = Dataset(dataset.data_dir, dataset.train, dataset.labels,
+                          dataset.test[rows].reset_index(drop=True), dataset.truth)
+    probs = blend.load_model_predictions(Paths(data_dir, out), "1d", dataset).test[rows]
+    sample = pd.read_csv(KAGGLE_2018 / "kaggle_sample_submission.csv")
+    path = blend.write_kaggle_form(tmp_path / "late.kaggle.csv", probs, zenodo_like, sample)
+    late = pd.read_csv(path)
+    assert list(late.fname) == list(sample.fname) and len(late) == 9400
+    ours = pd.read_csv(out / "submissions" / "1d.csv").set_index("fname").label
+    np.testing.assert_array_equal(late.set_index("fname").label[scored].to_numpy(), ours[scored].to_numpy())
+    prior = " ".join(dataset.train.label.value_counts().index[:3])
+    assert (late.set_index("fname").label.drop(scored) == prior).all()
