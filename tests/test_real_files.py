@@ -125,7 +125,9 @@ def test_kaggle_2018_blend_reports_both_leaderboards_over_the_1600_scored_clips(
     figures = row.split()
     assert figures[0] == "1d" and all(0 <= float(x) <= 1 for x in figures[3:8])
     assert "test figures over the 1600 test clips with labels" in steps["blend"].stdout
-    assert "public LB" in steps["inspect"].stdout and "private LB" in steps["inspect"].stdout
+    inspect = steps["inspect"].stdout
+    assert "over 1600 labelled test clips" in inspect
+    assert "public leaderboard" in inspect and "private leaderboard" in inspect
 
 
 def test_kaggle_2018_submission_keeps_every_row_and_the_unreadable_clips_are_recorded_skips(kaggle_run):
