@@ -128,7 +128,8 @@ def test_fsdkaggle2019_curated_verified_noisy_always_training(tmp_path):
                   "usage": ["Public", "Private"]}).to_csv(source / "test_post_competition.csv", index=False)
     out = tmp_path / "out"
     assert adapters.main(["fsdkaggle2019", str(source), str(out)]) == 0
-    assert data.check_layout(out) == {"train": 8, "test": 2, "labels": 2, "unreadable": []}
+    summary = data.check_layout(out)
+    assert (summary["train"], summary["test"], summary["labels"], summary["unreadable"]) == (8, 2, 2, [])
     dataset = Dataset.load(out)
     assert dataset.multilabel and dataset.submission_columns == ["Bark", "Walk_and_footsteps"]
     train = pd.read_csv(out / "train.csv")
@@ -152,7 +153,8 @@ def test_fsd50k_dev_split_is_the_fold_and_eval_the_test_split(tmp_path):
         wav(source / "FSD50K.eval_audio" / f"{i}.wav")
     out = tmp_path / "out"
     assert adapters.main(["fsd50k", str(source), str(out)]) == 0
-    assert data.check_layout(out) == {"train": 4, "test": 2, "labels": 3, "unreadable": []}
+    summary = data.check_layout(out)
+    assert (summary["train"], summary["test"], summary["labels"], summary["unreadable"]) == (4, 2, 3, [])
     dataset = Dataset.load(out)
     assert dataset.labels == ["Guitar", "Music", "Speech"]
     assert dataset.folds(n_folds=5).fold.tolist() == [-1, -1, 0, 0]   # the dataset's own split, whatever is asked

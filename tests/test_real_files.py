@@ -170,3 +170,73 @@ def test_zenodo_route_writes_kaggles_9400_row_form_for_a_late_submission(tmp_pat
     np.testing.assert_array_equal(late.set_index("fname").label[scored].to_numpy(), ours[scored].to_numpy())
     prior = " ".join(dataset.train.label.value_counts().index[:3])
     assert (late.set_index("fname").label.drop(scored) == prior).all()
+
+
+KAGGLE_2019 = REAL / "fsdkaggle2019"
+
+
+def kaggle_2019_download(folder: Path, with_folders: bool) -> dict:
+    """folder/freesound-audio-tagging-2019.zip in the shape of Kaggle's download, from real rows of the
+    FSDKaggle2019 release's tables: curated rows covering all 80 labels (up to two per first label), 60 noisy
+    rows, 40 test rows; the inner train_curated.zip, train_noisy.zip and test.zip with entries at their
+    root (as Kaggle's test.zip has them) or in their folder. One curated clip is silence, one test clip
+    holds no samples."""
+    rng = np.random.default_rng(1)
+    vocabulary = pd.read_csv(KAGGLE_2019 / "vocabulary.csv", header=None, names=["index", "label"]).label.tolist()
+    curated = pd.read_csv(KAGGLE_2019 / "train_curated_post_competition.csv", dtype=str)
+    curated = curated.groupby(curated.labels.str.split(",").str[0], sort=False).head(2).reset_index(drop=True)
+    noisy = pd.read_csv(KAGGLE_2019 / "train_noisy_post_competition.head400.csv", dtype=str).head(60)
+    test = pd.read_csv(KAGGLE_2019 / "test_post_competition.csv", dtype=str).head(40)
+    odd = {"silent": curated.fname[0], "empty": test.fname[0],
+           "counts": {"train_curated": len(curated), "train_noisy": len(noisy), "test": len(test)}}
+    folder.mkdir(parents=True)
+    download = folder / "freesound-audio-tagging-2019.zip"
+    with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as outer:
+        for name, table in (("train_curated", curated), ("train_noisy", noisy), ("test", test)):
+            inner = folder / f"{name}.zip"
+            with zipfile.ZipFile(inner, "w", zipfile.ZIP_STORED) as zf:
+                for fname, labels in zip(table.fname, table.labels):
+                    body = (wav_bytes(np.zeros(2205)) if fname == odd["silent"] else
+                            wav_bytes(np.zeros(0)) if fname == odd["empty"] else
+                            clip(vocabulary.index(labels.split(",")[0]), rng))
+                    zf.writestr(f"{name}/{fname}" if with_folders else fname, body)
+            outer.write(inner, inner.name)
+            inner.unlink()
+        outer.writestr("train_curated.csv", curated[["fname", "labels"]].to_csv(index=False))
+        outer.writestr("train_noisy.csv", noisy[["fname", "labels"]].to_csv(index=False))
+        outer.writestr("sample_submission.csv", test[["fname"]].assign(**dict.fromkeys(vocabulary, 0)).to_csv(index=False))
+        outer.write(KAGGLE_2019 / "test_post_competition.csv", "test_post_competition.csv")
+    return odd
+
+
+@pytest.mark.parametrize("with_folders", [False, True], ids=["entries-at-root", "entries-in-folders"])
+def test_fsdkaggle2019_download_through_the_readme_commands(tmp_path, with_folders):
+    """The README's 2019 commands exactly as written (after the download), then folds trained and blended:
+    the silent clip trains, the empty one is a recorded skip, the submission holds no NaN."""
+    odd = kaggle_2019_download(tmp_path / "fsd2019", with_folders)
+    unzip = subprocess.run(["bash", "-c", "cd fsd2019 && unzip -q '*.zip'"], cwd=tmp_path, capture_output=True, text=True)
+    assert unzip.returncode == 0, unzip.stderr
+    adapted = python("src.tools.adapters", "fsdkaggle2019", "fsd2019", "data/fsd2019", cwd=tmp_path)
+    assert adapted.returncode == 0, adapted.stdout + adapted.stderr
+    for folder, count in odd["counts"].items():
+        assert len(list((tmp_path / "fsd2019" / folder).glob("*.wav"))) == count, folder
+    checked = python("src.data", "--data-dir", "data/fsd2019", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    n_train = odd["counts"]["train_curated"] + odd["counts"]["train_noisy"]
+    assert f"{n_train} train clips in 80 labels, 40 test clips" in checked.stdout
+    assert f"audio_test/{odd['empty']}: a header with no samples" in checked.stdout
+    if not with_folders:
+        return  # the rest is the same for both shapes
+    env = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false")
+    where = ["--data-dir", "data/fsd2019", "--out-dir", "out"]
+    trained = subprocess.run([str(ROOT / "run_folds.sh"), "1d", "--", *TINY, *where], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=900)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    blended = python("src.blend", "1d", *where, cwd=tmp_path)
+    assert blended.returncode == 0, blended.stdout + blended.stderr
+    submission = pd.read_csv(tmp_path / "out" / "submissions" / "1d.csv")
+    assert len(submission) == 40 and np.isfinite(submission.iloc[:, 1:].to_numpy()).all()
+    report = pd.concat(pd.read_csv(p) for p in (tmp_path / "data" / "fsd2019" / "cache").glob("audio-*/test/report.csv"))
+    assert set(report[report.status == "skipped"].fname) == {odd["empty"]}
+    oof = pd.read_csv(tmp_path / "out" / "predictions" / "1d" / "fold0" / "oof.csv")
+    assert np.isfinite(oof.iloc[:, 1:].to_numpy()).all()

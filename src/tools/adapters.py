@@ -33,6 +33,7 @@ from ..base.errors import DataError
 from ..base.files import atomic_write_csv
 from ..base.layout import audio_dir
 from ..base.metrics import LEADERBOARDS
+from ..dataset import archives
 from ..dataset import audio as audio_cache
 from ..dataset.folds import ALWAYS_TRAINING
 
@@ -103,7 +104,10 @@ def folders(source: Path, out: Path, n_folds: int = 5, seed: int = 42) -> pd.Dat
 def fsdkaggle2019(source: Path, out: Path) -> pd.DataFrame:
     """The 2019 competition's folder (train_curated.csv, train_noisy.csv and their audio folders, test/,
     sample_submission.csv), or the public release's names for the same (FSDKaggle2019.audio_*/,
-    FSDKaggle2019.meta/*_post_competition.csv)."""
+    FSDKaggle2019.meta/*_post_competition.csv). Archives still packed there (Kaggle's
+    freesound-audio-tagging-2019.zip, and train_curated.zip, train_noisy.zip and test.zip inside it, whose
+    entries may carry no folder) are unpacked first, each into the folder of its name."""
+    archives.unpack_all(source)
     parts = []
     for subset, verified in (("curated", 1), ("noisy", 0)):
         table_path = _first(source, [f"train_{subset}.csv", f"FSDKaggle2019.meta/train_{subset}_post_competition.csv"])
