@@ -34,6 +34,7 @@ README_COMMANDS = {
     ("src.blend", ()): "test_blend.py",
     ("src.blend", ("--data-dir",)): "test_adapters.py",
     ("src.blend", ("--weights",)): "test_readme.py",
+    ("src.blend", ("--kaggle-form",)): "test_real_files.py",
     ("src.blend", ("--fit-weights",)): "test_blend.py",
     ("src.blend", ("--search",)): "test_blend.py",
     ("src.blend", ("--stack",)): "test_blend.py",
@@ -52,6 +53,7 @@ README_COMMANDS = {
     ("src.tools.bench", ("--full-run",)): "test_bench.py",
     ("src.tools.demo", ()): "test_readme.py",
     ("src.tools.demo", ("--multilabel",)): "test_readme.py",
+    ("src.tools.rehearsal", ("--scale",)): "test_rehearsal.py",
 }
 
 
@@ -74,11 +76,19 @@ def test_every_readme_command_has_a_test_that_runs_it():
             f"{test_file} does not run {program} {' '.join(flags)}"
 
 
-def test_ci_runs_the_readme_install_and_test_lines_as_written():
+def test_ci_runs_the_readme_quick_start_lines_as_written_and_in_order():
+    """.ci/run runs the Quick start's lines (install, demo, tests) as the README writes them, one after the
+    other: the tests then see what the demo leaves in the checkout, as a new user's do."""
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
     block = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
-    install, test = block[0], next(line for line in block if line.startswith("python3 -m pytest"))
-    assert install in ci.splitlines() and test.split("#")[0].strip() in ci.splitlines()
+    quick_start = [line.split("  #")[0].strip() for line in block if line.strip()]
+    assert quick_start[0].startswith("python3 -m pip install") and quick_start[1:] == [
+        "python3 -m src.tools.demo", "python3 -m pytest -q"], quick_start
+    commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert quick_start[0] in commands, ".ci/run lacks the README's install line"
+    start = commands.index(quick_start[0])
+    assert commands[start:start + len(quick_start)] == quick_start, \
+        f".ci/run does not run the Quick start's lines in order: {commands[start:start + len(quick_start)]}"
 
 
 def run(*command, env=None):
@@ -117,11 +127,70 @@ def test_the_readme_workflow_at_tiny_scale(trained):
     assert "blend_2d_logmel" in out["blend"] and (tmp / "out" / "submissions" / "blend_2d_logmel.csv").exists()
 
 
+def copy_of_the_demo_data(target):
+    """data/demo's tables and audio only: never a folds.csv or cache/ that an older demo left there."""
+    source = ROOT / "data" / "demo"
+    target.mkdir(parents=True)
+    for name in ("train.csv", "sample_submission.csv", "test_labels.csv"):
+        shutil.copyfile(source / name, target / name)
+    for folder in ("audio_train", "audio_test"):
+        shutil.copytree(source / folder, target / folder)
+    return target
+
+
+def listing(folder):
+    """Every path under `folder` with its size and modification time: what a write would change."""
+    return sorted((str(path.relative_to(folder)), path.lstat().st_size, path.lstat().st_mtime_ns)
+                  for path in folder.rglob("*"))
+
+
+def stray_leftovers(data):
+    """What an older demo left in data/demo: 3 folds (the demo's default) and a cache."""
+    import pandas as pd
+
+    train = pd.read_csv(data / "train.csv")
+    pd.DataFrame({"fname": train.fname, "fold": [i % 3 for i in range(len(train))]}).to_csv(data / "folds.csv",
+                                                                                          index=False)
+    (data / "cache" / "audio-44100hz-stale" / "train").mkdir(parents=True)
+
+
+def test_the_demo_works_on_a_copy_and_leaves_its_data_as_found(tmp_path):
+    from src.tools.demo import demo_data
+
+    source = copy_of_the_demo_data(tmp_path / "demo")
+    before = listing(source)
+    target = demo_data(source, tmp_path / "runs" / "data")
+    assert listing(source) == before
+    assert target == tmp_path / "runs" / "data"
+    for name in ("train.csv", "sample_submission.csv", "test_labels.csv"):
+        assert (target / name).read_bytes() == (source / name).read_bytes() and not (target / name).is_symlink()
+    for folder in ("audio_train", "audio_test"):
+        assert (target / folder).is_symlink() and (target / folder).resolve() == (source / folder).resolve()
+        assert sorted(p.name for p in (target / folder).iterdir()) == sorted(os.listdir(source / folder))
+    # A rerun reuses the working copy: what the stages wrote there stays; a changed table is copied again.
+    (target / "folds.csv").write_text("fname,fold\n")
+    (target / "cache").mkdir()
+    (source / "sample_submission.csv").write_bytes((source / "sample_submission.csv").read_bytes() + b"\n")
+    before = listing(source)
+    assert demo_data(source, target) == target and listing(source) == before
+    assert (target / "folds.csv").exists() and (target / "cache").is_dir()
+    assert (target / "sample_submission.csv").read_bytes() == (source / "sample_submission.csv").read_bytes()
+
+
 def test_the_demo_at_tiny_scale(tmp_path):
-    data = shutil.copytree(ROOT / "data" / "demo", tmp_path / "demo")
+    """Run on a copy of data/demo holding what an older demo left there (3 folds, a cache): the demo asks
+    for 2 folds, works on its own copy under the run folder and leaves the data as it found it."""
+    data = copy_of_the_demo_data(tmp_path / "demo")
+    stray_leftovers(data)
+    before = listing(data)
     out = run(sys.executable, "-m", "src.tools.demo", "--data-dir", data, "--out-dir", tmp_path / "runs",
               "--models", "1d", "aisfx", "--folds", "2", "--epochs", "1", "--aisfx-epochs", "1")
     assert "demo finished in" in out and "audio cache" in out
+    assert listing(data) == before
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "runs" / "data" / "folds.csv").fold.nunique() == 2   # its own folds
+    assert list((tmp_path / "runs" / "data" / "cache").glob("audio-*/train/index.csv"))
     if importlib.util.find_spec("aisfx") is None:                  # without the weights: the others, and a note
         assert "leaving out aisfx" in out and (tmp_path / "runs" / "submissions" / "1d.csv").exists()
     else:
