@@ -6,6 +6,10 @@ blend; each stage timed.
     python -m src.tools.demo --models 1d 2d logmel aisfx  # the kernel's MFCC net too
     python -m src.tools.demo --multilabel        # the same clips mixed in pairs, tagged multi-label
 
+The shipped data is left as found: every stage runs on a working copy under OUT_DIR/data (the tables
+copied, the audio folders linked), so the folds and caches live in the run folder, and a rerun reuses
+them (finished folds are skipped).
+
 The pretrained `aisfx` is trained when its weights are installed (requirements-pretrained.txt); without
 them the demo says so, names the install command and goes on with the others.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -24,11 +29,10 @@ from ..base import cli
 from ..base.config import PRESETS
 from ..base.errors import DataError, SetupError
 from ..base.files import atomic_write_csv
-from ..base.layout import audio_dir
+from ..base.layout import SPLITS, TABLES, audio_dir
 from ..dataset import audio as audio_cache
 from ..dataset.tables import load_test, load_test_labels, load_train
 from ..models.pretrained import WEIGHTS
-from . import ROOT
 
 # The public kernel's raw-wave net (the baseline), the strongest preset trained from scratch, and the
 # pretrained one, the most accurate.
@@ -39,7 +43,7 @@ def run(command: list[str], stage: str, times: dict[str, float], env: dict | Non
     shown = [f"{k}={v}" for k, v in (env or {}).items()]
     print(f"\n$ {shlex.join(shown + command)}", flush=True)
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=os.environ | (env or {}))
+    done = subprocess.run(command, env=os.environ | (env or {}))
     times[stage] = time.perf_counter() - start
     if done.returncode != 0:
         raise DataError(f"demo stopped: `{shlex.join(command)}` exited with {done.returncode}; its "
@@ -56,6 +60,35 @@ def installed(model: str) -> bool:
     except SetupError as missing:
         print(f"demo: leaving out {model}: {missing}", flush=True)
         return False
+
+
+def demo_data(source: Path, target: Path) -> Path:
+    """A working copy of the dataset in `source` at `target` (OUT_DIR/data), for the stages to write their
+    folds.csv and caches into instead of the shipped folder: train.csv, sample_submission.csv and
+    test_labels.csv copied (again whenever the source's differ), audio_train/ and audio_test/ as relative
+    links to the source's folders. A second call keeps what the stages wrote there. Nothing in `source`
+    is written."""
+    source, target = Path(source), Path(target)
+    if target.resolve() == source.resolve():
+        return target
+    if not (source / TABLES["train"]).is_file():
+        raise DataError(f"{source / TABLES['train']} does not exist: --data-dir names the dataset the demo runs on "
+                        f"(default: data/demo).")
+    target.mkdir(parents=True, exist_ok=True)
+    for table in ("train", "test", "truth"):
+        name = TABLES[table]
+        if not (source / name).is_file():
+            (target / name).unlink(missing_ok=True)
+        elif not (target / name).is_file() or (target / name).read_bytes() != (source / name).read_bytes():
+            shutil.copyfile(source / name, target / name)
+    for split in SPLITS:
+        link, folder = audio_dir(target, split), audio_dir(source, split).resolve()
+        relative = Path(os.path.relpath(folder, target.resolve()))
+        if link.is_symlink() and link.resolve() != folder:
+            link.unlink()                                  # made for another --data-dir
+        if not link.is_symlink() and not link.exists():
+            os.symlink(relative, link, target_is_directory=True)
+    return target
 
 
 MIX_RATE = 44100
@@ -109,7 +142,9 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
 @cli.command
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.tools.demo", __doc__, data_dir=False, out_dir=False)
-    parser.add_argument("--data-dir", default="data/demo", help="default: data/demo")
+    parser.add_argument("--data-dir", default="data/demo",
+                        help="the dataset (default: data/demo), left as found: the stages run on a working copy "
+                             "under OUT_DIR/data")
     parser.add_argument("--out-dir", default="runs/demo", help="default: runs/demo")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=sorted(PRESETS),
                         help=f"the models to train and blend (default: {' '.join(MODELS)})")
@@ -134,6 +169,9 @@ def main(argv=None) -> int:
         args.data_dir = str(multilabel_demo_data(Path(args.data_dir), Path(args.out_dir) / "data"))
         times["multi-label mixtures"] = time.perf_counter() - started
         print(f"multi-label demo set: {args.data_dir}", flush=True)
+    else:
+        source, args.data_dir = args.data_dir, str(demo_data(Path(args.data_dir), Path(args.out_dir) / "data"))
+        print(f"demo data: {args.data_dir}, a working copy of {source} (tables copied, audio linked)", flush=True)
     models = [m for m in dict.fromkeys(args.models) if installed(m)]
     python = sys.executable
     where = ["--data-dir", args.data_dir, "--out-dir", args.out_dir]
