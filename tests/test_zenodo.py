@@ -178,3 +178,21 @@ def test_blend_and_inspect_report_the_2018_leaderboards(clean_dataset, tmp_path,
     assert inspect_oof.main(["a", "--data-dir", str(clean_dataset), "--out-dir", str(paths.out_dir)]) == 0
     out = capsys.readouterr().out
     assert "public leaderboard 1.0000, private leaderboard 0.4583" in out
+
+
+def test_a_bad_usage_in_the_release_names_the_release_file_and_its_fix_works(clean_dataset, tmp_path):
+    """test_labels.csv is rewritten from the release's table on every run, so the error names that table,
+    and the command it suggests restores it from the archive."""
+    target = tmp_path / "fsd2018"
+    make_release(clean_dataset, target)
+    assert data.main(["--data-dir", str(target)]) == 0
+    table = target / zenodo.META / zenodo.TEST_META
+    edited = pd.read_csv(table)
+    edited.loc[1, "usage"] = "Ignored"
+    edited.to_csv(table, index=False)
+    rerun = ["--source", "zenodo", "--data-dir", str(target)]   # rewrites the layout from the release
+    with pytest.raises(DataError, match=r"test_post_competition_scoring_clips.csv, row 3 .*'Ignored'.*Delete it"):
+        data.main(rerun)
+    table.unlink()                                   # what the message says to do
+    assert data.main(rerun) == 0
+    assert "Ignored" not in set(pd.read_csv(target / "test_labels.csv").usage)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ..base.errors import DataError
 from ..base.files import atomic_path, atomic_write_csv
 from ..base.layout import SPLITS, audio_dir, table_path
+from ..base.metrics import LEADERBOARDS
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,12 @@ def write_layout(data_dir: Path) -> dict:
     meta = data_dir / META
     train = _read(meta / TRAIN_META, ["fname", "label", "manually_verified"])
     test = _read(meta / TEST_META, ["fname", "label", "usage"])
+    bad = ~test.usage.isin(LEADERBOARDS)
+    if bad.any():  # named here: test_labels.csv is rewritten from this file on every run
+        i = int(bad.to_numpy().argmax())
+        raise DataError(f"{meta / TEST_META}, row {i + 2} ({test.fname.iloc[i]}): usage {test.usage.iloc[i]!r} is "
+                        f"neither Public nor Private, so this is not the release's file. Delete it and run `python -m "
+                        f"src.data --source zenodo --data-dir {data_dir}`: it is unpacked again from {META}.zip.")
     for split in SPLITS:
         link, release = audio_dir(data_dir, split), data_dir / f"{PREFIX}.audio_{split}"
         if not link.exists() and not link.is_symlink():
