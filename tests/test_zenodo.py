@@ -3,6 +3,7 @@ WAV files, copied in by hand or served by a local HTTP server in Zenodo's API sh
 import hashlib
 import http.server
 import json
+import re
 import socket
 import threading
 import zipfile
@@ -180,19 +181,30 @@ def test_blend_and_inspect_report_the_2018_leaderboards(clean_dataset, tmp_path,
     assert "public leaderboard 1.0000, private leaderboard 0.4583" in out
 
 
-def test_a_bad_usage_in_the_release_names_the_release_file_and_its_fix_works(clean_dataset, tmp_path):
-    """test_labels.csv is rewritten from the release's table on every run, so the error names that table,
-    and the command it suggests restores it from the archive."""
+def test_a_bad_usage_in_the_release_names_the_release_file_and_its_fix_works(clean_dataset, tmp_path, capsys):
+    """test_labels.csv is rewritten from the release's table, so the error names that table (and its
+    archive); the download it suggests replaces an archive that is not Zenodo's."""
+    served = tmp_path / "served"
+    make_release(clean_dataset, served)
     target = tmp_path / "fsd2018"
-    make_release(clean_dataset, target)
-    assert data.main(["--data-dir", str(target)]) == 0
-    table = target / zenodo.META / zenodo.TEST_META
-    edited = pd.read_csv(table)
-    edited.loc[1, "usage"] = "Ignored"
-    edited.to_csv(table, index=False)
-    rerun = ["--source", "zenodo", "--data-dir", str(target)]   # rewrites the layout from the release
-    with pytest.raises(DataError, match=r"test_post_competition_scoring_clips.csv, row 3 .*'Ignored'.*Delete it"):
-        data.main(rerun)
-    table.unlink()                                   # what the message says to do
-    assert data.main(rerun) == 0
-    assert "Ignored" not in set(pd.read_csv(target / "test_labels.csv").usage)
+    target.mkdir()
+    for name in zenodo.ARCHIVES:
+        (target / name).write_bytes((served / name).read_bytes())
+    with zipfile.ZipFile(served / "FSDKaggle2018.meta.zip") as zf:
+        tables = {n: zf.read(n) for n in zf.namelist()}
+    member = f"{zenodo.META}/{zenodo.TEST_META}"
+    tables[member] = tables[member].replace(b",Private,", b",Ignored,", 1)
+    with zipfile.ZipFile(target / "FSDKaggle2018.meta.zip", "w") as zf:   # a doctored copy of the archive
+        for name, body in tables.items():
+            zf.writestr(name, body)
+    assert data.main(["--data-dir", str(target)]) == 2
+    message = capsys.readouterr().err
+    assert re.search(r"test_post_competition_scoring_clips.csv, row \d+ \(test\d+.wav\): usage 'Ignored'", message)
+    server = Zenodo(served)
+    try:
+        command = message.split("`")[1].split()                     # the command the message suggests
+        assert command[:3] == ["python", "-m", "src.data"] and "--download" in command
+        assert data.main(command[3:] + ["--zenodo-url", server.url]) == 0
+    finally:
+        server.close()
+    assert set(pd.read_csv(target / "test_labels.csv").usage) == {"Public", "Private"}

@@ -133,8 +133,9 @@ def write_layout(data_dir: Path) -> dict:
     if bad.any():  # named here: test_labels.csv is rewritten from this file on every run
         i = int(bad.to_numpy().argmax())
         raise DataError(f"{meta / TEST_META}, row {i + 2} ({test.fname.iloc[i]}): usage {test.usage.iloc[i]!r} is "
-                        f"neither Public nor Private, so this is not the release's file. Delete it and run `python -m "
-                        f"src.data --source zenodo --data-dir {data_dir}`: it is unpacked again from {META}.zip.")
+                        f"neither Public nor Private, so {META}.zip is not the release's archive. Fetch it again "
+                        f"(an archive whose md5 is not Zenodo's is replaced): `python -m src.data --source zenodo "
+                        f"--download --data-dir {data_dir}`.")
     for split in SPLITS:
         link, release = audio_dir(data_dir, split), data_dir / f"{PREFIX}.audio_{split}"
         if not link.exists() and not link.is_symlink():
