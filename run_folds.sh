@@ -49,10 +49,11 @@ options=("$@")
 PYTHON=${PYTHON:-python3}
 THREADS_SET=${THREADS:+1}
 THREADS=${THREADS:-2}
-# The package from this checkout, wherever the command runs: relative --data-dir / --out-dir stay
-# relative to the folder the user typed them in.
-root=$(cd "$(dirname "$0")" && pwd) || exit 2
-export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
+# The package comes from the installed project (`pip install -r requirements.txt`) or, uninstalled, from the
+# folder this runs in when that is the repository root.
+"$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("src.train") is None)' 2>/dev/null || {
+  echo "$PYTHON cannot import this project (src.train): install it from the repository root with" \
+    "python3 -m pip install -r requirements.txt, or run ./run_folds.sh from the repository root" >&2; exit 2; }
 
 if [[ -n $cluster ]]; then  # the same fold job, scheduled by Dask instead of this script
   exec "$PYTHON" -m src.tools.cluster "$cluster" --model "$model" ${THREADS_SET:+--threads "$THREADS"} \

@@ -1,4 +1,4 @@
-"""The library's import direction (.importlinter, docs/architecture.md): the contracts hold, no module
+"""The library's import direction (pyproject.toml, docs/architecture.md): the contracts hold, no module
 imports itself through others, and a function-local import of a project module is there only to defer
 Keras, never to dodge a cycle."""
 import ast
@@ -49,7 +49,7 @@ def imports(top_level_only: bool):
 
 
 def test_the_contracts_hold():
-    pytest.importorskip("importlinter", reason="pip install -r requirements.txt (import-linter)")
+    pytest.importorskip("importlinter", reason="the dev extra: pip install -c constraints.txt -e \".[dev]\"")
     done = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
                            "sys.exit(lint_imports_command())"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

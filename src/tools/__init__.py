@@ -1,5 +1,3 @@
 """The commands around the pipeline's stages: explore, adapters, cluster, bench, demo
-(`python -m src.tools.NAME --help`)."""
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: run_folds.sh and data/demo live here
+(`python -m src.tools.NAME --help`). Like the stages, they read and write relative to the folder they run
+in; the ones that start ./run_folds.sh (demo, bench, cluster) run from the repository root."""

@@ -37,7 +37,6 @@ from ..base.layout import Paths
 from ..train import train_parser
 from ..training.fold_files import FoldFiles, fold_files
 from ..training.runs import run_lock, summarise
-from . import ROOT
 
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
 
@@ -55,14 +54,14 @@ def run_fold(train_argv: list[str], preset: str, paths: Paths, fold: int, thread
     """The cluster task: train one fold in a fresh process on this worker, as run_folds.sh does locally.
     Returns the exit code, the log, the seconds it took and, with copy_back, the fold's files."""
     started = time.time()
-    fold_files = FoldFiles((ROOT / paths.fold_dir(preset, fold)).resolve())
+    fold_files = FoldFiles(paths.fold_dir(preset, fold).resolve())
     note = INTERRUPTED_NOTE + "\n" if fold_files.config.exists() and not fold_files.is_finished() else ""
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
                    TF_NUM_INTEROP_THREADS=str(threads))
-    done = subprocess.run([sys.executable, "-m", "src.train", *train_argv, "--fold", str(fold)], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    done = subprocess.run([sys.executable, "-m", "src.train", *train_argv, "--fold", str(fold)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=_die_with_parent)
     files = {}
     if copy_back and done.returncode == 0:
@@ -85,7 +84,7 @@ def check_storage(client, paths: Paths, shared: bool) -> None:
     """Stop early, naming the worker and the fix, when a worker does not see what it needs."""
     if shared:
         for folder in (paths.data_dir, paths.predictions_dir):
-            folder = (ROOT / folder).resolve()
+            folder = Path(folder).resolve()
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".cluster-check-{uuid.uuid4().hex}"
             probe.write_text(probe.name)
@@ -99,7 +98,7 @@ def check_storage(client, paths: Paths, shared: bool) -> None:
                                 f"every worker mounts at the same path, or copy data/ to the workers and "
                                 f"run with --copy-back (see `python -m src.tools.cluster --help`)")
         return
-    data = (ROOT / paths.data_dir).resolve()
+    data = paths.data_dir.resolve()
     names = [str(p.relative_to(data)) for p in [data / "folds.csv", *sorted((data / "cache").rglob("index.csv"))]]
     mine = _digests(str(data), names)
     for worker, theirs in client.run(_digests, str(data), names).items():

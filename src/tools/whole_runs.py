@@ -18,14 +18,13 @@ from ..dataset.inputs import model_input
 from ..dataset.tables import Dataset, one_hot
 from ..feeds.crops import crop_or_pad
 from ..training.fold_files import finished_folds, fold_files
-from . import ROOT
 
 
 def peak_rss(data_dir: Path, out_dir: Path, preset: str, epochs: int = 1) -> float:
     """Peak resident memory (MiB) of one `src.train` fold process: 5 folds, fold 0, `epochs` epochs."""
     command = [sys.executable, "-m", "src.train", "--model", preset, "--fold", "0", "--n-folds", "5",
                "--epochs", str(epochs), "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--force"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
         raise DataError(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
@@ -101,7 +100,7 @@ def full_run(data_dir: Path, work: Path, epochs: int, kernel_epochs: int, folds:
     times = {}
     for name, command in stages:
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+        done = subprocess.run(command, capture_output=True, text=True,
                               env=dict(os.environ, PYTHON=sys.executable))
         times[name] = time.perf_counter() - start
         if done.returncode != 0:
