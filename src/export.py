@@ -41,21 +41,23 @@ def inference_model(config: Config, fold_models: list, multilabel: bool = False)
     return keras.Model(audio, probs, name=f"tagger_{config.name}")
 
 
-def export(paths: Paths, preset: str, out: Path, allow_mismatch: bool = False) -> Path:
+def export(paths: Paths, preset: str, out: Path, allow_mismatch: bool = False, allow_partial: bool = False) -> Path:
     """Write the SavedModel of one preset's folds to `out`, with labels.txt and config.json: whole or not
-    at all (built beside it, then renamed into place; an earlier export stays until then)."""
+    at all (built beside it, then renamed into place; an earlier export stays until then). Its folds must
+    be every fold of its dataset (src.training.run_folder), unless allow_partial, and not stale against
+    the dataset under --data-dir when it is there, unless allow_mismatch."""
     if not backend.has_tensorflow():
         raise SetupError("src.export writes a TensorFlow SavedModel, which needs TensorFlow: "
                         "pip install tensorflow (any backend may stay the one that trains). The fold "
                         "models themselves (predictions/MODEL/fold*/best.keras) load on any backend.")
-    member = load_members(paths, [preset], allow_mismatch=allow_mismatch)[0]
+    member = load_members(paths, [preset], allow_partial, allow_mismatch)[0]
     model = inference_model(member.config, member.models, member.multilabel)
     out = Path(out)
     with Lock(out.with_name(out.name + ".lock"), f"src.export {preset}"), atomic_folder(out) as building:
         model.export(str(building), format="tf_saved_model", verbose=False)
         (building / "labels.txt").write_text("\n".join(member.labels) + "\n")
         (building / "config.json").write_text(json.dumps(
-            {**member.config.to_dict(), "folds": len(member.models),
+            {**member.config.to_dict(), "folds": len(member.models), "fold_ids": member.folds,
              "input": f"float32 audio (batch, {member.config.crop_samples})",
              "output": "a probability per label (multi-label)" if member.multilabel else
                        "class probabilities summing to 1"}, indent=2) + "\n")
@@ -68,11 +70,16 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="the preset to export (its finished folds)")
     parser.add_argument("--out", type=Path, help="folder of the SavedModel (default: OUT_DIR/exported/MODEL)")
     parser.add_argument("--allow-mismatch", action="store_true", help="export folds trained on different train "
-                        "rows or folds (stopped otherwise)")
+                        "rows or folds, or on other rows or folds than the dataset under --data-dir has now "
+                        "(stopped otherwise)")
+    parser.add_argument("--allow-partial", action="store_true", help="export the finished folds of a preset whose "
+                        "folds are not all finished (stopped otherwise)")
     args = parser.parse_args(argv)
     paths = cli.paths(args)
-    out = export(paths, args.model, args.out or paths.exported_dir(args.model), args.allow_mismatch)
-    print(f"exported {args.model} to {out}")
+    out = export(paths, args.model, args.out or paths.exported_dir(args.model), args.allow_mismatch,
+                 args.allow_partial)
+    member_folds = json.loads((out / "config.json").read_text())["fold_ids"]
+    print(f"exported {args.model} (folds {' '.join(map(str, member_folds))}) to {out}")
     return 0
 
 

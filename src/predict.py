@@ -10,16 +10,22 @@ folds and models are combined by geometric mean, as src.blend does.
 Models trained on a multi-label dataset (FSDKaggle2019, FSD50K) give each label its own probability:
 they tag a file with every label at or above --threshold (default 0.5), at most --top-k if given.
 
+Uses every fold of each model: the folds of its dataset (the dataset's folds.csv under --data-dir when it is
+there, else the fold ids each fold recorded when it was trained); --allow-partial uses the finished ones.
+Where the dataset is there, folds trained on other rows or folds than it has now are refused unless
+--allow-mismatch, as src.blend refuses them.
+
 Reads WAV, FLAC, OGG and MP3 (whatever libsndfile decodes), any length, rate or channel count. A
 file that cannot be read is reported and skipped; the others are still tagged. Long recordings are
 fed to the models a batch of windows at a time.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +35,13 @@ from tqdm import tqdm
 from .base import cli
 from .base.config import Config
 from .base.errors import DataError, UsageError
-from .base.files import atomic_write, atomic_write_csv, irregular
+from .base.files import WriteError, atomic_write, irregular
 from .base.metrics import geometric_mean
 from .dataset import audio as audio_cache
 from .dataset.inputs import input_kind
-from .training.fold_files import finished_folds, fold_files, trained_models
+from .training.fold_files import trained_models
 from .training.inference import combine_windows, predict_padded, windows
+from .training.run_folder import ModelRun, dataset_at_hand
 
 
 @dataclass
@@ -46,23 +53,32 @@ class Member:
     labels: list[str]
     multilabel: bool = False
     """a sigmoid per label (trained on a multi-label dataset), not one softmax"""
+    name: str = ""
+    folds: list[int] = field(default_factory=list)
+    trained: list[dict] = field(default_factory=list)
+    """what each fold was trained on and as (its fingerprints, a digest of its result.json): what the
+    journal of a tagging is keyed by, beside the options"""
 
 
 def load_members(paths, names: list[str] | None = None, allow_partial: bool = False,
                  allow_mismatch: bool = False) -> list[Member]:
     """Every fold model of the named presets (default: all under predictions/); DataError when a
-    preset's folds are not all finished (unless allowed), when folds or models were trained on other
-    rows or folds than each other (unless allowed), or a model file is refused."""
+    preset's folds are not all finished (the dataset's folds, src.training.run_folder; unless allowed),
+    when they are stale against the dataset under --data-dir, when it is at hand, or folds or models were
+    trained on other rows or folds than each other (unless allowed), or a model file is refused."""
     names = names or trained_models(paths)
     if not names:
-        raise DataError(f"no trained folds under {paths.predictions_dir}: run ./run_folds.sh first")
+        raise DataError(f"no trained folds under {paths.predictions_dir}: train a model first "
+                        f"(./run_folds.sh MODEL -- --data-dir {paths.data_dir} --out-dir {paths.out_dir}).")
+    dataset = dataset_at_hand(paths)
     members, trained_on = [], {}
     for name in names:
-        folds = [fold_files(paths, name, k) for k in finished_folds(paths, name)]
-        if not folds:
-            raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}")
-        for files in folds:  # folds from before fingerprints were recorded say nothing, and are taken
-            fingerprints = files.read_result().get("fingerprints")
+        run = ModelRun(paths, name, dataset)
+        ids = run.require_complete(allow_partial, allow_mismatch)
+        folds = [run.files(k) for k in ids]
+        results = [files.read_result() for files in folds]
+        for files, result in zip(folds, results):  # folds from before fingerprints were recorded say nothing
+            fingerprints = result.get("fingerprints")
             if fingerprints:
                 trained_on.setdefault(json.dumps(fingerprints, sort_keys=True), []).append(files.folder)
         if len(trained_on) > 1 and not allow_mismatch:
@@ -71,12 +87,11 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
                             f"against {other}); combining them mixes two datasets. Retrain the stale ones, or "
                             f"pass --allow-mismatch if that is what you mean.")
         config, labels = folds[0].read_config(), folds[0].labels()
-        if len(folds) < config.n_folds and not allow_partial:
-            raise DataError(f"{name}: {len(folds)} of its {config.n_folds} folds are finished under "
-                            f"{paths.model_dir(name)}. Finish them with ./run_folds.sh {name}, or predict with "
-                            f"those there are with --allow-partial.")
-        loaded = [_load(f.model) for f in folds]
-        members.append(Member(config, loaded, labels, _sigmoid_output(loaded[0])))
+        loaded = [_load(f.model, run.command([k], force=True)) for k, f in zip(ids, folds)]
+        trained = [{"fold": k, "fingerprints": r.get("fingerprints"),
+                    "result": hashlib.sha256(f.result.read_bytes()).hexdigest()[:16]}
+                   for k, f, r in zip(ids, folds, results)]
+        members.append(Member(config, loaded, labels, _sigmoid_output(loaded[0]), name, ids, trained))
     if any(m.labels != members[0].labels for m in members):
         raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
     if any(m.multilabel != members[0].multilabel for m in members):
@@ -85,8 +100,9 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
     return members
 
 
-def _load(path: Path):
-    """One fold model; DataError naming the file when Keras refuses it."""
+def _load(path: Path, retrain: str = "`./run_folds.sh MODEL FOLD -- --force`"):
+    """One fold model; DataError naming the file when Keras refuses it (`retrain`: the command that
+    retrains that fold)."""
     import keras
 
     from .models import MinMaxScale
@@ -96,8 +112,8 @@ def _load(path: Path):
     except (ValueError, TypeError, OSError) as error:  # safe mode's refusal, a damaged or foreign file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path} could not be loaded as a model of this project ({reason[:300]}). Keras's safe "
-                        f"mode refuses files that would run code on loading; retrain that fold (--force) rather "
-                        f"than loading a model file from elsewhere.") from None
+                        f"mode refuses files that would run code on loading; retrain that fold ({retrain}) "
+                        f"rather than loading a model file from elsewhere.") from None
 
 
 def _sigmoid_output(model) -> bool:
@@ -131,8 +147,11 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
         batch, member_spans = model_windows(samples, rate, member.config)
         spans = member_spans if spans is None else spans
         same_windows = member_spans.shape == spans.shape and np.allclose(member_spans, spans, atol=0.02)
+        # Padded to the next power of two up to batch_size, not to batch_size: a clip of 2 windows computes
+        # 2, not 64 (20x the time for aisfx on a CPU), at the cost of a few compiled shapes per model.
+        size = min(batch_size, 1 << (len(batch) - 1).bit_length())
         for model in member.models:
-            probs = predict_padded(model, batch, batch_size)
+            probs = predict_padded(model, batch, size)
             clip_probs.append(combine_windows(probs, member.config.combine, normalize)[None])
             if same_windows:
                 window_probs.append(probs)
@@ -185,19 +204,34 @@ def check_output(path: Path | None, flag: str) -> None:
 
 class Journal:
     """The records tagged so far, appended and fsynced one by one beside the output (OUTPUT.partial), so
-    that a killed tagging keeps them and a rerun with the same output skips the files it already tagged
-    (same path, size and modification time). Removed once the outputs are written."""
+    that a killed tagging keeps them and a rerun of the same tagging skips the files it already tagged
+    (same path, size and modification time). Each line names the tagging that wrote it (a digest of
+    `context`: the models, each fold's fingerprints and result, the options that change a record), so a
+    rerun with other models, retrained folds or other options starts over instead of reusing another
+    tagging's records. A write that fails (a full disk, a file size limit) leaves the records before it
+    whole and stops the tagging. Removed once the outputs are written."""
 
-    def __init__(self, output: Path | None):
+    def __init__(self, output: Path | None, context: dict | None = None):
         self.path = None if output is None else output.with_name(output.name + ".partial")
+        self.context = context or {}
+        self.tagging = hashlib.sha256(json.dumps(self.context, sort_keys=True).encode()).hexdigest()[:16]
         self.done: dict[str, dict] = {}
-        if self.path is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:  # the line a kill cut short
-                    continue
-                self.done[entry["key"]] = entry["record"]
+        self.note = None
+        self._start_over = True  # the first record written starts the file afresh (another tagging's gone)
+        self._cut = False
+        if self.path is None or not self.path.exists():
+            return
+        content = self.path.read_bytes()
+        entries = [e for e in map(_parsed, content.decode("utf-8", errors="replace").splitlines())
+                   if e and "key" in e]  # not the line a kill cut short
+        mine = [e for e in entries if e.get("tagging") == self.tagging]
+        if entries and not mine:
+            self.note = (f"{shown(self.path)} holds {len(entries)} file(s) tagged by another tagging (other models, "
+                         f"retrained folds or other options): not reused; tagging every file again")
+            return
+        self.done = {e["key"]: e["record"] for e in mine}
+        self._start_over = False
+        self._cut = bool(content) and not content.endswith(b"\n")  # a cut line must not swallow the next
 
     @staticmethod
     def key(path: Path) -> str:
@@ -205,16 +239,46 @@ class Journal:
         return json.dumps([str(path), status.st_size, status.st_mtime])
 
     def add(self, key: str, record: dict) -> None:
+        """Append one record; a WriteError (the records before it kept whole) when it cannot be written."""
         self.done[key] = record
-        if self.path is not None:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps({"key": key, "record": record}) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+        if self.path is None:
+            return
+        text = ("\n" if self._cut else "") + json.dumps({"tagging": self.tagging, "key": key, "record": record}) + "\n"
+        data, fd, end = text.encode(), None, 0
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self._start_over else os.O_APPEND),
+                         0o644)
+            end = os.lseek(fd, 0, os.SEEK_END)
+            written = memoryview(data)
+            while written:
+                written = written[os.write(fd, written):]
+            os.fsync(fd)
+        except OSError as error:
+            if fd is not None:
+                try:  # no half record left behind: the file ends where the last whole one did
+                    os.ftruncate(fd, end)
+                except OSError:
+                    pass
+            del self.done[key]
+            kept = (f"The {len(self.done)} file(s) tagged before it are kept in {shown(self.path)}: run the same "
+                    f"command again to tag only the others." if self.done else "No file was tagged into it yet.")
+            raise WriteError(self.path, error, len(data), kept=kept) from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+        self._start_over = self._cut = False
 
     def finish(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def _parsed(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except ValueError:  # the line a kill cut short
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def describe(path: Path, tags: dict, labels: list[str], top_k: int | None, per_window: bool,
@@ -239,12 +303,12 @@ def write_outputs(results: list[dict], skipped: list[tuple[str, str]], top_k: in
     if csv and labels:
         rows = [{"file": r["file"], "tags": ",".join(t["label"] for t in r["tags"]), **r["probabilities"]}
                 for r in results]
-        atomic_write_csv(pd.DataFrame(rows, columns=["file", "tags", *labels]), csv)
+        atomic_write(csv, pd.DataFrame(rows, columns=["file", "tags", *labels]).to_csv(index=False))
     elif csv:
         rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
                  **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
         columns = ["file"] + [f"label{i + 1}" for i in range(top_k)] + [f"p{i + 1}" for i in range(top_k)]
-        atomic_write_csv(pd.DataFrame(rows, columns=columns), csv)   # the header even with no rows
+        atomic_write(csv, pd.DataFrame(rows, columns=columns).to_csv(index=False))   # the header even with no rows
     if json_path:
         atomic_write(json_path, json.dumps({"files": results, "skipped": [{"file": f, "reason": w}
                                                                            for f, w in skipped]}, indent=2) + "\n")
@@ -263,31 +327,43 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", type=Path, help="write the tags as CSV here")
     parser.add_argument("--json", type=Path, help="write the tags (and windows) as JSON here")
     parser.add_argument("--allow-mismatch", action="store_true", help="combine folds or models trained on "
-                        "different train rows or folds (stopped otherwise)")
+                        "different train rows or folds, or on other rows or folds than the dataset under --data-dir "
+                        "has now (stopped otherwise)")
     parser.add_argument("--allow-partial", action="store_true", help="predict with a preset whose folds are "
                         "not all finished")
     args = parser.parse_args(argv)
     check_output(args.csv, "--csv")
     check_output(args.json, "--json")
+    if args.csv and args.json and args.csv.resolve() == args.json.resolve():
+        raise UsageError(f"--csv and --json both name {args.csv}: one would replace the other. Give each its own "
+                         f"file (e.g. --csv tags.csv --json tags.json), or only the one you want.")
     members = load_members(cli.paths(args), args.models, args.allow_partial, args.allow_mismatch)
     labels, multilabel = members[0].labels, members[0].multilabel
     top_k = args.top_k if args.top_k is not None or multilabel else 3
     threshold = args.threshold if args.threshold is not None or not multilabel else 0.5
     files, skipped = find_audio(args.inputs)
-    journal = Journal(args.csv or args.json)
+    # What a record depends on: the models (each config holds its windows: crop, rate, how they combine),
+    # what each fold was trained on and as, and the options that choose and shape the tags.
+    context = {"models": [{"name": m.name, "config": m.config.to_dict(), "folds": m.trained} for m in members],
+               "top_k": top_k, "threshold": threshold, "per_window": args.per_window}
+    journal = Journal(args.csv or args.json, context)
+    if journal.note:
+        print(journal.note, file=sys.stderr)
     if journal.done:
-        print(f"continuing: {len(journal.done)} file(s) already tagged in {journal.path}", file=sys.stderr)
+        print(f"continuing: {len(journal.done)} file(s) already tagged in {shown(journal.path)}", file=sys.stderr)
     results = []
     for path in tqdm(files, unit="file", desc="tagging", disable=None):
+        fresh = False
         try:
             key = Journal.key(path)
             record = journal.done.get(key)
             if record is None:
-                record = describe(path, tag(path, members), labels, top_k, args.per_window, threshold)
-                journal.add(key, record)
+                record, fresh = describe(path, tag(path, members), labels, top_k, args.per_window, threshold), True
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
             skipped.append((shown(path), f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
             continue
+        if fresh:  # outside the per-file net: a journal that cannot be written (a full disk) stops the tagging
+            journal.add(key, record)
         results.append(record)
         print(f"{shown(path)}: " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in record["tags"]))
         for window in record.get("windows", []):
@@ -295,7 +371,12 @@ def main(argv=None) -> int:
                   + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in window["tags"]))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    write_outputs(results, skipped, top_k, args.csv, args.json, labels if multilabel else None)
+    try:
+        write_outputs(results, skipped, top_k, args.csv, args.json, labels if multilabel else None)
+    except WriteError as error:
+        raise WriteError(error.path, error.error, error.needed, kept=(
+            f"Every file tagged is kept in {shown(journal.path)}: run the same command again once there is room, "
+            f"and it writes the outputs without tagging any file again.")) from None
     journal.finish()
     return 0 if results or not skipped else 1
 

@@ -13,6 +13,7 @@ a fold that looks finished.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .base.config import add_config_arguments, config_from_args, feeding_from_ar
 from .base.errors import DataError
 from .base.files import WriteError
 from .training.fold_files import fold_files
+from .training.run_folder import seed_note
 from .training.runs import write_plan
 
 
@@ -46,6 +48,8 @@ def train_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = train_parser().parse_args(argv)
     config, paths = config_from_args(args), cli.paths(args)
+    if note := seed_note(paths, args.seed):  # --seed and an existing folds.csv: said, never silently ignored
+        logging.getLogger(__name__).warning("%s", note)
     backend.current()  # no backend: said now, before Keras fails to load
     # Keras (seconds to load) comes with the training library: only once the flags are known to be good.
     from .training.fold import prepare, train_fold

@@ -85,7 +85,8 @@ def test_unfinished_folds_are_named_unless_partial_is_allowed(clean_dataset, tmp
     rows = (folds.fold == 1).to_numpy()
     probs = np.full((rows.sum(), 3), 1 / 3)
     write_fold(paths, "a", 1, train.fname[rows], probs, test.fname, np.full((len(test), 3), 1 / 3))
-    with pytest.raises(DataError, match=r"fold\(s\) 0 of 2 are not finished.*./run_folds.sh a 0"):
+    # The run "a" is a variant of the preset in its config.json: run_folds.sh takes the preset, --name the run.
+    with pytest.raises(DataError, match=r"fold\(s\) 0 of 2 are not finished.*run_folds.sh 1d 0 -- --name a "):
         blend.blend(paths, ["a"])
     report = blend.blend(paths, ["a"], allow_partial=True)
     assert report["rows"][0]["oof_rows"] == rows.sum()

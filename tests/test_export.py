@@ -43,3 +43,17 @@ def test_exported_artifact_gives_the_keras_models_outputs(tmp_path, preset):
         fed = np.stack([mfcc(a, config).T[..., None] for a in audio])
     expected = geometric_mean([m.predict(fed, verbose=0) for m in member.models])
     np.testing.assert_allclose(served, expected, atol=1e-4)
+
+
+def test_export_refuses_folds_stale_against_the_dataset_unless_allowed(tmp_path, capsys):
+    pytest.importorskip("tensorflow", reason="a SavedModel needs TensorFlow")
+    from test_predict import stale_setup
+
+    paths, _ = stale_setup(tmp_path)
+    options = ["1d", "--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]
+    assert export.main(options) == 2
+    err = capsys.readouterr().err
+    assert "trained on other rows than the dataset has now" in err and "--allow-mismatch" in err
+    assert not paths.exported_dir("1d").exists()
+    assert export.main([*options, "--allow-mismatch"]) == 0
+    assert (paths.exported_dir("1d") / "labels.txt").exists()

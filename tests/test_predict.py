@@ -1,5 +1,7 @@
 import dataclasses
+import errno
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -64,3 +66,188 @@ def test_tags_files_and_folders_per_window_and_skips_unreadable(tmp_path, capsys
     table = pd.read_csv(tmp_path / "t.csv")
     assert table.columns.tolist() == ["file", "label1", "label2", "label3", "p1", "p2", "p3"]
     assert len(table) == 2 and (table.p1 >= table.p2).all()
+
+
+def clips(folder, n, seconds=1.0, rate=16000):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        sf.write(folder / f"c{i}.wav", 0.1 * rng.standard_normal(int(seconds * rate)).astype(np.float32), rate)
+    return folder
+
+
+def test_a_rerun_with_other_models_or_options_does_not_reuse_the_journal(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    make_models(tmp_path / "out")
+    audio = clips(tmp_path / "audio", 4)
+    real_tag, calls = predict.tag, []
+
+    def tag_then_die(path, members, *args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt                           # killed after two files, tagged with 1d
+        calls.append(path.name)
+        return real_tag(path, members, *args)
+    monkeypatch.setattr(predict, "tag", tag_then_die)
+    out = ["--out-dir", str(tmp_path / "out")]
+    with pytest.raises(KeyboardInterrupt):
+        predict.main([str(audio), "--models", "1d", "--csv", str(tmp_path / "t.csv"), *out])
+    monkeypatch.setattr(predict, "tag", lambda path, members, *a: calls.append(path.name) or real_tag(path, members))
+    capsys.readouterr()
+
+    # Other models and options, same output: every file is tagged again, by 2d, with two labels.
+    calls.clear()
+    other = ["--models", "2d", "--top-k", "2", *out]
+    assert predict.main([str(audio), *other, "--csv", str(tmp_path / "t.csv")]) == 0
+    assert len(calls) == 4 and "another tagging" in capsys.readouterr().err
+    assert predict.main([str(audio), *other, "--csv", str(tmp_path / "fresh.csv")]) == 0
+    assert (tmp_path / "t.csv").read_text() == (tmp_path / "fresh.csv").read_text()
+
+    # The same command killed again and rerun continues; with --per-window added, or with a fold retrained
+    # since (its result.json rewritten), it tags every file again.
+    def counting(path, members, *args):
+        calls.append(path.name)
+        return real_tag(path, members, *args)
+    for change, continues in (([], True), (["--per-window"], False), ("retrained", False)):
+        calls.clear()
+        monkeypatch.setattr(predict, "tag", tag_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            predict.main([str(audio), *other, "--csv", str(tmp_path / "t.csv")])
+        monkeypatch.setattr(predict, "tag", counting)
+        calls.clear()
+        if change == "retrained":
+            fold_files(Paths(out_dir=tmp_path / "out"), "2d", 1).write_result({"minutes": 1.0})
+            change = []
+        assert predict.main([str(audio), *other, *change, "--csv", str(tmp_path / "t.csv")]) == 0
+        err = capsys.readouterr().err
+        assert len(calls) == (2 if continues else 4) and ("2 file(s) already tagged" in err) == continues, change
+
+
+def test_csv_and_json_into_one_file_are_refused(tmp_path, capsys):
+    same = str(tmp_path / "tags.out")
+    assert predict.main([str(tmp_path), "--csv", same, "--json", same]) == 2
+    assert "--csv and --json both name" in capsys.readouterr().err
+
+
+def stale_setup(tmp_path):
+    """Fold models of 1d and 2d beside a prepared dataset (folds.csv written) whose rows they were not
+    trained on: their result.json records other fingerprints."""
+    from conftest import write_dataset
+
+    from src.dataset.tables import Dataset
+
+    make_models(tmp_path / "out")
+    data = write_dataset(tmp_path / "data", per_class=2, n_test=1, bad_inputs=False)
+    dataset = Dataset.load(data)
+    dataset.folds(2)
+    paths = Paths(data, tmp_path / "out")
+    for preset in ("1d", "2d"):
+        for fold in (0, 1):
+            fold_files(paths, preset, fold).write_result({"fingerprints": {"rows": "0123456789abcdef",
+                                                                           "folds": dataset.fingerprints()["folds"]},
+                                                          "dataset_folds": [0, 1]})
+    return paths, dataset
+
+
+def test_folds_stale_against_the_dataset_are_refused_unless_allowed(tmp_path, capsys):
+    paths, dataset = stale_setup(tmp_path)
+    clip = str(paths.data_dir / "audio_test" / dataset.test.fname[0])
+    options = [clip, "--models", "1d", "--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]
+    assert predict.main(options) == 2
+    err = capsys.readouterr().err
+    assert "trained on other rows than the dataset has now" in err and "--allow-mismatch" in err
+    assert "run_folds.sh 1d 0 1 -- --crop-seconds 0.5 --n-folds 2 --force" in err   # the folds' own options
+    assert predict.main([*options, "--allow-mismatch"]) == 0
+    for fold in (0, 1):                                         # trained on these very rows: taken
+        fold_files(paths, "1d", fold).write_result({"fingerprints": dataset.fingerprints(), "dataset_folds": [0, 1]})
+    assert predict.main(options) == 0
+
+
+def fill(folder, leave_pages):
+    """Fill the file system of `folder`, then free `leave_pages` pages of 4 kB."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    os.ftruncate(fd, max(0, os.fstat(fd).st_size // 4096 - leave_pages) * 4096)
+    os.close(fd)
+    return filler
+
+
+def test_a_full_disk_stops_the_tagging_in_one_paragraph_and_keeps_what_was_tagged(tmp_path, capsys):
+    import subprocess
+
+    import pytest
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"no small disk to fill: mounting a 200 kB tmpfs failed ({mounted.stderr.strip()}); "
+                    f"this case needs root (the file size limit case runs without)")
+    try:
+        make_models(tmp_path / "out")
+        audio = clips(tmp_path / "audio", 6, seconds=3.0)
+        filler = fill(disk, leave_pages=2)
+        options = [str(audio), "--per-window", "--csv", str(disk / "t.csv"), "--out-dir", str(tmp_path / "out")]
+        assert predict.main(options) == 2
+        out, err = capsys.readouterr()
+        assert "skipped" not in err and "Errno" not in err and "Traceback" not in err, err
+        assert "t.csv.partial: No space left on device" in err and f"mounted at {disk}" in err, err
+        assert "is full: make room there" in err and "run the same command again to tag only the others" in err
+        journal = (disk / "t.csv.partial").read_text().splitlines()
+        assert 1 <= len(journal) < 6 and all(json.loads(line)["record"] for line in journal)   # whole lines only
+        filler.unlink()
+        assert predict.main(options) == 0
+        assert f"{len(journal)} file(s) already tagged" in capsys.readouterr().err
+        assert len(pd.read_csv(disk / "t.csv")) == 6 and not (disk / "t.csv.partial").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_file_size_limit_is_named_with_its_size(tmp_path, capsys):
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    make_models(tmp_path / "out")
+    audio = clips(tmp_path / "audio", 5)
+    options = [str(audio), "--csv", str(tmp_path / "t.csv"), "--out-dir", str(tmp_path / "out")]
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1200, 1200))
+    done = subprocess.run([sys.executable, "-m", "src.predict", *options], cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=limited, timeout=600)
+    assert done.returncode == 2, done.stderr
+    assert "skipped" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "File too large" in done.stderr and "file size limit" in done.stderr and "1200 bytes" in done.stderr
+    assert "Make room" not in done.stderr
+    journal = (tmp_path / "t.csv.partial").read_text().splitlines()
+    assert 1 <= len(journal) < 5 and all(json.loads(line)["record"] for line in journal)
+    assert predict.main(options) == 0                                  # no limit: it continues
+    assert f"{len(journal)} file(s) already tagged" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 5
+
+
+def test_outputs_that_cannot_be_written_keep_the_journal(tmp_path, monkeypatch, capsys):
+    from src.base.files import WriteError
+
+    make_models(tmp_path / "out")
+    audio = clips(tmp_path / "audio", 2)
+
+    def full(results, skipped, top_k, csv, *rest):
+        raise WriteError(csv, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 5000)
+    monkeypatch.setattr(predict, "write_outputs", full)
+    options = [str(audio), "--csv", str(tmp_path / "t.csv"), "--out-dir", str(tmp_path / "out")]
+    assert predict.main(options) == 2
+    err = capsys.readouterr().err
+    assert "it needed about 5.0 kB" in err and "Every file tagged is kept in" in err and "t.csv.partial" in err
+    assert len((tmp_path / "t.csv.partial").read_text().splitlines()) == 2

@@ -34,12 +34,53 @@ class WriteError(CommandError):
     def __init__(self, path: Path, error: OSError, needed: int | None = None, kept: str | None = None):
         self.path, self.error, self.needed = Path(path), error, needed
         reason = error.strerror or str(error)
-        size = f" (it needed about {needed / 1e6:.1f} MB)" if needed else ""
-        room = " Make room on that disk (or choose another folder), then run the same command again." \
-            if error.errno in FULL else ""
+        size = f" (it needed about {_size(needed)})" if needed else ""
+        room = f" {_what_to_do(Path(path), error.errno)}" if error.errno in FULL else ""
         kept = kept or ("Nothing was left half-written: every file is written whole or not at all, and what "
                         "was finished before is kept.")
         super().__init__(f"could not write {path}: {reason}{size}.{room} {kept}")
+
+
+def _size(count: int) -> str:
+    """A byte count for people: 812 bytes, 3.4 kB, 1.2 MB, 4.0 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _what_to_do(path: Path, code: int) -> str:
+    """For a write that failed for want of room: which disk (its mount point and what is free on it), or
+    which limit (the process's file size limit, read back), and what to do."""
+    if code == errno.EFBIG:
+        try:
+            import resource
+
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            unlimited = limit == resource.RLIM_INFINITY
+        except (ImportError, OSError, ValueError):
+            limit, unlimited = None, True
+        if not unlimited:
+            return (f"This process may not write a file larger than {limit} bytes ({_size(limit)}): its file size "
+                    f"limit (`ulimit -f`, in 1024-byte blocks, in the shell that started it; a batch system's "
+                    f"limit). Raise it (`ulimit -f unlimited`) or write elsewhere, then run the same command again.")
+        return ("The file system there takes no file this large (FAT32 stops at 4 GB): choose a folder on another "
+                "file system, then run the same command again.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    mount = folder.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    if code == errno.EDQUOT:
+        return (f"Your disk quota on the disk mounted at {mount} is used up: delete files of yours there (or choose "
+                f"a folder on another disk), then run the same command again.")
+    try:
+        free = f" ({_size(shutil.disk_usage(folder).free)} free)"
+    except OSError:
+        free = ""
+    return (f"The disk mounted at {mount}{free} is full: make room there (or choose a folder on another disk), then "
+            f"run the same command again.")
 
 
 def _crash_point(stage: str, path: Path) -> None:

@@ -36,6 +36,7 @@ from ..base.files import Lock
 from ..base.layout import Paths
 from ..train import train_parser
 from ..training.fold_files import FoldFiles, fold_files
+from ..training.run_folder import ModelRun
 from ..training.runs import run_lock, summarise
 
 INTERRUPTED_NOTE = "an earlier attempt at this fold was interrupted; training it again"
@@ -157,7 +158,8 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
                 fold_files(paths, config.name, fold).result.unlink(missing_ok=True)
         log_dir = paths.log_dir(config.name)
         log_dir.mkdir(parents=True, exist_ok=True)
-        todo = [f for f in folds if not fold_files(paths, config.name, f).is_finished()]
+        finished = ModelRun(paths, config.name).finished
+        todo = [f for f in folds if f not in finished]
         print(f"{config.name}: {len(todo)} fold(s) on {len(offered)} worker(s) of {address}"
               + (f"; {len(folds) - len(todo)} already finished" if len(todo) < len(folds) else ""))
         futures = {client.submit(run_fold, worker_argv, config.name, paths, f, threads, copy_back,

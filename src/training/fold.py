@@ -111,6 +111,7 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
         "first_epoch_seconds": timer.first_epoch, "epoch_seconds": timer.median_epoch(),
         "fit_minutes": (fitted - fit_started) / 60, "predict_minutes": (time.time() - fitted) / 60,
         "minutes": (time.time() - started) / 60, "fingerprints": fingerprints}
+    result["dataset_folds"] = fold_ids(dataset.folds(config.n_folds, config.seed))  # for run_folder.ModelRun
     files.write_result(result)
     files.resume.unlink(missing_ok=True)
     log.info("fold %d of %s: validation %s %.4f (%d clips), best epoch %d of %d, %.1f min", fold, config.name,
