@@ -22,19 +22,10 @@ import numpy as np
 import pandas as pd
 
 from .base import cli
-from .base.errors import DataError, UsageError
+from .base.errors import DataError
 from .base.files import Lock, atomic_write_csv
 from .base.layout import Paths
-from .base.metrics import (
-    COMBINES,
-    combine,
-    geometric_mean,
-    lwlrap,
-    map_at_k,
-    mean_average_precision,
-    test_scores,
-    top_k,
-)
+from .base.metrics import COMBINES
 from .dataset.tables import Dataset, read_table
 from .training.ensembles import fit_weights, fold_spread, search_blends, stacked
 from .training.fold_files import fold_files, trained_models
@@ -86,7 +77,7 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
             raise DataError(f"{files.test} does not list sample_submission.csv's fnames in order: retrain "
                             f"that fold (--force) on this dataset.")
         tests.append(fold_test.to_numpy())
-    return ModelPredictions(name, finished, oof, combine(tests, None, how, not dataset.multilabel), minutes)
+    return ModelPredictions(name, finished, oof, dataset.task.combine(tests, None, how), minutes)
 
 
 def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
@@ -99,92 +90,30 @@ def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
                         "anyway", name, k, folds[0], ", ".join(differ))
 
 
-def top3_labels(probs: np.ndarray, labels: list[str]) -> list[str]:
-    """Each row's three most probable labels, space-separated, best first."""
-    names = np.asarray(labels)
-    return [" ".join(row) for row in names[top_k(probs, 3)]]
-
-
-def validate_submission(submission: pd.DataFrame, test_fnames: list[str], labels: list[str]) -> None:
-    """Raise ValueError unless the submission has the test fnames in order and three distinct known
-    labels per row."""
-    if list(submission.columns) != ["fname", "label"]:
-        raise ValueError(f"submission columns must be fname,label; got {list(submission.columns)}")
-    if len(submission) != len(test_fnames):
-        raise ValueError(f"submission has {len(submission)} rows; sample_submission.csv has {len(test_fnames)}")
-    mismatch = np.flatnonzero(submission.fname.to_numpy() != np.asarray(test_fnames))
-    if len(mismatch):
-        i = mismatch[0]
-        raise ValueError(f"submission row {i}: fname {submission.fname[i]!r}, expected {test_fnames[i]!r}")
-    known = set(labels)
-    for i, text in enumerate(submission.label):
-        guesses = str(text).split(" ")
-        if len(guesses) != 3 or len(set(guesses)) != 3 or not set(guesses) <= known:
-            raise ValueError(f"submission row {i} ({submission.fname[i]}): {text!r} is not three distinct "
-                             f"training labels separated by single spaces")
-
-
-def write_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labels: list[str]) -> Path | None:
-    """Validate and write the top-3 submission; None (nothing written) when there are no test clips."""
-    if not test_fnames:
+def write_submission(path: Path, probs: np.ndarray, dataset: Dataset) -> Path | None:
+    """Validate and write the task's submission of the test clips (top 3 labels, or a probability per
+    label); None (nothing written) when there are no test clips."""
+    if not len(dataset.test):
         return None
-    submission = pd.DataFrame({"fname": test_fnames, "label": top3_labels(probs, labels)})
-    validate_submission(submission, test_fnames, labels)
-    atomic_write_csv(submission, path)
+    submission = dataset.task.submission(probs, list(dataset.test.fname), dataset.labels, dataset.submission_columns)
+    atomic_write_csv(submission, path, float_format="%.6f")
     return path
 
 
 def write_kaggle_form(path: Path, probs: np.ndarray, dataset: Dataset, sample: pd.DataFrame) -> Path:
     """The submission in the rows of Kaggle's own sample_submission.csv (9,400 in 2018): the clips of this
-    test split get their top 3; the others (the unscored padding clips, absent from the public release)
-    get the three most frequent training labels, so a late submission to Kaggle is accepted whole."""
-    ours = pd.Series(top3_labels(probs, dataset.labels), index=dataset.test.fname)
-    prior = " ".join(dataset.train.label.value_counts().index[:3])
-    submission = pd.DataFrame({"fname": sample.fname, "label": sample.fname.map(ours).fillna(prior)})
-    validate_submission(submission, list(sample.fname), dataset.labels)
-    atomic_write_csv(submission, path)
-    log.info("%s: %d of Kaggle's %d rows predicted, %d filled with the most frequent labels", path,
-             int(sample.fname.isin(ours.index).sum()), len(sample), int((~sample.fname.isin(ours.index)).sum()))
-    return path
-
-
-def validate_probability_submission(submission: pd.DataFrame, test_fnames: list[str], columns: list[str]) -> None:
-    """Raise ValueError unless the multi-label submission (the 2019 form: fname, then one probability
-    column per label) has the test fnames in order, the label columns in order and finite
-    probabilities in [0, 1]."""
-    if list(submission.columns) != ["fname", *columns]:
-        raise ValueError(f"submission columns must be fname and the {len(columns)} labels in order; got "
-                         f"{list(submission.columns)[:5]}...")
-    if list(submission.fname) != list(test_fnames):
-        raise ValueError("submission fnames are not sample_submission.csv's, in its order")
-    values = submission[columns].to_numpy(dtype=float)
-    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(f"submission row {i} ({submission.fname[i]}), {columns[j]}: {values[i, j]} is not a "
-                         f"probability")
-
-
-def write_probability_submission(path: Path, probs: np.ndarray, test_fnames: list[str], labels: list[str],
-                                 columns: list[str] | None = None) -> Path | None:
-    """Validate and write a multi-label submission: each test clip's probability of every label, the
-    columns in sample_submission.csv's order when it lists them (else the labels'); None when there are
-    no test clips."""
-    if not test_fnames:
-        return None
-    columns = columns or labels
-    submission = pd.DataFrame(probs, columns=labels)[columns]
-    submission.insert(0, "fname", test_fnames)
-    validate_probability_submission(submission, test_fnames, columns)
+    test split get their predictions; the others (the unscored padding clips, absent from the public
+    release) get the training labels' frequencies, so a late submission to Kaggle is accepted whole."""
+    position = pd.Series(np.arange(len(dataset.test)), index=dataset.test.fname)
+    ours = sample.fname.isin(position.index).to_numpy()
+    prior = dataset.train_targets.mean(axis=0)
+    rows = np.tile(prior, (len(sample), 1))
+    rows[ours] = probs[position[sample.fname[ours]].to_numpy()]
+    submission = dataset.task.submission(rows, list(sample.fname), dataset.labels, dataset.submission_columns)
     atomic_write_csv(submission, path, float_format="%.6f")
+    log.info("%s: %d of Kaggle's %d rows predicted, %d filled with the training labels' frequencies", path,
+             int(ours.sum()), len(sample), int((~ours).sum()))
     return path
-
-
-def oof_scores(oof: np.ndarray, y_true: np.ndarray) -> tuple[float, float, int]:
-    """MAP@3 and top-1 accuracy over the rows some fold predicted, and how many rows that is."""
-    rows = ~np.isnan(oof).any(axis=1)
-    accuracy = float(np.mean(oof[rows].argmax(axis=1) == y_true[rows])) if rows.any() else float("nan")
-    return map_at_k(y_true[rows], oof[rows]), accuracy, int(rows.sum())
 
 
 def blend(paths: Paths, models: list[str], weights: list[float] | None = None, name: str | None = None,
@@ -197,9 +126,6 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
     sample_submission.csv), each submission also in that file's rows (<name>.kaggle.csv)."""
     dataset = Dataset.load(paths.data_dir)
     if kaggle_form is not None:
-        if dataset.multilabel:
-            raise UsageError("--kaggle-form writes the 2018 competition's top-3 form; this dataset is multi-label, "
-                             "whose submissions already have sample_submission.csv's rows and columns.")
         kaggle_form = read_table(kaggle_form, ["fname"])
     predictions = [load_model_predictions(paths, m, dataset, allow_partial, allow_mismatch, how) for m in models]
     # Without a test split nothing is written, so there is nothing to lock.
@@ -213,21 +139,17 @@ def blend(paths: Paths, models: list[str], weights: list[float] | None = None, n
 def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPredictions], models: list[str],
                      weights, name, fit: bool, search: bool, stack: bool, how: str = "geometric",
                      kaggle_form: pd.DataFrame | None = None) -> dict:
-    test, labels, multi = dataset.test, dataset.labels, dataset.multilabel
+    task, targets = dataset.task, dataset.train_targets
     ranking = None
     if search:
-        ranking = search_blends({p.name: p.oof for p in predictions},
-                                dataset.train_targets if multi else dataset.y_train,
-                                lwlrap if multi else map_at_k, normalize=not multi)
+        ranking = search_blends({p.name: p.oof for p in predictions}, targets, task)
         models = ranking[0][1]
         predictions = [p for p in predictions if p.name in models]
 
     def write(path: Path, probs: np.ndarray) -> Path | None:
-        if multi:
-            return write_probability_submission(path, probs, list(test.fname), labels, dataset.submission_columns)
         if kaggle_form is not None:
             write_kaggle_form(path.with_suffix(".kaggle.csv"), probs, dataset, kaggle_form)
-        return write_submission(path, probs, list(test.fname), labels)
+        return write_submission(path, probs, dataset)
 
     rows = []
     for p in predictions:
@@ -235,75 +157,52 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
         rows.append(_report_row(p.name, p.oof, p.test, dataset, path, len(p.folds), p.minutes))
     if len(predictions) > 1:
         name = name or "blend_" + "_".join(models)
-        oof = combine([p.oof for p in predictions], weights, how, normalize=not multi)
-        probs = combine([p.test for p in predictions], weights, how, normalize=not multi)
+        oof = task.combine([p.oof for p in predictions], weights, how)
+        probs = task.combine([p.test for p in predictions], weights, how)
         path = write(paths.submissions_dir / f"{name}.csv", probs)
         rows.append(_report_row(name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         if fit:
             rows.append(_fitted_blend(paths, name, predictions, rows[-1], dataset, write))
     if stack:
-        oof, probs, strengths = stacked([p.oof for p in predictions], [p.test for p in predictions],
-                                        dataset.train_targets if multi else dataset.y_train,
-                                        dataset.train_with_folds().fold.to_numpy(), multi)
+        oof, probs, strengths = stacked([p.oof for p in predictions], [p.test for p in predictions], targets,
+                                        dataset.train_with_folds().fold.to_numpy(), task)
         stack_name = "stack_" + "_".join(p.name for p in predictions)
         path = write(paths.submissions_dir / f"{stack_name}.csv", probs)
         rows.append(_report_row(stack_name, oof, probs, dataset, path, None,
                                 sum(p.minutes for p in predictions)))
         rows[-1]["stack_strengths"] = strengths
-    return {"rows": rows, "search": ranking, "train_clips": len(dataset.train)}
+    return {"rows": rows, "search": ranking, "train_clips": len(dataset.train), "task": task}
 
 
 def _fitted_blend(paths: Paths, name, predictions, equal_row, dataset: Dataset, write) -> dict:
-    multi = dataset.multilabel
-    y, score, key = (dataset.train_targets, lwlrap, "oof_lwlrap") if multi else (dataset.y_train, map_at_k, "oof_map3")
-    fitted = fit_weights([p.oof for p in predictions], y, multi)
-    oof = geometric_mean([p.oof for p in predictions], fitted, normalize=not multi)
-    probs = geometric_mean([p.test for p in predictions], fitted, normalize=not multi)
+    task, targets, key = dataset.task, dataset.train_targets, f"oof_{dataset.task.metric}"
+    fitted = fit_weights([p.oof for p in predictions], targets, task)
+    oof = task.combine([p.oof for p in predictions], fitted)
+    probs = task.combine([p.test for p in predictions], fitted)
     path = write(paths.submissions_dir / f"{name}_fitted.csv", probs)
     row = _report_row(f"{name}_fitted", oof, probs, dataset, path, None, equal_row["train_minutes"])
     row["weights"] = {p.name: round(float(w), 4) for p, w in zip(predictions, fitted)}
     folds = dataset.train_with_folds().fold.to_numpy()
-    spread = fold_spread(geometric_mean([p.oof for p in predictions], normalize=not multi), y, folds, score)
+    spread = fold_spread(task.combine([p.oof for p in predictions]), targets, folds, task)
     gain = row[key] - equal_row[key]
     row["gain_over_equal"], row["fold_spread"] = gain, spread
     if gain < spread:
         log.warning("fitted weights %s beat equal weights by %.4f OOF %s, less than the fold-to-fold "
                     "spread (std %.4f): the difference may be noise; equal weights are the safer choice",
-                    row["weights"], gain, "lwlrap" if multi else "MAP@3", spread)
+                    row["weights"], gain, task.metric_title, spread)
     return row
 
 
 def _report_row(name, oof, test_probs, dataset: Dataset, path, n_folds, minutes) -> dict:
+    """A model's or blend's line of the report: its OOF figures and, where test labels exist, its test
+    figures (per leaderboard where known), as the task scores them."""
     row = {"name": name, "folds": n_folds, "train_minutes": minutes, "submission": str(path) if path else "-"}
-    if dataset.multilabel:
-        return row | multilabel_scores(oof, test_probs, dataset)
-    score, accuracy, n = oof_scores(oof, dataset.y_train)
-    row |= {"oof_map3": score, "oof_accuracy": accuracy, "oof_rows": n}
-    if dataset.y_test is not None:
-        row |= test_scores(dataset.y_test, test_probs, dataset.test_usage)
-    return row
-
-
-def multilabel_scores(oof: np.ndarray, test_probs: np.ndarray, dataset: Dataset) -> dict:
-    """lwlrap and mAP over the train clips some fold predicted, and over the labelled test clips."""
-    rows = ~np.isnan(oof).any(axis=1)
-    y = dataset.train_targets[rows]
-    scores = {"oof_lwlrap": lwlrap(y, oof[rows]), "oof_map": mean_average_precision(y, oof[rows]),
-              "oof_rows": int(rows.sum())}
+    row |= dataset.task.oof_figures(dataset.train_targets, oof)
     truth = dataset.test_targets()
-    if truth is not None and truth[1].any():
-        y, known = truth
-        scores |= test_scores(y, test_probs, dataset.test_usage, lwlrap, known, "lwlrap")
-        scores["test_map"] = mean_average_precision(y[known], test_probs[known])
-    return scores
-
-
-# The figures blend prints, by task: (key of a report row, column title).
-SINGLE_COLUMNS = [("oof_map3", "OOF MAP@3"), ("oof_accuracy", "OOF acc"), ("test_map3", "test MAP@3"),
-                  ("test_map3_public", "public LB"), ("test_map3_private", "private LB")]
-MULTI_COLUMNS = [("oof_lwlrap", "OOF lwlrap"), ("oof_map", "OOF mAP"), ("test_lwlrap", "test lwlrap"),
-                 ("test_map", "test mAP"), ("test_lwlrap_public", "public LB"), ("test_lwlrap_private", "private LB")]
+    if truth is not None:
+        row |= dataset.task.test_figures(*truth, test_probs, dataset.test_usage)
+    return row
 
 
 @cli.command
@@ -340,7 +239,7 @@ def main(argv=None) -> int:
     report = blend(paths, models, args.weights, args.name, args.allow_partial, args.fit_weights, args.search,
                    args.stack, args.allow_mismatch, args.combine, args.kaggle_form)
     first = report["rows"][0]
-    columns = [(k, title) for k, title in (MULTI_COLUMNS if "oof_lwlrap" in first else SINGLE_COLUMNS) if k in first]
+    columns = [(k, title) for k, title in report["task"].columns if k in first]
     if report["search"]:
         print(f"equal-weight subsets by {columns[0][1]} (best {min(10, len(report['search']))} "
               f"of {len(report['search'])}):")

@@ -23,10 +23,9 @@ from .base.files import atomic_write_csv, irregular
 from .base.layout import SPLITS, audio_dir, table_path
 from .base.metrics import LEADERBOARDS
 from .dataset import archives, zenodo
+from .dataset.task import task_of
 from .dataset.tables import (
     class_names,
-    is_multilabel,
-    label_lists,
     likely_typos,
     load_test,
     load_test_labels,
@@ -130,11 +129,9 @@ def check_layout(data_dir: Path) -> dict:
                     unreadable.append((split, fname, "a header with no samples"))
             except Exception as error:  # noqa: BLE001 - any decoder complaint means the same thing
                 unreadable.append((split, fname, str(error).splitlines()[0]))
-    if is_multilabel(train):  # each label's clips, a clip counted under every label it has
-        counts = train.assign(label=label_lists(train)).explode("label").groupby("label").manually_verified.agg(
-            ["size", "sum"])
-    else:
-        counts = train.groupby("label").manually_verified.agg(["size", "sum"])
+    # Each label's clips, a clip counted under every label it has.
+    counts = train.assign(label=task_of(train).label_lists(train)).explode("label").groupby(
+        "label").manually_verified.agg(["size", "sum"])
     print(f"{data_dir}: {len(train)} train clips in {len(labels)} labels, {len(test)} test clips")
     print(f"{'label':<28}{'clips':>7}{'verified':>10}")
     for label, row in counts.iterrows():

@@ -1,15 +1,15 @@
-"""Stage 6, inspect: where the out-of-fold predictions go wrong. MAP@3 by fold, class, verified or not.
+"""Stage 6, inspect: where the out-of-fold predictions go wrong, as the dataset's task scores them.
 
     python -m src.inspect_oof 2d          # one model
     python -m src.inspect_oof 1d 2d       # their geometric-mean blend, as src.blend makes it (--combine)
 
-Prints MAP@3 overall, per fold, per class, for verified and unverified rows, the most confused label
-pairs and the worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png. For a
-multi-label dataset: lwlrap and mAP overall, per fold and per class, the labels most often missed and
-invented, the label pairs behind them (a true label missed while another was invented), the worst
-clips, and the same two plots (average precision per class, missed against invented labels). Where the
-dataset ships test labels (test_labels.csv), ends with the test MAP@3 of the same blend, and with a
-usage column (FSDKaggle2018's release) the 2018 public and private leaderboards' figures.
+Prints the OOF figures (MAP@3 and top-1 accuracy, or lwlrap and mAP for a multi-label dataset) overall,
+per fold, for verified and unverified rows and per class; the label pairs most often confused (a true
+label missed while another was guessed in its place: a clip's guess is its top-n labels, n its number
+of true labels, so for one label per clip these are the off-diagonal cells of the confusion matrix); the
+worst clips; saves predictions/<name>/oof_confusion.png and oof_per_class.png. Where the dataset ships
+test labels (test_labels.csv), ends with the test figures of the same blend, and with a usage column
+(FSDKaggle2018's release, test_post_competition.csv) the public and private leaderboards' figures.
 """
 from __future__ import annotations
 
@@ -21,46 +21,45 @@ import pandas as pd
 
 from .base import cli
 from .base.files import atomic_path
-from .base.metrics import (
-    COMBINES,
-    average_precisions,
-    combine,
-    lwlrap,
-    lwlrap_per_class,
-    mean_average_precision,
-    per_row_precision,
-    test_scores,
-    top_k,
-)
+from .base.metrics import COMBINES
 from .blend import load_model_predictions
 from .dataset.folds import with_folds
 from .dataset.tables import Dataset
+from .dataset.task import Task
 
 
-def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str]) -> pd.DataFrame:
-    """One row per predicted train clip: fold, label, verified, precision@3, p(true label), top-3."""
+def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str], targets: np.ndarray,
+              task: Task) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(one row per predicted clip: fold, labels, verified, its own score, the mean probability of its
+    labels, its top 3, the labels missed and the labels guessed in their place; its targets; its
+    probabilities). A clip's guess is its top-n labels, n its number of true labels."""
     rows = ~np.isnan(oof).any(axis=1)
     table = with_folds(train[rows], folds).reset_index(drop=True)
-    probs = oof[rows]
-    y = table.label.map(labels.index).to_numpy()
-    table["precision"] = per_row_precision(y, probs)
-    table["p_true"] = probs[np.arange(len(y)), y]
-    table["predicted"] = [labels[i] for i in probs.argmax(axis=1)]
-    table["top3"] = [" ".join(labels[i] for i in r) for r in top_k(probs, 3)]
-    return table
+    probs, y = oof[rows], targets[rows]
+    table["score"] = task.row_scores(y, probs)
+    table["p_true"] = (probs * y).sum(axis=1) / np.maximum(y.sum(axis=1), 1)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    guesses = [set(o[:int(t.sum())]) for t, o in zip(y, order)]
+    truths = [set(np.flatnonzero(t)) for t in y]
+    table["missed"] = [sorted(labels[i] for i in t - g) for t, g in zip(truths, guesses)]
+    table["invented"] = [sorted(labels[i] for i in g - t) for t, g in zip(truths, guesses)]
+    table["top3"] = [" ".join(labels[i] for i in o[:3]) for o in order]
+    return table, y, probs
 
 
-def confusion(table: pd.DataFrame, labels: list[str]) -> np.ndarray:
-    """Counts of true label (rows) against the top-1 prediction (columns)."""
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+def confused_pairs(table: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """Counts of (label missed, label guessed in the same clip instead), over the table's clips."""
+    pairs = np.zeros((len(labels), len(labels)), int)
     index = {label: i for i, label in enumerate(labels)}
-    for true, guess in zip(table.label, table.predicted):
-        matrix[index[true], index[guess]] += 1
-    return matrix
+    for lost, made in zip(table.missed, table.invented):
+        for a in lost:
+            for b in made:
+                pairs[index[a], index[b]] += 1
+    return pairs
 
 
 def most_confused(matrix: np.ndarray, labels: list[str], n: int = 10) -> list[tuple[str, str, int]]:
-    """The n largest off-diagonal counts as (true, predicted, clips)."""
+    """The n largest off-diagonal counts as (missed, guessed instead, clips)."""
     off = matrix.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(-off, axis=None, kind="stable")[:n]
@@ -68,14 +67,68 @@ def most_confused(matrix: np.ndarray, labels: list[str], n: int = 10) -> list[tu
     return [(labels[t], labels[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
 
 
-def save_plots(table: pd.DataFrame, matrix: np.ndarray, labels: list[str], folder: Path, title: str) -> list[Path]:
-    # Row-normalised, so rare and common classes read on one scale.
-    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    per_class = table.groupby("label").precision.mean().reindex(labels).sort_values()
-    return [_heatmap(shares, labels, folder / "oof_confusion.png", f"{title}: OOF confusion (share of each true label)",
-                     "top-1 prediction", "true label", "Blues", 1),
-            _bars(per_class, table.precision.mean(), "overall", folder / "oof_per_class.png", "OOF MAP@3",
-                  f"{title}: OOF MAP@3 per class")]
+def report(table: pd.DataFrame, y: np.ndarray, probs: np.ndarray, labels: list[str], task: Task, worst: int = 10,
+           train_clips: int | None = None) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
+    """The printed summary, and (per-class figures, confused pairs) for the plots."""
+    overall = task.oof_figures(y, probs)
+    figures = ", ".join(f"{title} {overall[key]:.4f}" for key, title in task.columns if key.startswith("oof_"))
+    lines = [figures + f" over {len(table)} clips"
+             + (f" of {train_clips} (the rest: clips the audio cache skipped, in unfinished folds, or unverified "
+                f"rows no fold validates on in a multi-label dataset)" if train_clips and train_clips != len(table)
+                else "")]
+    folds = table.fold.to_numpy()
+    lines.append("per fold:      " + "  ".join(f"{k}: {task.score(y[folds == k], probs[folds == k]):.4f}"
+                                              for k in sorted(set(folds))))
+    for flag, name in ((1, "verified"), (0, "unverified")):
+        part = (table.manually_verified == flag).to_numpy()
+        if part.any():
+            lines.append(f"{name + ':':<15}{task.score(y[part], probs[part]):.4f} over {int(part.sum())} clips")
+    per_class = task.class_figures(y, probs)
+    first = next(iter(per_class))
+    missed = pd.Series([m for row in table.missed for m in row], dtype=object).value_counts()
+    invented = pd.Series([m for row in table.invented for m in row], dtype=object).value_counts()
+    lines.append(f"\nper class (worst {first} first):")
+    for i in np.argsort(np.nan_to_num(per_class[first], nan=2.0), kind="stable"):
+        values = "  ".join(f"{title} {column[i]:.4f}" for title, column in per_class.items())
+        lines.append(f"  {labels[i]:<28}{values}  ({int(y[:, i].sum())} clips; missed {missed.get(labels[i], 0)}, "
+                     f"guessed instead {invented.get(labels[i], 0)})")
+    pairs = confused_pairs(table, labels)
+    lines.append("\nmost often missed -> guessed instead in the same clip:")
+    for a, b, count in most_confused(pairs, labels):
+        lines.append(f"  {a} -> {b}: {count}")
+    lines.append(f"\n{worst} worst clips (lowest {task.row_title}):")
+    for _, row in table.sort_values(["score", "p_true"], kind="stable").head(worst).iterrows():
+        flag = "verified" if row.manually_verified else "unverified"
+        lines.append(f"  {row.fname}  {row.label} ({flag}, fold {row.fold}): {row.score:.3f}, p={row.p_true:.3f}, "
+                     f"top-3 {row.top3}; missed {','.join(row.missed) or '-'}, guessed instead "
+                     f"{','.join(row.invented) or '-'}")
+    return "\n".join(lines), per_class, pairs
+
+
+def test_report(scores: dict, task: Task) -> str:
+    """The test figures of Task.test_figures, one line; the leaderboards' where known."""
+    main = [(key, title) for key, title in task.columns
+            if key.startswith("test_") and not key.endswith(("_public", "_private")) and key in scores]
+    line = ", ".join(f"{title} {scores[key]:.4f}" for key, title in main)
+    line += f" over {scores['test_rows']} labelled test clips"
+    boards = [f"{board} leaderboard {scores[key]:.4f}" for board, key in
+              (("public", f"test_{task.metric}_public"), ("private", f"test_{task.metric}_private")) if key in scores]
+    if boards:
+        line += "; as the competition scored it: " + ", ".join(boards)
+    if "test_map3_private" in scores:
+        line += " (the 2018 competition's final private ranking: 1st 0.9538, 2nd 0.9518)"
+    return line
+
+
+def save_plots(per_class: dict[str, np.ndarray], pairs: np.ndarray, labels: list[str], folder: Path,
+               title: str) -> list[Path]:
+    first, values = next(iter(per_class.items()))
+    ordered = pd.Series(np.nan_to_num(values), index=labels).sort_values()
+    return [_heatmap(pairs, labels, folder / "oof_confusion.png",
+                     f"{title}: OOF labels missed while another was guessed instead (clips)", "guessed instead",
+                     "missed label", "Reds"),
+            _bars(ordered, float(np.nanmean(values)), "mean", folder / "oof_per_class.png", f"OOF {first}",
+                  f"{title}: OOF {first} per class")]
 
 
 def _heatmap(matrix: np.ndarray, labels: list[str], path: Path, title: str, xlabel: str, ylabel: str, cmap: str,
@@ -121,105 +174,6 @@ def _bars(values: pd.Series, overall: float, overall_name: str, path: Path, xlab
     return path
 
 
-def report(table: pd.DataFrame, labels: list[str], worst: int = 10, train_clips: int | None = None) -> str:
-    """The printed summary."""
-    accuracy = (table.label == table.predicted).mean()
-    lines = [f"OOF MAP@3 {table.precision.mean():.4f} (top-1 accuracy {accuracy:.4f}) over {len(table)} clips"
-             + (f" of {train_clips} (the rest: skipped by the audio cache or in unfinished folds)"
-                if train_clips and train_clips != len(table) else "")]
-    by_fold = table.groupby("fold").precision.agg(["mean", "size"])
-    lines.append("per fold:      " + "  ".join(f"{k}: {r['mean']:.4f}" for k, r in by_fold.iterrows()))
-    for flag, name in ((1, "verified"), (0, "unverified")):
-        part = table[table.manually_verified == flag]
-        if len(part):
-            lines.append(f"{name + ':':<15}{part.precision.mean():.4f} over {len(part)} clips")
-    lines.append("\nper class (worst first):")
-    per_class = table.assign(hit=table.label == table.predicted).groupby("label").agg(
-        map3=("precision", "mean"), top1=("hit", "mean"), clips=("precision", "size"))
-    for label, row in per_class.sort_values("map3").iterrows():
-        lines.append(f"  {label:<28}{row.map3:.4f}  top-1 {row.top1:.2f}  ({int(row.clips)} clips)")
-    lines.append("\nmost confused (true -> top-1 prediction):")
-    for true, guess, count in most_confused(confusion(table, labels), labels):
-        lines.append(f"  {true} -> {guess}: {count}")
-    lines.append(f"\n{worst} worst clips (lowest probability of the true label):")
-    for _, row in table.nsmallest(worst, "p_true").iterrows():
-        flag = "verified" if row.manually_verified else "unverified"
-        lines.append(f"  {row.fname}  {row.label} ({flag}, fold {row.fold}): p={row.p_true:.3f}, "
-                     f"top-3 {row.top3}")
-    return "\n".join(lines)
-
-
-def test_report(scores: dict) -> str:
-    """The test figures of src.base.metrics.test_scores, one line; the leaderboards' where known."""
-    line = f"test MAP@3 {scores['test_map3']:.4f} over {scores['test_rows']} labelled test clips"
-    if "test_map3_private" in scores or "test_map3_public" in scores:
-        boards = [f"{board} leaderboard {scores[key]:.4f}" for board, key in
-                  (("public", "test_map3_public"), ("private", "test_map3_private")) if key in scores]
-        line += "; as the 2018 competition scored it: " + ", ".join(boards) + \
-            " (its final private ranking: 1st 0.9538, 2nd 0.9518)"
-    return line
-
-
-def multilabel_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str],
-                     y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """(one row per predicted clip: fold, labels, its label-ranking precision, missed and invented labels;
-    its targets; its probabilities). A clip's top-n labels, n its number of true labels, are its guess:
-    true labels outside them are missed, the others in them invented."""
-    rows = ~np.isnan(oof).any(axis=1)
-    table = with_folds(train[rows], folds).reset_index(drop=True)
-    probs, y = oof[rows], y[rows]
-    table["lrap"] = [lwlrap(t[None], p[None]) for t, p in zip(y, probs)]
-    guesses = [set(np.argsort(-p, kind="stable")[:int(t.sum())]) for t, p in zip(y, probs)]
-    truths = [set(np.flatnonzero(t)) for t in y]
-    table["missed"] = [sorted(labels[i] for i in t - g) for t, g in zip(truths, guesses)]
-    table["invented"] = [sorted(labels[i] for i in g - t) for t, g in zip(truths, guesses)]
-    table["top"] = [" ".join(labels[i] for i in np.argsort(-p, kind="stable")[:3]) for p in probs]
-    return table, y, probs
-
-
-def multilabel_report(table: pd.DataFrame, y: np.ndarray, probs: np.ndarray, labels: list[str],
-                      worst: int = 10, train_clips: int | None = None) -> tuple[str, np.ndarray, np.ndarray]:
-    """The printed summary of multi-label OOF predictions, and (per-class AP, missed x invented counts)
-    for the plots."""
-    lines = [f"OOF lwlrap {lwlrap(y, probs):.4f}, mAP {mean_average_precision(y, probs):.4f} over {len(table)} clips"
-             + (f" of {train_clips} (the rest: unverified rows no fold validates on, clips the audio cache "
-                f"skipped, or unfinished folds)" if train_clips and train_clips != len(table) else "")]
-    folds = table.fold.to_numpy()
-    lines.append("per fold:      " + "  ".join(f"{k}: {lwlrap(y[folds == k], probs[folds == k]):.4f}"
-                                              for k in sorted(set(folds))))
-    per_class, _ = lwlrap_per_class(y, probs)
-    ap = average_precisions(y, probs)
-    missed = pd.Series([m for row in table.missed for m in row], dtype=object).value_counts()
-    invented = pd.Series([m for row in table.invented for m in row], dtype=object).value_counts()
-    lines.append("\nper class (worst AP first):")
-    for i in np.argsort(np.nan_to_num(ap, nan=2.0), kind="stable"):
-        lines.append(f"  {labels[i]:<28}AP {ap[i]:.4f}  lwlrap {per_class[i]:.4f}  ({int(y[:, i].sum())} clips; "
-                     f"missed {missed.get(labels[i], 0)}, invented {invented.get(labels[i], 0)})")
-    pairs = np.zeros((len(labels), len(labels)), int)   # a true label missed while another was invented
-    index = {label: i for i, label in enumerate(labels)}
-    for lost, made in zip(table.missed, table.invented):
-        for a in lost:
-            for b in made:
-                pairs[index[a], index[b]] += 1
-    lines.append("\nmost often missed -> invented in the same clip:")
-    for a, b, count in most_confused(pairs, labels):
-        lines.append(f"  {a} -> {b}: {count}")
-    lines.append(f"\n{worst} worst clips (lowest label-ranking precision):")
-    for _, row in table.nsmallest(worst, "lrap").iterrows():
-        lines.append(f"  {row.fname}  {row.label} (fold {row.fold}): {row.lrap:.3f}, top-3 {row.top}; "
-                     f"missed {','.join(row.missed) or '-'}, invented {','.join(row.invented) or '-'}")
-    return "\n".join(lines), ap, pairs
-
-
-def save_multilabel_plots(ap: np.ndarray, pairs: np.ndarray, labels: list[str], folder: Path, title: str) -> list[Path]:
-    per_class = pd.Series(np.nan_to_num(ap), index=labels).sort_values()
-    return [_heatmap(pairs, labels, folder / "oof_confusion.png",
-                     f"{title}: OOF labels missed while another was invented (clips)", "invented label", "missed label",
-                     "Reds"),
-            _bars(per_class, float(np.nanmean(ap)), "mAP", folder / "oof_per_class.png", "OOF average precision",
-                  f"{title}: OOF average precision per class")]
-
-
 @cli.command
 def main(argv=None) -> int:
     parser = cli.parser("python -m src.inspect_oof", __doc__)
@@ -234,36 +188,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     paths = cli.paths(args)
     dataset = Dataset.load(paths.data_dir)
-    labels = dataset.labels
+    task, labels = dataset.task, dataset.labels
     predictions = [load_model_predictions(paths, m, dataset, args.allow_partial, args.allow_mismatch, args.combine)
                    for m in args.models]
     name = args.models[0] if len(args.models) == 1 else "blend_" + "_".join(args.models)
-    if dataset.multilabel:
-        return _inspect_multilabel(dataset, predictions, args.weights, args.combine, name, args.worst, paths)
-    oof = combine([p.oof for p in predictions], args.weights, args.combine)
-    table = oof_table(dataset.train, dataset.folds(), oof, labels)
-    print(f"{name}:")
-    print(report(table, labels, args.worst, len(dataset.train)))
-    if dataset.y_test is not None and len(dataset.test):
-        test = combine([p.test for p in predictions], args.weights, args.combine)
-        print("\n" + test_report(test_scores(dataset.y_test, test, dataset.test_usage)))
-    for path in save_plots(table, confusion(table, labels), labels, paths.model_dir(name), name):
-        print(f"saved {path}")
-    return 0
-
-
-def _inspect_multilabel(dataset: Dataset, predictions, weights, how: str, name: str, worst: int, paths) -> int:
-    oof = combine([p.oof for p in predictions], weights, how, normalize=False)
-    table, y, probs = multilabel_table(dataset.train, dataset.folds(), oof, dataset.labels, dataset.train_targets)
-    text, ap, pairs = multilabel_report(table, y, probs, dataset.labels, worst, len(dataset.train))
+    oof = task.combine([p.oof for p in predictions], args.weights, args.combine)
+    table, y, probs = oof_table(dataset.train, dataset.folds(), oof, labels, dataset.train_targets, task)
+    text, per_class, pairs = report(table, y, probs, labels, task, args.worst, len(dataset.train))
     print(f"{name}:\n{text}")
     truth = dataset.test_targets()
-    if truth is not None and truth[1].any():
-        test = combine([p.test for p in predictions], weights, how, normalize=False)
-        (y_test, known) = truth
-        print(f"\ntest lwlrap {lwlrap(y_test[known], test[known]):.4f}, mAP "
-              f"{mean_average_precision(y_test[known], test[known]):.4f} over {int(known.sum())} labelled test clips")
-    for path in save_multilabel_plots(ap, pairs, dataset.labels, paths.model_dir(name), name):
+    if truth is not None and len(dataset.test):
+        test = task.combine([p.test for p in predictions], args.weights, args.combine)
+        scores = task.test_figures(*truth, test, dataset.test_usage)
+        if scores:
+            print("\n" + test_report(scores, task))
+    for path in save_plots(per_class, pairs, labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0
 

@@ -131,7 +131,7 @@ def test_fsdkaggle2019_curated_verified_noisy_always_training(tmp_path):
     summary = data.check_layout(out)
     assert (summary["train"], summary["test"], summary["labels"], summary["unreadable"]) == (8, 2, 2, [])
     dataset = Dataset.load(out)
-    assert dataset.multilabel and dataset.submission_columns == ["Bark", "Walk_and_footsteps"]
+    assert dataset.task.NAME == "multi-label" and dataset.submission_columns == ["Bark", "Walk_and_footsteps"]
     train = pd.read_csv(out / "train.csv")
     assert train.fname.tolist()[:2] == ["curated/c0.wav", "curated/c1.wav"] and train.manually_verified.sum() == 6
     folds = dataset.folds(n_folds=2, seed=0)

@@ -6,7 +6,9 @@ from src import blend
 from src.base.config import PRESETS
 from src.base.errors import DataError
 from src.base.layout import Paths
+from src.base.metrics import geometric_mean
 from src.dataset.tables import Dataset
+from src.dataset.task import SINGLE_LABEL, validate_top3
 from src.training import ensembles
 from src.training.fold_files import fold_files
 
@@ -17,12 +19,12 @@ def test_geometric_mean_by_hand():
     a = np.array([[0.5, 0.5]])
     b = np.array([[0.125, 0.875]])
     raw = np.array([np.sqrt(0.5 * 0.125), np.sqrt(0.5 * 0.875)])
-    np.testing.assert_allclose(blend.geometric_mean([a, b]), [raw / raw.sum()])
-    np.testing.assert_allclose(blend.geometric_mean([a, b], [1, 0]), a)
+    np.testing.assert_allclose(geometric_mean([a, b]), [raw / raw.sum()])
+    np.testing.assert_allclose(geometric_mean([a, b], [1, 0]), a)
     weighted = np.array([0.5 ** 2 * 0.125, 0.5 ** 2 * 0.875]) ** (1 / 3)
-    np.testing.assert_allclose(blend.geometric_mean([a, b], [2, 1]), [weighted / weighted.sum()])
+    np.testing.assert_allclose(geometric_mean([a, b], [2, 1]), [weighted / weighted.sum()])
     with pytest.raises(ValueError):
-        blend.geometric_mean([a, b], [1])
+        geometric_mean([a, b], [1])
 
 
 def good_submission():
@@ -38,9 +40,9 @@ def good_submission():
     (lambda s: s.assign(label=["Tone Noise Clicks", "Noise  Tone Clicks"]), "row 1"),
 ])
 def test_validation_rejects_bad_submissions(change, message):
-    blend.validate_submission(good_submission(), ["a.wav", "b.wav"], LABELS)
+    validate_top3(good_submission(), ["a.wav", "b.wav"], LABELS)
     with pytest.raises(ValueError, match=message):
-        blend.validate_submission(change(good_submission()), ["a.wav", "b.wav"], LABELS)
+        validate_top3(change(good_submission()), ["a.wav", "b.wav"], LABELS)
 
 
 def two_folds(clean_dataset, tmp_path):
@@ -97,7 +99,7 @@ def test_fitted_weights_favour_the_informative_model():
     y = rng.integers(0, 3, 300)
     good = np.eye(3)[y] * 0.6 + 0.4 / 3 + rng.uniform(0, 0.05, (300, 3))
     noise = rng.dirichlet(np.ones(3), 300)
-    weights = ensembles.fit_weights([good / good.sum(1, keepdims=True), noise], y)
+    weights = ensembles.fit_weights([good / good.sum(1, keepdims=True), noise], np.eye(3)[y], SINGLE_LABEL)
     assert weights.sum() == pytest.approx(1) and weights[0] > 0.8
 
 
@@ -187,7 +189,7 @@ def test_stacking_learns_what_a_mean_cannot_and_chooses_on_oof_only(clean_datase
     assert rows["stack_shifted"]["test_map3"] == pytest.approx(1.0)
     assert len(rows["stack_shifted"]["stack_strengths"]) == 2             # one inner CV per outer fold
     submission = pd.read_csv(paths.submissions_dir / "stack_shifted.csv")
-    blend.validate_submission(submission, test.fname.tolist(), LABELS)
+    validate_top3(submission, test.fname.tolist(), LABELS)
     # The test labels play no part: without them the stacked submission is the same file.
     (clean_dataset / "test_labels.csv").unlink()
     blend.blend(paths, ["shifted"], stack=True)
@@ -200,4 +202,4 @@ def test_arithmetic_combine_by_hand():
     a, b = np.array([[0.5, 0.5]]), np.array([[0.125, 0.875]])
     np.testing.assert_allclose(combine([a, b], how="arithmetic"), [[0.3125, 0.6875]])
     np.testing.assert_allclose(combine([a, b], [3, 1], how="arithmetic"), [[0.40625, 0.59375]])
-    np.testing.assert_allclose(combine([a, b]), blend.geometric_mean([a, b]))
+    np.testing.assert_allclose(combine([a, b]), geometric_mean([a, b]))

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from src.base.config import PRESETS
+from src.dataset.task import MULTI_LABEL
 from src.models import build_model
 
 
@@ -220,8 +221,8 @@ def test_every_preset_ends_in_a_sigmoid_per_label_for_multi_label(preset):
     if preset == "aisfx" and importlib.util.find_spec("aisfx") is None:
         pytest.skip("aisfx weights not installed (pip install --no-deps -r requirements-pretrained.txt)")
     statistics = {"mean": np.zeros(40, np.float32), "variance": np.ones(40, np.float32)} if preset == "2d" else {}
-    model = build_model(PRESETS[preset], 4, multilabel=True, **statistics)
-    assert model.layers[-1].activation.__name__ == "sigmoid" and model.loss.multilabel
+    model = build_model(PRESETS[preset], 4, task=MULTI_LABEL, **statistics)
+    assert model.layers[-1].activation.__name__ == "sigmoid" and model.loss.per_clip == "binary_crossentropy"
     shape = (2, *model.input_shape[1:])
     rng = np.random.default_rng(0)
     inputs = rng.integers(-3000, 3000, shape).astype(np.int16) if preset != "2d" else \

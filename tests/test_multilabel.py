@@ -26,7 +26,7 @@ def multi(tmp_path):
 
 def test_the_task_kind_follows_from_a_labels_column(multi):
     dataset = Dataset.load(multi)
-    assert dataset.multilabel and dataset.labels == ["Clicks", "Noise", "Tone"]
+    assert dataset.task.NAME == "multi-label" and dataset.labels == ["Clicks", "Noise", "Tone"]
     table = pd.read_csv(multi / "train.csv")
     hot = dataset.train_targets
     for row, text in zip(hot, table.labels):
@@ -62,9 +62,9 @@ def test_binary_cross_entropy_for_multi_label_with_the_unverified_flag():
     y = np.array([[1, 0, 1], [0, 1, 0]], np.float32)
     p = np.array([[0.9, 0.2, 0.6], [0.3, 0.8, 0.1]], np.float32)
     expected = keras.losses.binary_crossentropy(y, p)
-    np.testing.assert_allclose(UnverifiedLoss(multilabel=True).call(y, p), expected, rtol=1e-5)
+    np.testing.assert_allclose(UnverifiedLoss(per_clip="binary_crossentropy").call(y, p), expected, rtol=1e-5)
     flagged = np.concatenate([y, [[1], [0]]], axis=1)          # first clip unverified, weighted 0.5
-    np.testing.assert_allclose(UnverifiedLoss(0.5, multilabel=True).call(flagged, p),
+    np.testing.assert_allclose(UnverifiedLoss(0.5, per_clip="binary_crossentropy").call(flagged, p),
                                np.asarray(expected) * [0.5, 1], rtol=1e-5)
 
 
@@ -123,7 +123,7 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
 
     assert inspect_oof.main(["logmel", "1d", "--worst", "3", "--data-dir", str(multi), "--out-dir", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"over {verified.sum()} clips of {len(verified)} (the rest: unverified rows" in text
+    assert f"over {verified.sum()} clips of {len(verified)} (the rest:" in text
     assert "per class (worst AP first):" in text and "3 worst clips (lowest label-ranking precision):" in text
     assert "test lwlrap" in text and (out / "predictions" / "blend_logmel_1d" / "oof_per_class.png").exists()
 
@@ -137,20 +137,28 @@ def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
 
 
 def test_missed_and_invented_labels_by_hand():
-    from src.inspect_oof import multilabel_report, multilabel_table
+    from src.dataset.task import MULTI_LABEL, SINGLE_LABEL
+    from src.inspect_oof import oof_table, report
 
-    train = pd.DataFrame({"fname": ["a.wav", "b.wav"], "label": ["Tone,Noise", "Clicks"],
+    train = pd.DataFrame({"fname": ["a.wav", "b.wav"], "label": ["Noise,Tone", "Clicks"],
                           "labels": ["Tone,Noise", "Clicks"], "manually_verified": [1, 1]})
     folds = pd.DataFrame({"fname": ["a.wav", "b.wav"], "fold": [0, 1]})
     labels = ["Clicks", "Noise", "Tone"]
     y = np.array([[0, 1, 1], [1, 0, 0]], np.float32)
     oof = np.array([[0.9, 0.8, 0.1],     # two labels: guesses Clicks, Noise -> Tone missed, Clicks invented
                     [0.7, 0.2, 0.1]])    # one label, ranked first
-    table, y, probs = multilabel_table(train, folds, oof, labels, y)
+    table, y, probs = oof_table(train, folds, oof, labels, y, MULTI_LABEL)
     assert table.missed.tolist() == [["Tone"], []] and table.invented.tolist() == [["Clicks"], []]
-    text, ap, pairs = multilabel_report(table, y, probs, labels)
+    text, per_class, pairs = report(table, y, probs, labels, MULTI_LABEL)
     assert pairs[labels.index("Tone"), labels.index("Clicks")] == 1 and pairs.sum() == 1
-    assert "Tone -> Clicks: 1" in text
+    assert "Tone -> Clicks: 1" in text and list(per_class) == ["AP", "lwlrap"]
+    # One label per clip: the guess is the top-1, so the pairs are the confusion matrix's off-diagonal.
+    single = pd.DataFrame({"fname": ["a.wav", "b.wav"], "label": ["Tone", "Clicks"], "manually_verified": [1, 0]})
+    table, y, probs = oof_table(single, folds, oof, labels, np.eye(3, dtype=np.float32)[[2, 0]], SINGLE_LABEL)
+    text, per_class, pairs = report(table, y, probs, labels, SINGLE_LABEL)
+    assert pairs[labels.index("Tone"), labels.index("Clicks")] == 1 and pairs.sum() == 1
+    assert table.score.tolist() == pytest.approx([1 / 3, 1.0]) and "OOF MAP@3 0.6667, OOF acc 0.5000 over 2 clips" in text
+    assert "unverified:    1.0000 over 1 clips" in text
 
 
 def test_mixup_targets_mixed_or_united():

@@ -60,7 +60,7 @@ def test_esc50_real_meta_through_the_readme_commands(tmp_path):
     assert f"60 train clips in {len(categories)} labels, 0 test clips" in check.stdout
 
     dataset = Dataset.load(out)
-    assert dataset.labels == categories and not dataset.multilabel
+    assert dataset.labels == categories and dataset.task.NAME == "single-label"
     train = dataset.train_with_folds(n_folds=5)
     expected = {row["filename"]: (int(row["fold"]) - 1, row["category"]) for row in meta}
     assert dict(zip(train.fname, zip(train.fold, train.label))) == expected
@@ -92,7 +92,7 @@ def test_fsd50k_real_ground_truth_through_the_readme_commands(tmp_path):
     assert f"test labels: {len(evaluation)} clips" in check.stdout
 
     dataset = Dataset.load(out)
-    assert dataset.multilabel and dataset.labels == labels and dataset.submission_columns == labels
+    assert dataset.task.NAME == "multi-label" and dataset.labels == labels and dataset.submission_columns == labels
     train = dataset.train_with_folds(n_folds=5)
     assert train.fname.tolist() == [f"{row['fname']}.wav" for row in dev]  # numeric fnames kept as written
     assert train.fold.tolist() == [0 if row["split"] == "val" else -1 for row in dev]

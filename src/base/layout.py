@@ -46,6 +46,11 @@ def table_path(data_dir: Path, table: str) -> Path:
     return Path(data_dir) / TABLES[table]
 
 
+def row_number(index: int) -> int:
+    """The line number a spreadsheet or editor shows for a table's 0-based data row (header is line 1)."""
+    return int(index) + 2
+
+
 @dataclass
 class Paths:
     """Where a dataset lives and where a run writes."""

@@ -8,17 +8,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..base.errors import DataError
 from ..base.files import atomic_write_csv
 from ..base.layout import table_path
+from .task import ALWAYS_TRAINING, task_of
 
 log = logging.getLogger(__name__)
 
-ALWAYS_TRAINING = -1
-"""The fold of rows that every fold trains on and none validates on."""
 
 
 def fold_ids(folds: pd.DataFrame) -> list[int]:
@@ -34,8 +32,6 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
     (predefined folds, e.g. ESC-50) is used as is; otherwise a shuffled, seeded StratifiedKFold on the
     labels.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     path = table_path(data_dir, "folds")
     if path.exists():
         folds = _read_folds(path)
@@ -56,18 +52,8 @@ def load_folds(data_dir: Path, train: pd.DataFrame, n_folds: int | None = 10, se
         raise DataError(f"{path} does not exist yet: train some folds first (./run_folds.sh MODEL).")
     if "fold" in train.columns:
         folds = train[["fname", "fold"]].astype({"fold": int})
-    elif "labels" in train.columns:
-        folds = _multilabel_folds(train, n_folds, seed)
     else:
-        smallest = train.label.value_counts().min()
-        if smallest < n_folds:
-            log.warning("the smallest class has %d clips, fewer than %d folds: some folds lack it",
-                        smallest, n_folds)
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        fold = np.zeros(len(train), dtype=int)
-        for k, (_, val) in enumerate(splitter.split(train.fname, train.label)):
-            fold[val] = k
-        folds = pd.DataFrame({"fname": train.fname, "fold": fold})
+        folds = pd.DataFrame({"fname": train.fname, "fold": task_of(train).folds(train, n_folds, seed)})
     atomic_write_csv(folds, path)
     log.info("wrote %s (%d folds)", path, len(fold_ids(folds)))
     return folds
@@ -89,25 +75,3 @@ def _read_folds(path: Path) -> pd.DataFrame:
 def with_folds(train: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """train.csv's rows with their fold from folds.csv (which wins over any fold column of train.csv)."""
     return train.drop(columns="fold", errors="ignore").merge(folds, on="fname", how="left")
-
-
-def _multilabel_folds(train: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
-    """Iterative stratification (Sechidis et al., 2011; the iterative-stratification package) of the
-    verified rows on their label sets; unverified rows always train."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    verified = train.manually_verified.to_numpy() == 1
-    if verified.sum() < n_folds:
-        raise DataError(f"{verified.sum()} verified clips cannot fill {n_folds} folds: unverified clips are never "
-                        f"validated on in a multi-label dataset. Lower --n-folds or mark more rows verified.")
-    names = sorted({label for text in train.labels for label in text.split(",")})
-    index = {label: i for i, label in enumerate(names)}
-    hot = np.zeros((int(verified.sum()), len(names)), np.int8)
-    for row, text in zip(hot, train.labels[verified]):
-        row[[index[label] for label in text.split(",")]] = 1
-    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    fold = np.full(len(train), ALWAYS_TRAINING)
-    positions = np.flatnonzero(verified)
-    for k, (_, val) in enumerate(splitter.split(np.zeros(len(hot)), hot)):
-        fold[positions[val]] = k
-    return pd.DataFrame({"fname": train.fname, "fold": fold})

@@ -17,9 +17,10 @@ import pandas as pd
 
 from ..base.errors import DataError
 from ..base.files import irregular
-from ..base.layout import audio_dir, table_path
+from ..base.layout import audio_dir, row_number, table_path
 from ..base.metrics import LEADERBOARDS
 from .folds import load_folds, with_folds
+from .task import Task, task_of
 
 
 def read_table(path: Path, required: list[str], rows_required: bool = False) -> pd.DataFrame:
@@ -87,56 +88,12 @@ def fname_problem(fname: str) -> str | None:
     return None
 
 
-def row_number(index: int) -> int:
-    """The line number a spreadsheet or editor shows for a 0-based data row (header is line 1)."""
-    return int(index) + 2
-
-
-MULTI = "labels"
-"""The column of a multi-label table: a clip's labels, comma-separated."""
-
-
-def is_multilabel(table: pd.DataFrame) -> bool:
-    return MULTI in table.columns
-
-
-def label_lists(table: pd.DataFrame) -> list[list[str]]:
-    """Each row's labels: the comma-separated `labels` of a multi-label table, else its one `label`."""
-    return [text.split(",") for text in table[MULTI]] if is_multilabel(table) else [[x] for x in table["label"]]
-
-
-def _label_sets(column: pd.Series) -> pd.Series:
-    """Each row's labels sorted and joined by commas: "Hi-hat,Cello" and "Cello,Hi-hat" are one set."""
-    return column.map(lambda text: ",".join(sorted(text.split(","))))
-
-
-def _check_label_lists(path: Path, table: pd.DataFrame) -> None:
-    for i, text in table[MULTI].items():
-        parts = [] if pd.isna(text) else str(text).split(",")
-        padded = [p for p in parts if p != p.strip()]
-        why = None
-        if not parts or "" in parts:
-            why = "no labels"
-        elif padded:
-            why = f"label {padded[0]!r} has spaces at its start or end"
-        elif len(set(parts)) < len(parts):
-            why = "a label listed twice"
-        if why:
-            raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): {why} in labels {text!r}; list each "
-                            f"label once, separated by commas without spaces.")
-
-
 def load_train(data_dir: Path) -> pd.DataFrame:
     """train.csv with fname, label (or labels, for multi-label tagging), manually_verified (1 when the
     column is absent)."""
     path = table_path(data_dir, "train")
     train = read_table(path, ["fname"], rows_required=True)
-    if is_multilabel(train):
-        _check_label_lists(path, train)
-        train["label"] = _label_sets(train[MULTI])
-    elif "label" not in train.columns:
-        raise DataError(f"{path}: missing column 'label' (one label per clip) or 'labels' (comma-separated, for "
-                        f"multi-label tagging); found {list(train.columns)}.")
+    task_of(train).read_labels(path, train)
     empty = train["label"].isna() | (train["label"].str.strip() == "")
     if empty.any():
         raise DataError(f"{path}, row {row_number(empty.idxmax())}: empty label for {train.fname[empty.idxmax()]!r}.")
@@ -153,9 +110,7 @@ def load_train(data_dir: Path) -> pd.DataFrame:
 
 def class_names(train: pd.DataFrame) -> list[str]:
     """The training labels, sorted: the column order of every probability matrix."""
-    if is_multilabel(train):
-        return sorted({label for labels in label_lists(train) for label in labels})
-    return sorted(train["label"].unique())
+    return sorted({label for labels in task_of(train).label_lists(train) for label in labels})
 
 
 def likely_typos(train: pd.DataFrame, share: float = 0.05) -> list[tuple[str, list[int], str | None]]:
@@ -164,7 +119,7 @@ def likely_typos(train: pd.DataFrame, share: float = 0.05) -> list[tuple[str, li
     A misspelt label ("Celo") silently becomes a class of its own; src.data lists these to check."""
     import difflib
 
-    rows = pd.Series(label_lists(train)).explode()
+    rows = pd.Series(task_of(train).label_lists(train)).explode()
     counts = rows.value_counts()
     median = float(counts.median())
     common = [label for label, n in counts.items() if n > 2]
@@ -185,17 +140,6 @@ def fingerprint(table: pd.DataFrame) -> str:
 def one_hot(labels: list[str], row_labels) -> np.ndarray:
     """Targets of rows with the given labels: one column per label of `labels`, float32."""
     return np.eye(len(labels), dtype=np.float32)[pd.Series(row_labels).map(labels.index).to_numpy()]
-
-
-def targets(labels: list[str], rows: pd.DataFrame) -> np.ndarray:
-    """The rows' targets, one column per label of `labels`: one-hot, or multi-hot for a multi-label table."""
-    if not is_multilabel(rows):
-        return one_hot(labels, rows.label)
-    out = np.zeros((len(rows), len(labels)), np.float32)
-    index = {label: i for i, label in enumerate(labels)}
-    for row, names in zip(out, label_lists(rows)):
-        row[[index[n] for n in names]] = 1
-    return out
 
 
 def load_test(data_dir: Path, labels: list[str]) -> pd.DataFrame:
@@ -224,13 +168,10 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
     if not path.exists():
         return None
     truth = read_table(path, ["fname"])
-    if is_multilabel(truth):
-        _check_label_lists(path, truth)
-        truth["label"] = _label_sets(truth[MULTI])
-    elif "label" not in truth.columns:
-        raise DataError(f"{path}: missing column 'label' (or 'labels', comma-separated); found {list(truth.columns)}.")
+    task = task_of(truth)
+    task.read_labels(path, truth)
     _check_known_labels(path, truth, labels)
-    columns = ["fname", "label"] + ([MULTI] if is_multilabel(truth) else [])
+    columns = ["fname", "label", *task.label_columns]
     if "usage" not in truth.columns:
         return truth[columns]
     bad = ~truth.usage.isin(LEADERBOARDS)
@@ -244,8 +185,7 @@ def load_test_labels(data_dir: Path, labels: list[str]) -> pd.DataFrame | None:
 def _check_known_labels(path: Path, table: pd.DataFrame, labels: list[str]) -> None:
     """Every label of the table is a training label: its comma-separated labels (multi-label), or its one label."""
     known = set(labels)
-    for i, text in table["label"].items():
-        named = str(text).split(",") if is_multilabel(table) else [text]
+    for i, named in zip(table.index, task_of(table).label_lists(table)):
         unknown = [g for g in named if g not in known]
         if unknown:
             raise DataError(f"{path}, row {row_number(i)} ({table.fname[i]}): label {unknown[0]!r} is not a "
@@ -277,9 +217,9 @@ class Dataset:
         return columns[1:] if len(columns) > 1 and "label" not in columns else None
 
     @property
-    def multilabel(self) -> bool:
-        """Several labels per clip (a `labels` column in train.csv): sigmoid outputs, lwlrap and mAP."""
-        return is_multilabel(self.train)
+    def task(self) -> Task:
+        """One label per clip, or several (a `labels` column in train.csv): src.dataset.task."""
+        return task_of(self.train)
 
     @property
     def y_train(self) -> np.ndarray:
@@ -288,7 +228,7 @@ class Dataset:
     @cached_property
     def train_targets(self) -> np.ndarray:
         """One-hot (multi-hot for multi-label) targets of train.csv's rows."""
-        return targets(self.labels, self.train)
+        return self.task.targets(self.labels, self.train)
 
     def test_targets(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(targets of the test clips in submission order, which of them test_labels.csv labels), or None."""
@@ -297,7 +237,7 @@ class Dataset:
         rows = self.test[["fname"]].merge(self.truth, on="fname", how="left")
         known = rows.label.notna().to_numpy()
         matrix = np.zeros((len(rows), len(self.labels)), np.float32)
-        matrix[known] = targets(self.labels, rows[known])
+        matrix[known] = self.task.targets(self.labels, rows[known])
         return matrix, known
 
     @property

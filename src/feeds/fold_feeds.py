@@ -12,7 +12,7 @@ from ..base import backend
 from ..base.config import Config, Feeding
 from ..base.errors import UsageError
 from ..dataset.inputs import InputKind
-from ..dataset.tables import targets as row_targets
+from ..dataset.task import task_of
 from .augment import Augmentation
 from .device import ClipBank, DeviceClipSequence, bank_bytes, room_for, supports
 from .host import Batches, ClipSequence
@@ -46,8 +46,9 @@ class Feeds:
         why_not = supports(config) or (room_for(bank_bytes(source), backend.device_memory()) if wanted else None)
         if feeding.feed == "device" and why_not:
             raise UsageError(f"--feed device cannot serve preset {config.name}: {why_not}; use --feed host")
-        targets, flags = row_targets(labels, fit), unverified_flags(fit, config)
-        val_targets = row_targets(labels, val)
+        task = task_of(fit)  # the rows' own table says one label per clip or several
+        targets, flags = task.targets(labels, fit), unverified_flags(fit, config)
+        val_targets = task.targets(labels, val)
         if wanted and not why_not:
             bank = ClipBank(source)
             reason = f"device feed: {bank.nbytes / 1e9:.2f} GB of audio on the {'GPU' if on_gpu else 'CPU'}"

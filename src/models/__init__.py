@@ -11,19 +11,20 @@ import keras
 
 from ..base.config import Config
 from ..base.networks import network
+from ..dataset.task import SINGLE_LABEL, Task
 from .aisfx_cnn import aisfx_cnn
 from .conv1d import conv1d
 from .envnet import envnet
 from .layers import FloatToInt16, Int16ToFloat, MfccFrontEnd, MinMaxScale, SpecMask
 from .logmel_cnn import logmel_cnn
-from .losses import UnverifiedLoss, label_accuracy, top_label_accuracy
+from .losses import ACCURACIES, UnverifiedLoss
 from .mfcc2d import mfcc2d
 from .pretrained import WEIGHTS
 
 __all__ = ["build_model", "check_weights", "front_end", "BUILDERS", "FRONT_ENDS", "FloatToInt16", "Int16ToFloat",
            "MfccFrontEnd", "MinMaxScale", "SpecMask", "UnverifiedLoss"]
 
-# Each network of src.base.networks.NETWORKS: builder(config, n_classes, **statistics) -> keras.Model.
+# Each network of src.base.networks.NETWORKS: builder(config, n_classes, activation, **statistics) -> keras.Model.
 BUILDERS = {"conv1d": conv1d, "mfcc2d": mfcc2d, "logmel_cnn": logmel_cnn, "envnet": envnet, "aisfx_cnn": aisfx_cnn}
 
 # Per input kind (src.base.networks.INPUTS): a layer turning float audio in [-1, 1] (batch, crop_samples)
@@ -48,20 +49,18 @@ def front_end(config: Config) -> keras.Layer:
 
 
 def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_per_execution: int = 1,
-                multilabel: bool = False, **statistics) -> keras.Model:
-    """The preset's network in its precision, compiled with Adam (or AMSGrad), its learning-rate
-    warm-up and schedule and categorical cross-entropy that treats unverified clips as the preset says
-    (UnverifiedLoss); `steps_per_execution` training steps per call into the compiled step. multilabel:
-    a sigmoid per label instead of the softmax, and binary cross-entropy."""
+                task: Task = SINGLE_LABEL, **statistics) -> keras.Model:
+    """The preset's network in its precision, ending in the task's output (a softmax over the labels or a
+    sigmoid per label), compiled with Adam (or AMSGrad), its learning-rate warm-up and schedule and the
+    task's cross-entropy treating unverified clips as the preset says (UnverifiedLoss);
+    `steps_per_execution` training steps per call into the compiled step."""
     previous = keras.config.dtype_policy()
     # Layers take the policy when they are made; float32 pieces (front ends, softmax) say so themselves.
     keras.config.set_dtype_policy("mixed_bfloat16" if config.precision == "bfloat16" else "float32")
     try:
-        model = BUILDERS[config.network](config, n_classes, **statistics)
+        model = BUILDERS[config.network](config, n_classes, activation=task.activation, **statistics)
     finally:
         keras.config.set_dtype_policy(previous)
-    if multilabel:  # the same output layer (layers.class_probabilities), each label's probability its own
-        model.layers[-1].activation = keras.activations.sigmoid
     learning_rate = config.learning_rate
     warmup = config.warmup_epochs * steps_per_epoch
     if config.schedule == "cosine" or warmup:
@@ -72,8 +71,7 @@ def build_model(config: Config, n_classes: int, steps_per_epoch: int = 1, steps_
             alpha=0.0 if config.schedule == "cosine" else 1.0,
             warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, amsgrad=config.optimizer == "amsgrad"),
-                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified, multilabel),
-                  metrics=[keras.metrics.MeanMetricWrapper(top_label_accuracy if multilabel else label_accuracy,
-                                                           name="accuracy")],
+                  loss=UnverifiedLoss(config.unverified_weight, config.drop_unverified, task.loss),
+                  metrics=[keras.metrics.MeanMetricWrapper(ACCURACIES[task.train_metric], name="accuracy")],
                   steps_per_execution=steps_per_execution)
     return model

@@ -73,14 +73,14 @@ def pretrained_state() -> dict:
     return state
 
 
-def aisfx_cnn(config: Config, n_classes: int) -> keras.Model:
+def aisfx_cnn(config: Config, n_classes: int, activation: str = "softmax") -> keras.Model:
     inputs, x = spectrogram(config)
     masks = spec_mask(config)
     if masks is not None:
         x = masks(x)
     x = embedding_network(config.n_mels, pretrained_state())(x)
     x = layers.Dropout(0.3)(x)
-    outputs = class_probabilities(n_classes)(x)
+    outputs = class_probabilities(n_classes, activation)(x)
     return keras.Model(inputs, outputs, name="aisfx_cnn")
 
 

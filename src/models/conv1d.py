@@ -8,7 +8,7 @@ from ..base.config import Config
 from .layers import MinMaxScale, class_probabilities
 
 
-def conv1d(config: Config, n_classes: int) -> keras.Model:
+def conv1d(config: Config, n_classes: int, activation: str = "softmax") -> keras.Model:
     """The raw-wave Conv1D net of the "Beginner's Guide to Audio Data" kernel (360,513 parameters
     for 41 classes and 2 s at 16 kHz). Takes int16 samples."""
     inputs = keras.Input(shape=(config.crop_samples, 1), name="wave", dtype="int16")
@@ -24,5 +24,5 @@ def conv1d(config: Config, n_classes: int) -> keras.Model:
     x = layers.Dropout(0.2)(x)
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dense(1028, activation="relu")(x)
-    outputs = class_probabilities(n_classes)(x)
+    outputs = class_probabilities(n_classes, activation)(x)
     return keras.Model(inputs, outputs, name="conv1d")

@@ -21,7 +21,7 @@ def _conv_bn_relu(x, conv):
     return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(conv(x)))
 
 
-def envnet(config: Config, n_classes: int) -> keras.Model:
+def envnet(config: Config, n_classes: int, activation: str = "softmax") -> keras.Model:
     pool = max(1, config.sample_rate // 200)                   # 10 ms of the first conv's output
     if config.crop_samples // 2 // pool < 60:
         raise UsageError(f"envnet needs crops of >= 0.6 s, got {config.crop_seconds} s; raise --crop-seconds")
@@ -38,5 +38,5 @@ def envnet(config: Config, n_classes: int) -> keras.Model:
     x = layers.Flatten()(x)
     for _ in range(2):
         x = layers.Dropout(0.2)(layers.Dense(512, activation="relu")(x))
-    outputs = class_probabilities(n_classes)(x)
+    outputs = class_probabilities(n_classes, activation)(x)
     return keras.Model(inputs, outputs, name="envnet")

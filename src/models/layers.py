@@ -136,10 +136,11 @@ def log_mel(config: Config, name: str = "log_mel") -> LogMel:
     return LogMel(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, name=name, dtype="float32")
 
 
-def class_probabilities(n_classes: int) -> layers.Dense:
-    """The softmax output every network ends with, in float32 whatever the precision, so that the
-    loss and the saved probabilities are computed at full precision."""
-    return layers.Dense(n_classes, activation="softmax", dtype="float32")
+def class_probabilities(n_classes: int, activation: str = "softmax") -> layers.Dense:
+    """The output every network ends with (the task's activation: a softmax over the labels, or a sigmoid
+    per label), in float32 whatever the precision, so that the loss and the saved probabilities are
+    computed at full precision."""
+    return layers.Dense(n_classes, activation=activation, dtype="float32")
 
 
 @keras.saving.register_keras_serializable(package="freesound")

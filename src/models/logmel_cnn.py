@@ -14,7 +14,7 @@ from ..base.errors import UsageError
 from .layers import Int16ToFloat, class_probabilities, log_mel, spec_mask
 
 
-def logmel_cnn(config: Config, n_classes: int) -> keras.Model:
+def logmel_cnn(config: Config, n_classes: int, activation: str = "softmax") -> keras.Model:
     frames = 1 + config.crop_samples // config.hop_length
     if config.n_mels < 16 or frames < 16:
         raise UsageError(f"logmel_cnn pools by 2 four times: it needs >= 16 mel bands and >= 16 frames, "
@@ -37,5 +37,5 @@ def logmel_cnn(config: Config, n_classes: int) -> keras.Model:
     x = ops.mean(x, axis=1)                                                  # over mel bands
     x = layers.Concatenate()([layers.GlobalMaxPooling1D()(x), layers.GlobalAveragePooling1D()(x)])
     x = layers.Dropout(0.3)(x)
-    outputs = class_probabilities(n_classes)(x)
+    outputs = class_probabilities(n_classes, activation)(x)
     return keras.Model(inputs, outputs, name="logmel_cnn")

@@ -18,21 +18,21 @@ def split_flags(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="freesound")
 class UnverifiedLoss(keras.losses.Loss):
-    """Categorical cross-entropy (binary cross-entropy averaged over the labels, for multi-label
-    tagging) that treats unverified clips apart: flagged clips count `weight` times, and in every batch
-    the `drop` share of flagged clips with the highest loss are left out (their labels are the likeliest
-    to be wrong). Per-clip losses go to Keras's own reduction (the mean over the batch); without flags
+    """The task's per-clip cross-entropy (`per_clip`, a function of keras.losses: categorical, or binary
+    averaged over the labels for multi-label tagging) that treats unverified clips apart: flagged clips
+    count `weight` times, and in every batch the `drop` share of flagged clips with the highest loss are
+    left out (their labels are the likeliest to be wrong). Per-clip losses go to Keras's own reduction (the mean over the batch); without flags
     it is the plain cross-entropy."""
 
-    def __init__(self, weight: float = 1.0, drop: float = 0.0, multilabel: bool = False,
+    def __init__(self, weight: float = 1.0, drop: float = 0.0, per_clip: str = "categorical_crossentropy",
                  name: str = "unverified_loss", **kwargs):
+        kwargs.pop("multilabel", None)  # the flag of models saved before the task named its loss
         super().__init__(name=name, **kwargs)
-        self.weight, self.drop, self.multilabel = float(weight), float(drop), bool(multilabel)
+        self.weight, self.drop, self.per_clip = float(weight), float(drop), per_clip
 
     def call(self, y_true, y_pred):
         y_true, flagged = split_flags(y_true, y_pred)
-        losses = (keras.losses.binary_crossentropy if self.multilabel else keras.losses.categorical_crossentropy)(
-            y_true, y_pred)
+        losses = getattr(keras.losses, self.per_clip)(y_true, y_pred)
         if flagged is None:
             return losses
         weights = ops.where(flagged, self.weight, 1.0)
@@ -46,8 +46,7 @@ class UnverifiedLoss(keras.losses.Loss):
         return losses * ops.cast(weights, losses.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "weight": self.weight, "drop": self.drop,
-                **({"multilabel": True} if self.multilabel else {})}
+        return {**super().get_config(), "weight": self.weight, "drop": self.drop, "per_clip": self.per_clip}
 
 
 @keras.saving.register_keras_serializable(package="freesound")
@@ -63,3 +62,7 @@ def top_label_accuracy(y_true, y_pred):
     y_true, _ = split_flags(y_true, y_pred)
     best = ops.one_hot(ops.argmax(y_pred, axis=-1), ops.shape(y_pred)[-1])
     return ops.cast(ops.sum(best * ops.cast(y_true > 0.5, best.dtype), axis=-1) > 0, "float32")
+
+
+ACCURACIES = {"label_accuracy": label_accuracy, "top_label_accuracy": top_label_accuracy}
+"""The accuracy each task logs while training (src.dataset.task.Task.train_metric)."""

@@ -11,7 +11,7 @@ from .layers import class_probabilities, spec_mask
 
 
 def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
-           variance: np.ndarray | None = None) -> keras.Model:
+           variance: np.ndarray | None = None, activation: str = "softmax") -> keras.Model:
     """The kernel's MFCC Conv2D net (168,361 trainable parameters for 41 classes, 40 MFCC x 173
     frames). Per-coefficient normalisation by the fold's training statistics is its first layer,
     so a saved model carries its own statistics."""
@@ -34,5 +34,5 @@ def mfcc2d(config: Config, n_classes: int, mean: np.ndarray | None = None,
     x = layers.Dense(64)(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
-    outputs = class_probabilities(n_classes)(x)
+    outputs = class_probabilities(n_classes, activation)(x)
     return keras.Model(inputs, outputs, name="mfcc2d")

@@ -7,35 +7,26 @@ import time
 import keras
 import numpy as np
 
-from ..base.metrics import lwlrap, mean_average_precision
+from ..dataset.task import SINGLE_LABEL, Task
 from .inference import predict_sequence
 from .resume import ResumeState
 
 
 class EpochValidation(keras.callbacks.Callback):
-    """Sets val_loss and val_accuracy in each epoch's logs from predictions of the validation crops
-    (categorical cross-entropy as Keras computes it, over the real rows only); for multi-label tagging
-    val_loss (binary cross-entropy, the mean over labels), val_lwlrap and val_map. Prediction runs in full
+    """Adds the task's validation figures to each epoch's logs from predictions of the validation crops,
+    over the real rows only (src.dataset.task: val_loss, the cross-entropy as Keras computes it, and
+    val_accuracy; for multi-label tagging val_loss, val_lwlrap and val_map). Prediction runs in full
     batches, so one compiled predict step serves validation and the final predictions and no other
     shape is compiled. Must come before the callbacks that read val_loss."""
 
-    def __init__(self, sequence, targets: np.ndarray, multilabel: bool = False):
+    def __init__(self, sequence, targets: np.ndarray, task: Task = SINGLE_LABEL):
         super().__init__()
-        self.sequence, self.targets, self.multilabel = sequence, np.asarray(targets, np.float64), multilabel
+        self.sequence, self.targets, self.task = sequence, np.asarray(targets, np.float64), task
 
     def on_epoch_end(self, epoch, logs=None):
         probs = predict_sequence(self.model, self.sequence).astype(np.float64)
-        if self.multilabel:
-            if logs is not None:
-                p, y = np.clip(probs, 1e-7, 1 - 1e-7), self.targets
-                logs["val_loss"] = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1).mean())
-                logs["val_lwlrap"] = lwlrap(y, probs)
-                logs["val_map"] = mean_average_precision(y, probs)
-            return
-        probs = np.clip(probs / probs.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7)
         if logs is not None:
-            logs["val_loss"] = float(-(self.targets * np.log(probs)).sum(axis=1).mean())
-            logs["val_accuracy"] = float((probs.argmax(1) == self.targets.argmax(1)).mean())
+            logs.update(self.task.validation_logs(self.targets, probs))
 
 
 class EpochTimer(keras.callbacks.Callback):
