@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "predict", "export"]
-TOOLS = ["explore", "adapters", "cluster", "bench", "demo"]
+TOOLS = ["explore", "adapters", "cluster", "bench", "demo", "kaggle_kernel"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -25,7 +25,7 @@ def main() -> None:
         print(f"  {k}. python -m src.{module:<12} {summary(module)}")
     print("Around it:")
     for module in TOOLS:
-        print(f"     python -m src.tools.{module:<9} {summary(module)}")
+        print(f"     python -m src.tools.{module:<13} {summary(module)}")
     print("The library, in layers that import downwards only: src/training/ <- src/feeds/, src/models/ <- "
           "src/dataset/ <- src/base/;\nsee docs/architecture.md")
 

@@ -53,6 +53,10 @@ README_COMMANDS = {
     ("src.tools.bench", ("--full-run",)): "test_bench.py",
     ("src.tools.demo", ()): "test_readme.py",
     ("src.tools.demo", ("--multilabel",)): "test_readme.py",
+    ("src.tools.kaggle_kernel", ("--models", "--user")): "test_kaggle_kernel.py",
+    ("src.tools.kaggle_kernel", ("--models", "--push", "--user")): "test_kaggle_kernel.py",
+    ("src.tools.kaggle_kernel", ("--epochs", "--models", "--train", "--user")): "test_kaggle_kernel.py",
+    ("src.tools.kaggle_kernel", ("--models", "--resume-from", "--train", "--user")): "test_kaggle_kernel.py",
     ("src.tools.rehearsal", ("--scale",)): "test_rehearsal.py",
 }
 
