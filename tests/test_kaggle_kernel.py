@@ -219,9 +219,10 @@ def test_the_2019_data_becomes_the_multilabel_layout_and_its_submission_form(tmp
     found = competition_folder(root, "freesound-audio-tagging-2019")
     data = competition_data(found, "freesound-audio-tagging-2019", tmp_path / "data")
     from src.dataset.tables import Dataset
+    from src.dataset.task import MULTI_LABEL
 
     dataset = Dataset.load(data)
-    assert dataset.multilabel and dataset.labels == labels and dataset.submission_columns == labels
+    assert dataset.task is MULTI_LABEL and dataset.labels == labels and dataset.submission_columns == labels
     path = write_competition_submission(tmp_path / "submission.csv", np.array([[0.1, 0.8, 0.3], [0.5, 0.2, 0.9]]),
                                         dataset)
     written = pd.read_csv(path)

@@ -49,13 +49,13 @@ from ..base.config import PRESETS
 from ..base.errors import CommandError, DataError, SetupError, UsageError
 from ..base.files import atomic_folder
 from ..base.layout import Paths, audio_dir, table_path
-from ..base.metrics import combine
 from ..base.networks import NETWORKS
 from ..blend import main as blend_main
-from ..blend import write_probability_submission, write_submission
+from ..blend import write_submission
 from ..dataset import archives
 from ..dataset.inputs import model_input
 from ..dataset.tables import Dataset
+from ..dataset.task import MULTI_LABEL, SINGLE_LABEL, task_named
 from ..predict import _load as load_fold_model
 from ..training.fold_files import finished_folds, fold_files
 from .adapters import fsdkaggle2019
@@ -63,6 +63,7 @@ from .adapters import fsdkaggle2019
 log = logging.getLogger(__name__)
 
 COMPETITIONS = {"freesound-audio-tagging": 2018, "freesound-audio-tagging-2019": 2019}
+COMPETITION_OF = {SINGLE_LABEL.NAME: "freesound-audio-tagging", MULTI_LABEL.NAME: "freesound-audio-tagging-2019"}
 MARKER = "freesound-bundle.json"
 """The bundle's description, at the top of the dataset: how the kernel finds where Kaggle mounted it."""
 AISFX = "aisfx==0.1.2"
@@ -84,9 +85,9 @@ def slug(text: str) -> str:
 
 
 def chosen_folds(paths: Paths, models: list[str], allow_partial: bool, allow_mismatch: bool) -> dict:
-    """{model: {"folds": [k...], "labels": [...], "multilabel": bool}} of the trained models, with the checks
+    """{model: {"folds": [k...], "labels": [...], "task": its name}} of the trained models, with the checks
     src.predict makes: every fold finished (unless allow_partial), all trained on the same rows and folds
-    (unless allow_mismatch), one label set and one kind of output."""
+    (unless allow_mismatch), one label set and one task."""
     chosen, trained_on = {}, {}
     for name in models:
         folds = finished_folds(paths, name)
@@ -107,8 +108,11 @@ def chosen_folds(paths: Paths, models: list[str], allow_partial: bool, allow_mis
             (_, one), (_, other) = list(trained_on.items())[:2]
             raise DataError(f"{one[0]} and {other[0]} were trained on different train rows or folds; a blend of them "
                             f"mixes two datasets. Retrain the stale ones, or pass --allow-mismatch.")
-        chosen[name] = {"folds": folds, "labels": first.labels(), "multilabel": "val_lwlrap" in results[0]}
-    kinds = {json.dumps([c["labels"], c["multilabel"]]) for c in chosen.values()}
+        # Folds from before the task was recorded in result.json are single-label unless scored by lwlrap.
+        task = task_named(results[0].get("task") or ("multi-label" if "val_lwlrap" in results[0] else None),
+                          str(first.result))
+        chosen[name] = {"folds": folds, "labels": first.labels(), "task": task.NAME}
+    kinds = {json.dumps([c["labels"], c["task"]]) for c in chosen.values()}
     if len(kinds) > 1:
         raise DataError(f"the models {' '.join(models)} were trained on different label sets or tasks "
                         f"(single- and multi-label): bundle one kind at a time")
@@ -245,11 +249,11 @@ def write_bundle(args, paths: Paths) -> dict:
     """Write BUNDLE_DIR/dataset and BUNDLE_DIR/kernel (whole or not at all); returns what the commands need."""
     project = Path(args.project_dir)
     chosen = {} if args.train else chosen_folds(paths, args.models, args.allow_partial, args.allow_mismatch)
-    multilabel = any(c["multilabel"] for c in chosen.values())
-    competition = args.competition or ("freesound-audio-tagging-2019" if multilabel else "freesound-audio-tagging")
-    if chosen and multilabel != (COMPETITIONS[competition] == 2019):
-        raise UsageError(f"the folds of {' '.join(args.models)} are {'multi' if multilabel else 'single'}-label; "
-                         f"{competition} is {'single' if multilabel else 'multi'}-label")
+    task = next(iter(chosen.values()))["task"] if chosen else SINGLE_LABEL.NAME
+    competition = args.competition or COMPETITION_OF[task]
+    if chosen and COMPETITION_OF[task] != competition:
+        raise UsageError(f"the folds of {' '.join(args.models)} are {task}, for {COMPETITION_OF[task]}, not "
+                         f"{competition}")
     year = COMPETITIONS[competition]
     name = "-".join(slug(m) for m in args.models)
     dataset_slug = args.dataset_slug or f"freesound-{year}-{name}-bundle"[:50].strip("-")
@@ -424,7 +428,7 @@ def predict_test(run: Paths, data_dir: Path, models: list[str], labels: dict):
     dataset = Dataset.load(data_dir)
     backend.current()
     log.info("%s", backend.configure())
-    fnames, normalize = list(dataset.test.fname), not dataset.multilabel
+    fnames, task = list(dataset.test.fname), dataset.task
     per_model = []
     for name in models:
         if labels[name] != dataset.labels:
@@ -436,20 +440,17 @@ def predict_test(run: Paths, data_dir: Path, models: list[str], labels: dict):
             files = fold_files(run, name, k)
             config = files.read_config()
             source = model_input(data_dir, "test", config)  # built once per preset and rate, on every core
-            tests.append(predict(load_fold_model(files.model), config, source, fnames, len(dataset.labels),
-                                 dataset.multilabel))
-        per_model.append(combine(tests, None, "geometric", normalize))
+            tests.append(predict(load_fold_model(files.model), config, source, fnames, len(dataset.labels), task))
+        per_model.append(task.combine(tests))
         log.info("%s: %d folds predicted %d test clips in %.0f s", name, len(tests), len(fnames),
                  time.perf_counter() - started)
-    return combine(per_model, None, "geometric", normalize), dataset
+    return task.combine(per_model), dataset
 
 
 def write_competition_submission(path: Path, probs, dataset) -> Path:
-    """submission.csv in the competition's form, validated as src.blend validates its own."""
-    fnames = list(dataset.test.fname)
-    if dataset.multilabel:
-        return write_probability_submission(path, probs, fnames, dataset.labels, dataset.submission_columns)
-    return write_submission(path, probs, fnames, dataset.labels)
+    """submission.csv in the competition's form (the task's: top 3 labels, or a probability per label in
+    sample_submission.csv's columns), validated and written as src.blend writes its own."""
+    return write_submission(path, probs, dataset)
 
 
 def train_on_kaggle(bundle: Path, description: dict, data_dir: Path, root: Path, deadline: float) -> bool:
