@@ -23,7 +23,6 @@ from .base.files import atomic_write_csv, irregular
 from .base.layout import SPLITS, audio_dir, table_path
 from .base.metrics import LEADERBOARDS
 from .dataset import archives, zenodo
-from .dataset.task import task_of
 from .dataset.tables import (
     class_names,
     likely_typos,
@@ -33,6 +32,7 @@ from .dataset.tables import (
     read_table,
     row_number,
 )
+from .dataset.task import task_of
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,11 @@ def check_layout(data_dir: Path) -> dict:
             print(f"  {audio_dir(data_dir, split) / fname}: {why}")
     typos = likely_typos(train)
     if typos:
-        print(f"{len(typos)} label(s) are rare enough to be typos; check these rows of {table_path(data_dir, 'train')}:")
+        print(f"{len(typos)} label(s) are rare enough to be typos; check these rows of "
+              f"{table_path(data_dir, 'train')}:")
         for label, rows, near in typos:
-            print(f"  {label!r}: row(s) {', '.join(map(str, rows[:5]))}" + (f" (did you mean {near!r}?)" if near else ""))
+            guess = f" (did you mean {near!r}?)" if near else ""
+            print(f"  {label!r}: row(s) {', '.join(map(str, rows[:5]))}{guess}")
     truth = load_test_labels(data_dir, labels)
     if truth is not None:
         boards = truth.usage.value_counts().to_dict() if "usage" in truth.columns else {}

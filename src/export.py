@@ -20,12 +20,14 @@ from .base.config import Config
 from .base.errors import SetupError
 from .base.files import Lock, atomic_folder
 from .base.layout import Paths
+from .dataset.task import SINGLE_LABEL, Task
 from .predict import load_members
 
 
-def inference_model(config: Config, fold_models: list, multilabel: bool = False):
+def inference_model(config: Config, fold_models: list, task: Task = SINGLE_LABEL):
     """raw audio -> front end -> every fold model -> geometric mean, as one keras.Model (each row
-    renormalised, except for multi-label models, whose labels keep their own probabilities)."""
+    renormalised where the task has one label per clip; a multi-label model's labels keep their own
+    probabilities)."""
     import keras
     from keras import ops
 
@@ -37,7 +39,7 @@ def inference_model(config: Config, fold_models: list, multilabel: bool = False)
     folds = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold{k}") for k, m in enumerate(fold_models)]
     logs = [ops.log(ops.maximum(fold(inputs), 1e-7)) for fold in folds]
     mean = ops.exp(sum(logs) / len(logs))
-    probs = mean if multilabel else mean / ops.sum(mean, axis=-1, keepdims=True)
+    probs = mean / ops.sum(mean, axis=-1, keepdims=True) if task.normalize else mean
     return keras.Model(audio, probs, name=f"tagger_{config.name}")
 
 
@@ -51,7 +53,7 @@ def export(paths: Paths, preset: str, out: Path, allow_mismatch: bool = False, a
                         "pip install tensorflow (any backend may stay the one that trains). The fold "
                         "models themselves (predictions/MODEL/fold*/best.keras) load on any backend.")
     member = load_members(paths, [preset], allow_partial, allow_mismatch)[0]
-    model = inference_model(member.config, member.models, member.multilabel)
+    model = inference_model(member.config, member.models, member.task)
     out = Path(out)
     with Lock(out.with_name(out.name + ".lock"), f"src.export {preset}"), atomic_folder(out) as building:
         model.export(str(building), format="tf_saved_model", verbose=False)
@@ -59,8 +61,7 @@ def export(paths: Paths, preset: str, out: Path, allow_mismatch: bool = False, a
         (building / "config.json").write_text(json.dumps(
             {**member.config.to_dict(), "folds": len(member.models), "fold_ids": member.folds,
              "input": f"float32 audio (batch, {member.config.crop_samples})",
-             "output": "a probability per label (multi-label)" if member.multilabel else
-                       "class probabilities summing to 1"}, indent=2) + "\n")
+             "output": member.task.output_note}, indent=2) + "\n")
     return out
 
 

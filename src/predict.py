@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from .base import cli
@@ -39,6 +38,7 @@ from .base.files import WriteError, atomic_write, irregular
 from .base.metrics import geometric_mean
 from .dataset import audio as audio_cache
 from .dataset.inputs import input_kind
+from .dataset.task import SINGLE_LABEL, Task
 from .training.fold_files import trained_models
 from .training.inference import combine_windows, predict_padded, windows
 from .training.run_folder import ModelRun, dataset_at_hand
@@ -51,8 +51,8 @@ class Member:
     config: Config
     models: list
     labels: list[str]
-    multilabel: bool = False
-    """a sigmoid per label (trained on a multi-label dataset), not one softmax"""
+    task: Task = SINGLE_LABEL
+    """what the folds were trained for (their result.json): a softmax over the labels or a sigmoid per label"""
     name: str = ""
     folds: list[int] = field(default_factory=list)
     trained: list[dict] = field(default_factory=list)
@@ -91,12 +91,13 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
         trained = [{"fold": k, "fingerprints": r.get("fingerprints"),
                     "result": hashlib.sha256(f.result.read_bytes()).hexdigest()[:16]}
                    for k, f, r in zip(ids, folds, results)]
-        members.append(Member(config, loaded, labels, _sigmoid_output(loaded[0]), name, ids, trained))
+        members.append(Member(config, loaded, labels, folds[0].task(), name, ids, trained))
     if any(m.labels != members[0].labels for m in members):
         raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
-    if any(m.multilabel != members[0].multilabel for m in members):
-        raise DataError(f"the models {names} mix multi-label (a sigmoid per label) and single-label (softmax) "
-                        f"outputs; predict with one kind at a time")
+    if any(m.task is not members[0].task for m in members):
+        kinds = ", ".join(sorted({m.task.NAME for m in members}))
+        raise DataError(f"the models {names} were trained for different tasks ({kinds}: a softmax over the labels "
+                        f"or a sigmoid per label); predict with one kind at a time")
     return members
 
 
@@ -114,11 +115,6 @@ def _load(path: Path, retrain: str = "`./run_folds.sh MODEL FOLD -- --force`"):
         raise DataError(f"{path} could not be loaded as a model of this project ({reason[:300]}). Keras's safe "
                         f"mode refuses files that would run code on loading; retrain that fold ({retrain}) "
                         f"rather than loading a model file from elsewhere.") from None
-
-
-def _sigmoid_output(model) -> bool:
-    activation = getattr(model.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "") == "sigmoid"
 
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +138,7 @@ def tag(path: Path, members: list[Member], batch_size: int = 64) -> dict:
     if len(samples) == 0:
         raise ValueError("no samples")
     clip_probs, window_probs, spans = [], [], None
-    normalize = not members[0].multilabel  # a sigmoid per label keeps its own probability
+    normalize = members[0].task.normalize  # a sigmoid per label keeps its own probability
     for member in members:
         batch, member_spans = model_windows(samples, rate, member.config)
         spans = member_spans if spans is None else spans
@@ -286,8 +282,7 @@ def describe(path: Path, tags: dict, labels: list[str], top_k: int | None, per_w
     record = {"file": str(path), "seconds": round(tags["seconds"], 3),
               "tags": [{"label": lab, "probability": round(p, 4)}
                        for lab, p in top(tags["probs"], labels, top_k, threshold)]}
-    if threshold is not None:  # multi-label: every label's probability, for a CSV row per file
-        record["probabilities"] = {label: round(float(p), 4) for label, p in zip(labels, tags["probs"])}
+    record["probabilities"] = {label: round(float(p), 4) for label, p in zip(labels, tags["probs"])}
     if per_window:
         record["windows"] = [{"start": round(float(a), 3), "end": round(float(b), 3),
                               "tags": [{"label": lab, "probability": round(p, 4)}
@@ -296,19 +291,12 @@ def describe(path: Path, tags: dict, labels: list[str], top_k: int | None, per_w
     return record
 
 
-def write_outputs(results: list[dict], skipped: list[tuple[str, str]], top_k: int, csv: Path | None,
-                  json_path: Path | None, labels: list[str] | None = None) -> None:
-    """CSV: label1..k and p1..k per file; for multi-label models (labels given) the labels at or above the
-    threshold, comma-separated, then every label's probability. JSON: the records and the skipped files."""
-    if csv and labels:
-        rows = [{"file": r["file"], "tags": ",".join(t["label"] for t in r["tags"]), **r["probabilities"]}
-                for r in results]
-        atomic_write(csv, pd.DataFrame(rows, columns=["file", "tags", *labels]).to_csv(index=False))
-    elif csv:
-        rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
-                 **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in results]
-        columns = ["file"] + [f"label{i + 1}" for i in range(top_k)] + [f"p{i + 1}" for i in range(top_k)]
-        atomic_write(csv, pd.DataFrame(rows, columns=columns).to_csv(index=False))   # the header even with no rows
+def write_outputs(results: list[dict], skipped: list[tuple[str, str]], top_k: int | None, csv: Path | None,
+                  json_path: Path | None, labels: list[str], task: Task = SINGLE_LABEL) -> None:
+    """CSV: the task's table of tags (label1..k and p1..k per file; for multi-label models the labels at or
+    above the threshold, then every label's probability). JSON: the records and the skipped files."""
+    if csv:
+        atomic_write(csv, task.tag_table(results, labels, top_k).to_csv(index=False))
     if json_path:
         atomic_write(json_path, json.dumps({"files": results, "skipped": [{"file": f, "reason": w}
                                                                            for f, w in skipped]}, indent=2) + "\n")
@@ -338,9 +326,9 @@ def main(argv=None) -> int:
         raise UsageError(f"--csv and --json both name {args.csv}: one would replace the other. Give each its own "
                          f"file (e.g. --csv tags.csv --json tags.json), or only the one you want.")
     members = load_members(cli.paths(args), args.models, args.allow_partial, args.allow_mismatch)
-    labels, multilabel = members[0].labels, members[0].multilabel
-    top_k = args.top_k if args.top_k is not None or multilabel else 3
-    threshold = args.threshold if args.threshold is not None or not multilabel else 0.5
+    labels, task = members[0].labels, members[0].task
+    top_k = args.top_k if args.top_k is not None else task.default_top_k
+    threshold = args.threshold if args.threshold is not None else task.default_threshold
     files, skipped = find_audio(args.inputs)
     # What a record depends on: the models (each config holds its windows: crop, rate, how they combine),
     # what each fold was trained on and as, and the options that choose and shape the tags.
@@ -372,7 +360,7 @@ def main(argv=None) -> int:
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
     try:
-        write_outputs(results, skipped, top_k, args.csv, args.json, labels if multilabel else None)
+        write_outputs(results, skipped, top_k, args.csv, args.json, labels, task)
     except WriteError as error:
         raise WriteError(error.path, error.error, error.needed, kept=(
             f"Every file tagged is kept in {shown(journal.path)}: run the same command again once there is room, "

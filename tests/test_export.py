@@ -5,7 +5,7 @@ from test_predict import make_models
 from src import export
 from src.base.config import PRESETS
 from src.base.layout import Paths
-from src.blend import geometric_mean
+from src.base.metrics import geometric_mean
 from src.dataset.inputs import mfcc
 from src.models import MfccFrontEnd
 from src.predict import load_members

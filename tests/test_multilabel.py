@@ -157,7 +157,8 @@ def test_missed_and_invented_labels_by_hand():
     table, y, probs = oof_table(single, folds, oof, labels, np.eye(3, dtype=np.float32)[[2, 0]], SINGLE_LABEL)
     text, per_class, pairs = report(table, y, probs, labels, SINGLE_LABEL)
     assert pairs[labels.index("Tone"), labels.index("Clicks")] == 1 and pairs.sum() == 1
-    assert table.score.tolist() == pytest.approx([1 / 3, 1.0]) and "OOF MAP@3 0.6667, OOF acc 0.5000 over 2 clips" in text
+    assert table.score.tolist() == pytest.approx([1 / 3, 1.0])
+    assert "OOF MAP@3 0.6667, OOF acc 0.5000 over 2 clips" in text
     assert "unverified:    1.0000 over 1 clips" in text
 
 

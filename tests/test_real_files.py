@@ -111,7 +111,8 @@ def kaggle_run(tmp_path_factory):
                                      "--out-dir", str(tmp / "out")], cwd=ROOT, env=env, capture_output=True,
                                     text=True, timeout=1200)
     where = ["--data-dir", str(data_dir), "--out-dir", str(tmp / "out")]
-    steps["blend"] = python("src.blend", "1d", *where, "--kaggle-form", str(KAGGLE_2018 / "kaggle_sample_submission.csv"))
+    kaggle_form = str(KAGGLE_2018 / "kaggle_sample_submission.csv")
+    steps["blend"] = python("src.blend", "1d", *where, "--kaggle-form", kaggle_form)
     steps["inspect"] = python("src.inspect_oof", "1d", *where)
     return data_dir, tmp / "out", steps
 
@@ -204,7 +205,8 @@ def kaggle_2019_download(folder: Path, with_folders: bool) -> dict:
             inner.unlink()
         outer.writestr("train_curated.csv", curated[["fname", "labels"]].to_csv(index=False))
         outer.writestr("train_noisy.csv", noisy[["fname", "labels"]].to_csv(index=False))
-        outer.writestr("sample_submission.csv", test[["fname"]].assign(**dict.fromkeys(vocabulary, 0)).to_csv(index=False))
+        sample = test[["fname"]].assign(**dict.fromkeys(vocabulary, 0))
+        outer.writestr("sample_submission.csv", sample.to_csv(index=False))
         outer.write(KAGGLE_2019 / "test_post_competition.csv", "test_post_competition.csv")
     return odd
 
@@ -214,7 +216,8 @@ def test_fsdkaggle2019_download_through_the_readme_commands(tmp_path, with_folde
     """The README's 2019 commands exactly as written (after the download), then folds trained and blended:
     the silent clip trains, the empty one is a recorded skip, the submission holds no NaN."""
     odd = kaggle_2019_download(tmp_path / "fsd2019", with_folders)
-    unzip = subprocess.run(["bash", "-c", "cd fsd2019 && unzip -q '*.zip'"], cwd=tmp_path, capture_output=True, text=True)
+    unzip = subprocess.run(["bash", "-c", "cd fsd2019 && unzip -q '*.zip'"], cwd=tmp_path, capture_output=True,
+                           text=True)
     assert unzip.returncode == 0, unzip.stderr
     adapted = python("src.tools.adapters", "fsdkaggle2019", "fsd2019", "data/fsd2019", cwd=tmp_path)
     assert adapted.returncode == 0, adapted.stdout + adapted.stderr
@@ -236,7 +239,8 @@ def test_fsdkaggle2019_download_through_the_readme_commands(tmp_path, with_folde
     assert blended.returncode == 0, blended.stdout + blended.stderr
     submission = pd.read_csv(tmp_path / "out" / "submissions" / "1d.csv")
     assert len(submission) == 40 and np.isfinite(submission.iloc[:, 1:].to_numpy()).all()
-    report = pd.concat(pd.read_csv(p) for p in (tmp_path / "data" / "fsd2019" / "cache").glob("audio-*/test/report.csv"))
+    reports = (tmp_path / "data" / "fsd2019" / "cache").glob("audio-*/test/report.csv")
+    report = pd.concat(pd.read_csv(p) for p in reports)
     assert set(report[report.status == "skipped"].fname) == {odd["empty"]}
     oof = pd.read_csv(tmp_path / "out" / "predictions" / "1d" / "fold0" / "oof.csv")
     assert np.isfinite(oof.iloc[:, 1:].to_numpy()).all()

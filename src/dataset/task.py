@@ -143,15 +143,16 @@ class Task:
         raise NotImplementedError
 
     # --- new audio --------------------------------------------------------------------------------
+    default_top_k: ClassVar[int | None]
+    """src.predict: how many labels a file is tagged with at most (None: every label over the threshold)."""
     default_threshold: ClassVar[float | None]
     """src.predict: a label is named when its probability reaches this (None: the top k by rank)."""
+    output_note: ClassVar[str]
+    """What the probabilities of an exported model are."""
 
-    def named_labels(self, probs: np.ndarray, threshold: float | None, top_k: int) -> list[np.ndarray]:
-        """Per row, the indices of the labels predict names, most probable first."""
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        if threshold is None:
-            return list(order)
-        return [row[probs[i, row] >= threshold] for i, row in enumerate(order)]
+    def tag_table(self, records: list[dict], labels: list[str], top_k: int | None) -> pd.DataFrame:
+        """src.predict's CSV of tagged files (records with "file", "tags" and "probabilities")."""
+        raise NotImplementedError
 
 
 class SingleLabel(Task):
@@ -166,6 +167,8 @@ class SingleLabel(Task):
     columns = [("oof_map3", "OOF MAP@3"), ("oof_accuracy", "OOF acc"), ("test_map3", "test MAP@3"),
                ("test_map3_public", "public LB"), ("test_map3_private", "private LB")]
     default_threshold = None
+    default_top_k = 3
+    output_note = "class probabilities summing to 1"
 
     label_columns = ()
 
@@ -241,6 +244,12 @@ class SingleLabel(Task):
         out[:, model.best_estimator_.classes_] = model.predict_proba(x)
         return out / out.sum(axis=1, keepdims=True)
 
+    def tag_table(self, records, labels, top_k):
+        rows = [{"file": r["file"], **{f"label{i + 1}": t["label"] for i, t in enumerate(r["tags"])},
+                 **{f"p{i + 1}": t["probability"] for i, t in enumerate(r["tags"])}} for r in records]
+        columns = ["file"] + [f"label{i + 1}" for i in range(top_k)] + [f"p{i + 1}" for i in range(top_k)]
+        return pd.DataFrame(rows, columns=columns)   # the header even with no rows
+
     def submission(self, probs, fnames, labels, columns=None):
         names = np.asarray(labels)
         frame = pd.DataFrame({"fname": list(fnames), "label": [" ".join(r) for r in names[top_k(probs, 3)]]})
@@ -260,6 +269,8 @@ class MultiLabel(Task):
     columns = [("oof_lwlrap", "OOF lwlrap"), ("oof_map", "OOF mAP"), ("test_lwlrap", "test lwlrap"),
                ("test_map", "test mAP"), ("test_lwlrap_public", "public LB"), ("test_lwlrap_private", "private LB")]
     default_threshold = 0.5
+    default_top_k = None
+    output_note = "a probability per label (multi-label)"
 
     label_columns = (MULTI,)
 
@@ -343,6 +354,12 @@ class MultiLabel(Task):
 
         return (OneVsRestClassifier(LogisticRegression(max_iter=2000)), KFold(3, shuffle=True, random_state=0),
                 make_scorer(lwlrap, response_method="predict_proba"), "onevsrestclassifier__estimator__C")
+
+    def tag_table(self, records, labels, top_k):
+        # The labels at or above the threshold, comma-separated, then every label's probability.
+        rows = [{"file": r["file"], "tags": ",".join(t["label"] for t in r["tags"]), **r["probabilities"]}
+                for r in records]
+        return pd.DataFrame(rows, columns=["file", "tags", *labels])
 
     def submission(self, probs, fnames, labels, columns=None):
         columns = columns or labels

@@ -21,8 +21,8 @@ class UnverifiedLoss(keras.losses.Loss):
     """The task's per-clip cross-entropy (`per_clip`, a function of keras.losses: categorical, or binary
     averaged over the labels for multi-label tagging) that treats unverified clips apart: flagged clips
     count `weight` times, and in every batch the `drop` share of flagged clips with the highest loss are
-    left out (their labels are the likeliest to be wrong). Per-clip losses go to Keras's own reduction (the mean over the batch); without flags
-    it is the plain cross-entropy."""
+    left out (their labels are the likeliest to be wrong). Per-clip losses go to Keras's own reduction
+    (the mean over the batch); without flags it is the plain cross-entropy."""
 
     def __init__(self, weight: float = 1.0, drop: float = 0.0, per_clip: str = "categorical_crossentropy",
                  name: str = "unverified_loss", **kwargs):

@@ -6,19 +6,22 @@ last, result.json: a fold with it is finished, and nothing else marks one. Every
 or not at all (src.base.files)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shlex
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..base.config import Config
+from ..base.config import PRESETS, Config
 from ..base.errors import DataError
 from ..base.files import atomic_path, atomic_write, atomic_write_csv, atomic_write_json
 from ..base.layout import Paths
 from ..dataset.tables import row_number
+from ..dataset.task import TASKS, Task, task_named
 from .resume import ResumeState
 
 log = logging.getLogger(__name__)
@@ -53,8 +56,8 @@ class FoldFiles:
             leftover.unlink(missing_ok=True)
         state = None
         if self.resume.exists() and not force and self.saved_config() == config.to_dict():
-            state = ResumeState.load(self.resume)
-            if state.fingerprints != (fingerprints or {}):
+            state = ResumeState.load(self.resume)  # None when damaged: set aside, and the fold starts over
+            if state is not None and state.fingerprints != (fingerprints or {}):
                 log.warning("%s: train.csv or the folds changed since the killed attempt (rows %s, folds %s then; "
                             "%s now): starting the fold over", self.folder, state.fingerprints.get("rows"),
                             state.fingerprints.get("folds"), fingerprints)
@@ -95,17 +98,30 @@ class FoldFiles:
         atomic_write_csv(table, path, float_format="%.6g")
 
     def read_probabilities(self, path: Path, labels: list[str]) -> pd.DataFrame:
-        """oof.csv or test.csv indexed by fname; DataError when its columns are not these labels."""
-        table = pd.read_csv(path, dtype={"fname": str}).set_index("fname")
+        """oof.csv or test.csv indexed by fname; DataError naming the file (and row) and the command that
+        retrains the fold when it is not a table of finite probabilities within [0, 1], one column a label."""
+        def retrain() -> str:
+            return f"Retrain that fold: `{self.retrain()}` (with --data-dir added when the dataset is not ./data)."
+        try:
+            table = pd.read_csv(path, dtype={"fname": str}).set_index("fname")
+        except (ValueError, KeyError) as error:  # cut short, empty, no fname column (pandas' errors are ValueErrors)
+            raise DataError(f"{path} is not a table of probabilities ({type(error).__name__}: {error}); the file was "
+                            f"damaged or edited. {retrain()}") from None
         if list(table.columns) != labels:
             raise DataError(f"{path}: its label columns are not train.csv's labels; it was made for another "
-                            f"dataset. Retrain that fold (--force).")
-        values = table.to_numpy(np.float64)
+                            f"dataset. {retrain()}")
+        numbers = table.apply(pd.to_numeric, errors="coerce")
+        words = (numbers.isna() & table.notna()).to_numpy()
+        if words.any():
+            i, j = np.argwhere(words)[0]
+            raise DataError(f"{path}, row {row_number(i)} ({table.index[i]}), column {table.columns[j]}: "
+                            f"{table.iat[i, j]!r} is not a number; the file was damaged or edited. {retrain()}")
+        values = numbers.to_numpy(np.float64)
         bad = ~np.isfinite(values).all(axis=1) | (values < -1e-6).any(axis=1) | (values > 1 + 1e-6).any(axis=1)
         if bad.any():
             i = int(np.argmax(bad))
             raise DataError(f"{path}, row {row_number(i)} ({table.index[i]}): probabilities must be finite and "
-                            f"within [0, 1]; the file was damaged or edited. Retrain that fold (--force).")
+                            f"within [0, 1]; the file was damaged or edited. {retrain()}")
         return table
 
     def labels(self) -> list[str]:
@@ -116,8 +132,46 @@ class FoldFiles:
         atomic_write_json(self.result, record)
 
     def read_result(self) -> dict:
-        return json.loads(self.result.read_text())
+        """result.json; a DataError naming it and the command that retrains the fold when it is damaged."""
+        try:
+            record = json.loads(self.result.read_text())
+        except ValueError as error:  # cut short or edited (JSON's or UTF-8's complaint)
+            problem = f"not whole JSON ({error})"
+        else:
+            if isinstance(record, dict):
+                return record
+            problem = "no JSON object"
+        raise DataError(f"{self.result} is damaged: {problem}. It is written whole, after the fold's other files, "
+                        f"so something cut it short or edited it since, and the fold cannot be taken as finished. "
+                        f"Retrain that fold: `{self.retrain()}` (with --data-dir added when the dataset is not "
+                        f"./data).")
 
+    def retrain(self, data_dir: Path | None = None) -> str:
+        """The ./run_folds.sh line that trains this fold again, --force, as its config.json says it was
+        trained: the preset, --name for a variant, every option that differs from the preset, --out-dir (and
+        --data-dir when given: the fold's files do not say)."""
+        root = Path(__file__).resolve().parents[2]
+        runner = "./run_folds.sh" if Path.cwd().resolve() == root else str(root / "run_folds.sh")
+        name, fold, out_dir = self.folder.parent.name, self.folder.name[len("fold"):], self.folder.parents[2]
+        where = ["--out-dir", str(out_dir)] + ([] if data_dir is None else ["--data-dir", str(data_dir)])
+        try:
+            config = self.read_config()
+        except (OSError, ValueError, TypeError):
+            config = None
+        if config is None or config.preset not in PRESETS:  # nothing says how: the user fills the preset in
+            return f"{runner} PRESET {fold} -- {shlex.join(['--name', name, '--force', *where])}"
+        flags = [] if name == config.preset else ["--name", name]
+        for f in dataclasses.fields(Config):
+            value = getattr(config, f.name)
+            if "group" in f.metadata and value != getattr(PRESETS[config.preset], f.name):
+                flags += ["--" + f.name.replace("_", "-"),
+                          "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)]
+        return shlex.join([runner, config.preset, fold, "--", *flags, "--force", *where])
+
+
+    def task(self) -> Task:
+        """What the fold was trained for (src.dataset.task), from its result.json."""
+        return result_task(self.read_result(), str(self.result))
 
     def stale(self, fingerprints: dict) -> str | None:
         """Why a finished fold no longer matches its dataset (fingerprints: Dataset.fingerprints), or None."""
@@ -161,6 +215,14 @@ def trained_models(paths: Paths) -> list[str]:
     return sorted(d.name for d in folders if d.is_dir() and finished_folds(paths, d.name))
 
 
+def result_task(result: dict, where: str = "result.json") -> Task:
+    """What a fold was trained for: its result's task, or, in a result written before the task was
+    recorded, the task its validation score belongs to (val_lwlrap: multi-label, val_map3: single-label)."""
+    older = next((task.NAME for task in TASKS.values() if f"val_{task.metric}" in result), None)
+    return task_named(result.get("task", older), where)
+
+
 def validation_score(result: dict) -> tuple[str, float]:
-    """(metric, value) of a fold's result: its validation lwlrap (multi-label) or MAP@3."""
-    return ("lwlrap", result["val_lwlrap"]) if "val_lwlrap" in result else ("MAP@3", result["val_map3"])
+    """(metric, value) of a fold's result: its validation MAP@3, or lwlrap for multi-label tagging."""
+    task = result_task(result)
+    return task.metric_title, result[f"val_{task.metric}"]
