@@ -7,8 +7,8 @@
 Writes predictions/<model>/fold<k>/: config.json, best.keras, log.csv, tensorboard/, oof.csv (the fold's
 validation rows), test.csv (sample_submission order), with --clean-labels cleaned_labels.csv (the
 training labels it changed) and, last, result.json. A fold with result.json is
-finished and is skipped unless --force; every file is written atomically, so a killed run never leaves
-a fold that looks finished.
+finished and is skipped unless --force (asked to train with other settings, it stops, naming them); every
+file is written atomically, so a killed run never leaves a fold that looks finished.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .base import backend, cli
 from .base.config import add_config_arguments, config_from_args, feeding_from_args
 from .base.errors import DataError
 from .base.files import WriteError
-from .training.fold_files import fold_files
+from .training.fold_files import finished_folds, fold_files
 from .training.run_folder import seed_note
 from .training.runs import write_plan
 
@@ -52,9 +52,11 @@ def main(argv=None) -> int:
         logging.getLogger(__name__).warning("%s", note)
     backend.current()  # no backend: said now, before Keras fails to load
     # Keras (seconds to load) comes with the training library: only once the flags are known to be good.
-    from .training.fold import prepare, train_fold
+    from .training.fold import check_settings, prepare, train_fold
 
     if args.prepare:
+        if not args.force:  # said where run_folds.sh runs, before minutes of caching, not in a fold's log
+            check_settings(config, paths, finished_folds(paths, config.name))
         folds = prepare(config, paths)
         print(f"{config.name}: folds {' '.join(map(str, folds))} -> {paths.model_dir(config.name)}")
         if args.plan:

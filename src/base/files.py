@@ -5,19 +5,27 @@ bytes go to a temporary file with a unique name in the target's folder, are flus
 renamed over the target, and the folder is fsynced. A kill or a power cut leaves the old file or the new
 one, never a mix or an empty "finished" file; two writers of one path never share a temporary file; a
 write that fails (a full disk, a read-only folder) removes its temporary file and raises a WriteError
-naming the target. `Lock` is git's index.lock: a file made with O_CREAT|O_EXCL that names its holder.
+naming the target. Files get the modes of the user's umask (0666 & ~umask, folders 0777 & ~umask), as
+files written directly would, so a cluster's shared storage sees the usual modes. `Lock` is held by the
+kernel (an flock on the lock file, let go of when its holder ends, SIGKILL included); the file also names
+the holder, for the message a second taker stops with.
 """
 from __future__ import annotations
 
 import datetime
 import errno
+import fcntl
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import socket
 import stat
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,6 +145,7 @@ def atomic_path(path: Path, suffix: str = ""):
     tmp = Path(name)
     try:
         yield tmp
+        _chmod(tmp, usual_mode())  # mkstemp made it 0600; the writer may have made it anew
         _crash_point("written", path)
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -185,13 +194,16 @@ def atomic_write_csv(table, path: Path, **kwargs) -> None:
 def atomic_folder(path: Path):
     """A temporary sibling folder to build `path` in; on success it takes `path`'s place in one step
     (Linux's renameat2 exchange: the previous folder stays until the new one is there), on failure it is
-    removed and the previous folder stays as it was."""
+    removed and the previous folder stays as it was. A success also removes what killed builds of `path`
+    left beside it, but not the folder of a build still running (each holds an flock on its own)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        _chmod(tmp, usual_mode(folder=True))  # mkdtemp made it 0700
     except OSError as error:
         raise WriteError(path, error) from None
+    building = _hold(tmp)  # while this process lives, the next build of `path` leaves the folder alone
     try:
         yield tmp
         for file in tmp.rglob("*"):
@@ -209,12 +221,78 @@ def atomic_folder(path: Path):
             tmp.rename(path)
             shutil.rmtree(old, ignore_errors=True)
         fsync_folder(path.parent)
+        _clear_leftovers(path)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(path, error) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if building is not None:
+            os.close(building)
+
+
+def _hold(folder: Path) -> int | None:
+    """An flock on a folder being built, held until its descriptor is closed (or its builder dies); None
+    where the file system takes no flock on a folder (then its leftovers are never cleared)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Remove what killed builds of `path` left beside it (mkdtemp's `.NAME.XXXXXXXX.tmp`, a swap's
+    `.NAME.old-PID`), but not a folder a live builder still holds (_hold)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old-\d+)")
+    try:
+        found = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and not p.is_symlink() and p.is_dir()]
+    except OSError:  # tidying only: the build itself is done
+        return
+    for leftover in found:
+        fd = _hold(leftover)
+        if fd is not None:
+            try:
+                shutil.rmtree(leftover, ignore_errors=True)
+            finally:
+                os.close(fd)
+
+
+def _umask() -> int:
+    """This process's umask: read from /proc where Linux has it (setting it to read it would change the
+    mode of files other threads make meanwhile), else set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod(path: Path, mode: int) -> None:
+    """Set a mode where the file system keeps modes (FAT and some network mounts refuse: the file is
+    written all the same)."""
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        pass
+
+
+def usual_mode(folder: bool = False) -> int:
+    """The mode a file (or folder) made directly gets, 0666 (0777) less the umask: what files written
+    through a temporary name get too, instead of mkstemp's 0600 and mkdtemp's 0700."""
+    return (0o777 if folder else 0o666) & ~_umask()
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -235,64 +313,183 @@ class Locked(UsageError):
 
 
 class Lock:
-    """One writer at a time: a lock file made with O_CREAT|O_EXCL that names its holder (host, PID, what
-    it does, since when). A second taker stops at once with a Locked error naming the holder; a lock left
-    by a process that is gone (on this host) is taken over with a note. `pid` is the holder to record,
-    this process by default (run_folds.sh records its shell)."""
+    """One holder at a time, kept by the kernel: an exclusive flock on the lock file, which the kernel lets
+    go of when its holder ends, however it ends (SIGKILL included). The file also names the holder (host,
+    PID, what it does, since when): a second taker stops at once with a Locked error naming it; a taker
+    finding a file that names a holder that no longer holds it (a killed run) takes it with a note. `pid`
+    is the process the lock is for, this one by default; for another one (run_folds.sh's shell, through
+    `python -m src.training.runs lock`, which exits at once) a keeper process holds the lock until that
+    process ends.
+
+    A holder removes the file before letting go, and a taker holds the lock only if the file it locked is
+    still the one at the path; so never delete a lock file by hand: its holder would keep holding a file no
+    one else sees, and the next taker would lock a new one."""
+
+    SETTLE = 2.0
+    """seconds a taker waits for a holder that has not named itself yet, or whose process just ended"""
 
     def __init__(self, path: Path, what: str, pid: int | None = None):
         self.path, self.what, self.pid = Path(path), what, pid or os.getpid()
-        self.note = None  # set when a stale lock was taken over
+        self.note = None  # set when a lock its holder no longer held was taken over
+        self._fd = self._file = self._keeper = None
 
     def holder(self) -> dict | None:
+        """The holder the file names (host, pid, what, since), or None when it names none."""
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            return _record(self.path.read_bytes())
+        except OSError:
             return None
 
     def acquire(self) -> Lock:
-        record = {"host": socket.gethostname(), "pid": self.pid, "what": self.what,
-                  "since": datetime.datetime.now().isoformat(timespec="seconds")}
-        for _attempt in range(2):
+        host = socket.gethostname()
+        patience = time.monotonic() + self.SETTLE
+        while True:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                held = self.holder()
-                if held is None or (held.get("host") == record["host"] and not _alive(held.get("pid"))):
-                    who = "an unreadable lock" if held is None else f"pid {held.get('pid')}, which is gone"
-                    self.note = f"took over {self.path} from {who}"
-                    self.path.unlink(missing_ok=True)
-                    continue
-                if held.get("host") == record["host"] and held.get("pid") == self.pid:
-                    return self  # this very process (or the shell that started it) holds it already
-                raise Locked(f"{self.path.parent} is in use: {held.get('what', 'another process')} holds "
-                             f"{self.path} (pid {held.get('pid')} on {held.get('host')}, since "
-                             f"{held.get('since')}). Wait for it to finish or stop it; if that process is "
-                             f"gone, delete {self.path}.") from None
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # never O_TRUNC: it names the holder
             except OSError as error:
                 raise WriteError(self.path, error) from None
             try:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            except OSError as error:  # a full disk: no empty lock left behind
-                self.path.unlink(missing_ok=True)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held = _record(os.pread(fd, 4096, 0))
+                os.close(fd)
+                if held and held.get("host") == host and held.get("pid") == self.pid:
+                    return self  # this very process (or the shell that started it) holds it already
+                # A holder names itself just after taking the lock, and a keeper lets go just after its
+                # process ends: give either a moment before stopping.
+                settling = held is None or (held.get("host") == host and not _alive(held.get("pid")))
+                if settling and time.monotonic() < patience:
+                    time.sleep(0.05)
+                    continue
+                raise Locked(self._held_message(held)) from None
+            except OSError as error:  # a file system without locks (ENOLCK)
+                os.close(fd)
                 raise WriteError(self.path, error) from None
-            self.owned = True
-            return self
-        raise Locked(f"could not take {self.path}: another process keeps taking it")
+            if _identity(fd) != _at(self.path):  # its last holder removed it while letting go: start again
+                os.close(fd)
+                continue
+            break
+        self._fd, self._file = fd, _identity(fd)
+        previous, size = _record(os.pread(fd, 4096, 0)), os.fstat(fd).st_size
+        if previous:
+            gone = previous.get("host") == host and not _alive(previous.get("pid"))
+            self.note = f"took over {self.path} from " + (
+                f"pid {previous.get('pid')}, which is gone" if gone else
+                f"pid {previous.get('pid')} on {previous.get('host')} ({previous.get('what')}), which no longer "
+                f"holds it")
+        elif size:
+            self.note = f"took over {self.path} from an unreadable lock file"
+        record = {"host": host, "pid": self.pid, "what": self.what,
+                  "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        except OSError as error:  # a full disk: let go, and no empty lock file left behind
+            self.release()
+            raise WriteError(self.path, error) from None
+        if self.pid != os.getpid():
+            self._keep()
+        return self
+
+    def _held_message(self, held: dict | None) -> str:
+        if held is None:
+            return (f"{self.path.parent} is in use: another process holds {self.path} and has not named itself. "
+                    f"Wait for it to finish, then run the same command again.")
+        pid, host = held.get("pid"), held.get("host")
+        since = f", since {held['since']}" if held.get("since") else ""
+        who = f"{held.get('what', 'another process')} holds {self.path} (pid {pid} on {host}{since})"
+        if host == socket.gethostname() and not _alive(pid):
+            return (f"{self.path.parent} is in use: {who}; that process is gone, but a process it started still "
+                    f"holds the lock (the kernel lets go of it when the last one ends). Stop that process "
+                    f"(`fuser -v {self.path}` names it), then run the same command again.")
+        where = "" if host == socket.gethostname() else f" on {host}"
+        return (f"{self.path.parent} is in use: {who}. Wait for it to finish, or stop it (kill {pid}{where}): the "
+                f"lock is let go of when that process ends, killed or not, and the same command then runs.")
+
+    def _keep(self) -> None:
+        """Hand the lock to a child process that holds it until process `pid` ends (this process, taking it
+        for run_folds.sh's shell, exits at once, and its flock would go with it)."""
+        fd, self._fd = self._fd, None
+        try:
+            watch = os.pidfd_open(self.pid)  # readable once the process ends; no PID reuse to fear
+        except ProcessLookupError:  # gone already: nothing to hold the lock for
+            self._fd = fd
+            self.release()
+            return
+        except (AttributeError, OSError):  # no pidfd (macOS, Linux before 5.3): poll
+            watch = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = os.fork()
+        if child == 0:  # the keeper: its own session (no Ctrl-C of the terminal), nothing else held open
+            try:
+                os.setsid()
+                null = os.open(os.devnull, os.O_RDWR)
+                for std in range(3):
+                    os.dup2(null, std)
+                for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+                    if int(name) not in (0, 1, 2, fd, watch):
+                        try:
+                            os.close(int(name))
+                        except OSError:
+                            pass
+                if watch is not None:
+                    select.select([watch], [], [])
+                else:
+                    while _alive(self.pid):
+                        time.sleep(0.2)
+                if _identity(fd) == _at(self.path):
+                    self.path.unlink(missing_ok=True)
+            finally:
+                os._exit(0)
+        os.close(fd)  # the keeper's copy holds the flock now
+        if watch is not None:
+            os.close(watch)
+        self._keeper = child
 
     def release(self) -> None:
-        held = self.holder()
-        if getattr(self, "owned", False) and held and held.get("pid") == self.pid:
+        """Let go of the lock, its file removed first (see the class's note); nothing if not held."""
+        if self._file is not None and _at(self.path) == self._file:
             self.path.unlink(missing_ok=True)
-        self.owned = False
+        if self._fd is not None:
+            os.close(self._fd)
+        if self._keeper is not None:
+            try:
+                os.kill(self._keeper, signal.SIGKILL)
+                os.waitpid(self._keeper, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self._fd = self._file = self._keeper = None
 
     def __enter__(self) -> Lock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _record(data: bytes) -> dict | None:
+    """A lock file's record of its holder, or None (empty: its holder has not written it yet)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _at(path: Path) -> tuple[int, int] | None:
+    """The identity of the file at `path` now, or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _alive(pid) -> bool:

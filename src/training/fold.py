@@ -55,6 +55,35 @@ def check_task(config: Config, dataset: Dataset) -> None:
                          f"multi-label (a labels column): drop --clean-labels.")
 
 
+def changed_settings(config: Config, files: FoldFiles) -> str | None:
+    """How `config` differs from the settings a fold was trained with (its config.json), as "epochs (2
+    then, 5 now), ..."; None when it does not, or config.json is unreadable (nothing to compare)."""
+    saved = files.saved_config()
+    try:
+        then = Config.from_dict(saved, str(files.config)).to_dict() if isinstance(saved, dict) else None
+    except (ValueError, TypeError):
+        then = None
+    if then is None:
+        return None
+    now = config.to_dict()  # from_dict fills in settings added since with their defaults: no false alarm
+    return ", ".join(f"{k} ({then.get(k)} then, {v} now)" for k, v in now.items() if then.get(k) != v) or None
+
+
+def check_settings(config: Config, paths: Paths, folds: list[int]) -> None:
+    """UsageError when a finished fold among `folds` of config.name was trained with other settings than
+    `config`: skipping it would pass it off as a fold of these settings. It lists the settings that differ
+    and asks for --force (retrain it with these) or --name (train these as a model of their own)."""
+    changed = [(k, why) for k in folds if fold_files(paths, config.name, k).is_finished()
+               and (why := changed_settings(config, fold_files(paths, config.name, k)))]
+    if changed:
+        (k, why), others = changed[0], [str(k) for k, _ in changed[1:]]
+        also = f" (and fold(s) {' '.join(others)} likewise)" if others else ""
+        raise UsageError(f"fold {k} of {config.name} ({paths.fold_dir(config.name, k)}) is finished, but was trained "
+                         f"with other settings than these: {why}{also}. It is not skipped as if trained with these: "
+                         f"to retrain it with them, run the same command with --force; to keep it and train them "
+                         f"as a model of their own, add --name NEW_NAME (a new folder under {paths.predictions_dir}).")
+
+
 def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, feeding: Feeding | None = None,
                resume_every: float | None = None) -> dict:
     """Train one fold and write its predictions, holding the fold's lock; returns its result record (read
@@ -69,7 +98,11 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
             stale = files.stale(fingerprints)
             if stale:
                 raise UsageError(f"{stale}. Its predictions no longer match the labels they would be scored "
-                                 f"against: retrain it with --force (./run_folds.sh {config.name} -- --force ...).")
+                                 f"against: retrain it with `{files.retrain(paths.data_dir)}`.")
+            check_settings(config, paths, [fold])
+            if files.resume.exists():  # a kill between writing result.json and removing the resume state
+                files.resume.unlink()
+                log.info("removed %s, left by a run killed just after the fold finished", files.resume)
             log.info("fold %d of %s is finished (%s); skipping (use --force to redo)", fold, config.name,
                      files.result)
             return files.read_result()

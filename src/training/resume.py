@@ -1,16 +1,23 @@
 """The state a killed fold continues from, in one file written whole (resume.npz): every variable of
 the model and its optimizer (weights, moments, step, random-number state), the best weights so far,
 early stopping's state and the epoch times. A kill at any moment leaves the previous epoch's state or
-the new one, never a mix."""
+the new one, never a mix. A file damaged all the same (a disk that lost its tail, a copy cut short) is set
+aside, and the fold starts over."""
 from __future__ import annotations
 
 import json
+import logging
+import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..base.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,13 +56,22 @@ class ResumeState:
         atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
-    def load(cls, path: Path) -> ResumeState:
-        with np.load(path, allow_pickle=False) as saved:
-            record = json.loads(str(saved["state"]))
-            variables = [saved[f"variable_{k}"] for k in range(record["n_variables"])]
-            best = None if record["n_best"] is None else [saved[f"best_{k}"] for k in range(record["n_best"])]
-        return cls(record["epoch"], record["stopped"], record["stopping"], record["seconds"], variables, best,
-                   record.get("fingerprints", {}))
+    def load(cls, path: Path) -> ResumeState | None:
+        """The saved state; None when the file is damaged: it is renamed resume.npz.damaged-<time> (kept for
+        a look, never read again) with a note in the log, and the fold starts over."""
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                record = json.loads(str(saved["state"]))
+                variables = [saved[f"variable_{k}"] for k in range(record["n_variables"])]
+                best = None if record["n_best"] is None else [saved[f"best_{k}"] for k in range(record["n_best"])]
+            return cls(record["epoch"], record["stopped"], record["stopping"], record["seconds"], variables, best,
+                       record.get("fingerprints", {}))
+        except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.replace(aside)
+            log.warning("%s is damaged (%s: %s): set aside as %s; the fold starts from scratch", path,
+                        type(error).__name__, error, aside)
+            return None
 
     def restore(self, model, sequence, epochs: int) -> int:
         """The model as it was after the saved epoch (weights, optimizer state, schedule position and
