@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,67 +27,10 @@ from .base.layout import Paths
 from .base.metrics import COMBINES
 from .dataset.tables import Dataset, read_table
 from .training.ensembles import fit_weights, fold_spread, search_blends, stacked
-from .training.fold_files import fold_files, trained_models
-from .training.run_folder import ModelRun
+from .training.fold_files import trained_models
+from .training.trained import ModelPredictions, load_model_predictions
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class ModelPredictions:
-    """One model's folds: the OOF matrix aligned with train.csv (NaN rows where no fold predicted)
-    and the geometric mean of its folds' test probabilities in sample_submission order."""
-
-    name: str
-    folds: list[int]
-    oof: np.ndarray
-    test: np.ndarray
-    minutes: float = 0.0
-    """Training time of its folds, summed (fit, prediction, start-up: result.json's minutes)."""
-
-
-def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_partial: bool = False,
-                           allow_mismatch: bool = False, how: str = "geometric") -> ModelPredictions:
-    """Read every finished fold of one model, its folds' test predictions combined by their geometric
-    (or arithmetic) mean; DataError when folds are missing (unless allowed), or when they were trained
-    on other rows or folds than the dataset has now (unless allowed), or the predictions do not match
-    this dataset."""
-    # Which folds there should be, which are finished and which are stale: the run folder's one reader.
-    finished = ModelRun(paths, name, dataset).require_complete(allow_partial, allow_mismatch)
-    _check_same_config(paths, name, finished)
-    train, test, labels = dataset.train, dataset.test, dataset.labels
-    oof = np.full((len(train), len(labels)), np.nan)
-    position = pd.Series(np.arange(len(train)), index=train.fname)
-    tests, minutes = [], 0.0
-    for k in finished:
-        files = fold_files(paths, name, k)
-        result = files.read_result()
-        minutes += result.get("minutes", 0.0)
-        fold_oof = files.read_probabilities(files.oof, labels)
-        if "n_val" in result and len(fold_oof) != result["n_val"]:
-            raise DataError(f"{files.oof} has {len(fold_oof)} rows but the fold predicted {result['n_val']} "
-                            f"(result.json): the file was damaged or edited. Retrain that fold (--force).")
-        unknown = ~fold_oof.index.isin(position.index)
-        if unknown.any():
-            raise DataError(f"{files.oof} lists {fold_oof.index[unknown][0]!r}, which is not in train.csv: "
-                            f"these predictions belong to another dataset.")
-        oof[position[fold_oof.index].to_numpy()] = fold_oof.to_numpy()
-        fold_test = files.read_probabilities(files.test, labels)
-        if list(fold_test.index) != list(test.fname):
-            raise DataError(f"{files.test} does not list sample_submission.csv's fnames in order: retrain "
-                            f"that fold (--force) on this dataset.")
-        tests.append(fold_test.to_numpy())
-    return ModelPredictions(name, finished, oof, dataset.task.combine(tests, None, how), minutes)
-
-
-def _check_same_config(paths: Paths, name: str, folds: list[int]) -> None:
-    configs = {k: fold_files(paths, name, k).read_config().to_dict() for k in folds}
-    first = configs[folds[0]]
-    for k, config in configs.items():
-        differ = sorted(key for key in first if first[key] != config[key])
-        if differ:
-            log.warning("%s: fold %d was trained with other settings than fold %d (%s); blending them "
-                        "anyway", name, k, folds[0], ", ".join(differ))
-
 
 def write_submission(path: Path, probs: np.ndarray, dataset: Dataset) -> Path | None:
     """Validate and write the task's submission of the test clips (top 3 labels, or a probability per

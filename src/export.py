@@ -21,7 +21,7 @@ from .base.errors import SetupError
 from .base.files import Lock, atomic_folder
 from .base.layout import Paths
 from .dataset.task import SINGLE_LABEL, Task
-from .predict import load_members
+from .training.trained import load_members
 
 
 def inference_model(config: Config, fold_models: list, task: Task = SINGLE_LABEL):

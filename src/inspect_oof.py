@@ -22,10 +22,10 @@ import pandas as pd
 from .base import cli
 from .base.files import atomic_path
 from .base.metrics import COMBINES
-from .blend import load_model_predictions
 from .dataset.folds import with_folds
 from .dataset.tables import Dataset
 from .dataset.task import Task
+from .training.trained import load_model_predictions
 
 
 def oof_table(train: pd.DataFrame, folds: pd.DataFrame, oof: np.ndarray, labels: list[str], targets: np.ndarray,

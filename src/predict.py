@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,88 +32,14 @@ from tqdm import tqdm
 
 from .base import cli
 from .base.config import Config
-from .base.errors import DataError, UsageError
+from .base.errors import UsageError
 from .base.files import WriteError, atomic_write, irregular
 from .base.metrics import geometric_mean
 from .dataset import audio as audio_cache
 from .dataset.inputs import input_kind
 from .dataset.task import SINGLE_LABEL, Task
-from .training.fold_files import trained_models
 from .training.inference import combine_windows, predict_padded, windows
-from .training.run_folder import ModelRun, dataset_at_hand
-
-
-@dataclass
-class Member:
-    """One model preset: its config, its fold models and the labels of their outputs."""
-
-    config: Config
-    models: list
-    labels: list[str]
-    task: Task = SINGLE_LABEL
-    """what the folds were trained for (their result.json): a softmax over the labels or a sigmoid per label"""
-    name: str = ""
-    folds: list[int] = field(default_factory=list)
-    trained: list[dict] = field(default_factory=list)
-    """what each fold was trained on and as (its fingerprints, a digest of its result.json): what the
-    journal of a tagging is keyed by, beside the options"""
-
-
-def load_members(paths, names: list[str] | None = None, allow_partial: bool = False,
-                 allow_mismatch: bool = False) -> list[Member]:
-    """Every fold model of the named presets (default: all under predictions/); DataError when a
-    preset's folds are not all finished (the dataset's folds, src.training.run_folder; unless allowed),
-    when they are stale against the dataset under --data-dir, when it is at hand, or folds or models were
-    trained on other rows or folds than each other (unless allowed), or a model file is refused."""
-    names = names or trained_models(paths)
-    if not names:
-        raise DataError(f"no trained folds under {paths.predictions_dir}: train a model first "
-                        f"(./run_folds.sh MODEL -- --data-dir {paths.data_dir} --out-dir {paths.out_dir}).")
-    dataset = dataset_at_hand(paths)
-    members, trained_on = [], {}
-    for name in names:
-        run = ModelRun(paths, name, dataset)
-        ids = run.require_complete(allow_partial, allow_mismatch)
-        folds = [run.files(k) for k in ids]
-        results = [files.read_result() for files in folds]
-        for files, result in zip(folds, results):  # folds from before fingerprints were recorded say nothing
-            fingerprints = result.get("fingerprints")
-            if fingerprints:
-                trained_on.setdefault(json.dumps(fingerprints, sort_keys=True), []).append(files.folder)
-        if len(trained_on) > 1 and not allow_mismatch:
-            (one, first), (other, second) = list(trained_on.items())[:2]
-            raise DataError(f"{first[0]} and {second[0]} were trained on different train rows or folds ({one} "
-                            f"against {other}); combining them mixes two datasets. Retrain the stale ones, or "
-                            f"pass --allow-mismatch if that is what you mean.")
-        config, labels = folds[0].read_config(), folds[0].labels()
-        loaded = [_load(f.model, run.command([k], force=True)) for k, f in zip(ids, folds)]
-        trained = [{"fold": k, "fingerprints": r.get("fingerprints"),
-                    "result": hashlib.sha256(f.result.read_bytes()).hexdigest()[:16]}
-                   for k, f, r in zip(ids, folds, results)]
-        members.append(Member(config, loaded, labels, folds[0].task(), name, ids, trained))
-    if any(m.labels != members[0].labels for m in members):
-        raise DataError(f"the models {names} were trained on different label sets; predict with one at a time")
-    if any(m.task is not members[0].task for m in members):
-        kinds = ", ".join(sorted({m.task.NAME for m in members}))
-        raise DataError(f"the models {names} were trained for different tasks ({kinds}: a softmax over the labels "
-                        f"or a sigmoid per label); predict with one kind at a time")
-    return members
-
-
-def _load(path: Path, retrain: str = "`./run_folds.sh MODEL FOLD -- --force`"):
-    """One fold model; DataError naming the file when Keras refuses it (`retrain`: the command that
-    retrains that fold)."""
-    import keras
-
-    from .models import MinMaxScale
-
-    try:
-        return keras.models.load_model(path, compile=False, custom_objects={"MinMaxScale": MinMaxScale})
-    except (ValueError, TypeError, OSError) as error:  # safe mode's refusal, a damaged or foreign file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{path} could not be loaded as a model of this project ({reason[:300]}). Keras's safe "
-                        f"mode refuses files that would run code on loading; retrain that fold ({retrain}) "
-                        f"rather than loading a model file from elsewhere.") from None
+from .training.trained import Member, load_members
 
 
 def model_windows(samples: np.ndarray, rate: int, config: Config) -> tuple[np.ndarray, np.ndarray]:
