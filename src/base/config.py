@@ -30,6 +30,8 @@ class Config:
 
     name: str = field(default="1d", metadata={"help": "run name: the folder under predictions/"})
     preset: str = field(default="1d", metadata={"help": "the preset the run starts from"})
+    task: str = field(default="single-label", metadata={"help": "the dataset's task, set from its train.csv "
+                                                                "(src.dataset.task): single-label or multi-label"})
 
     network: str = setting("conv1d", "input", "network (src/base/networks.py; it decides the input): conv1d, envnet "
                            "(raw wave), logmel_cnn (wave, mel spectrogram in the model) or mfcc2d (cached MFCCs)")

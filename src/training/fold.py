@@ -16,10 +16,10 @@ from ..base.config import Config, Feeding
 from ..base.errors import DataError, UsageError
 from ..base.files import Lock
 from ..base.layout import SPLITS, Paths
-from ..base.metrics import lwlrap, map_at_k
 from ..dataset.folds import fold_ids
 from ..dataset.inputs import InputKind, model_input
-from ..dataset.tables import Dataset, is_multilabel, targets
+from ..dataset.tables import Dataset
+from ..dataset.task import SINGLE_LABEL, Task
 from ..feeds.fold_feeds import Feeds
 from ..feeds.host import ClipSequence
 from ..models import build_model, check_weights
@@ -50,7 +50,7 @@ def prepare(config: Config, paths: Paths, n_jobs: int = -1) -> list[int]:
 
 def check_task(config: Config, dataset: Dataset) -> None:
     """UsageError for a setting that needs one label per clip on a multi-label dataset."""
-    if dataset.multilabel and config.clean_labels != "off":
+    if not dataset.task.cleanable and config.clean_labels != "off":
         raise UsageError(f"--clean-labels judges one label per clip, but {dataset.data_dir / 'train.csv'} is "
                          f"multi-label (a labels column): drop --clean-labels.")
 
@@ -66,7 +66,9 @@ def changed_settings(config: Config, files: FoldFiles) -> str | None:
     if then is None:
         return None
     now = config.to_dict()  # from_dict fills in settings added since with their defaults: no false alarm
-    return ", ".join(f"{k} ({then.get(k)} then, {v} now)" for k, v in now.items() if then.get(k) != v) or None
+    # The task is the dataset's, not a setting (a changed dataset shows in the fingerprints instead).
+    return ", ".join(f"{k} ({then.get(k)} then, {v} now)" for k, v in now.items()
+                     if then.get(k) != v and k != "task") or None
 
 
 def check_settings(config: Config, paths: Paths, folds: list[int]) -> None:
@@ -90,6 +92,7 @@ def train_fold(config: Config, paths: Paths, fold: int, force: bool = False, fee
     back if finished and still the dataset's: a finished fold trained on other rows needs --force)."""
     files = fold_files(paths, config.name, fold)
     dataset = Dataset.load(paths.data_dir)
+    config = dataclasses.replace(config, task=dataset.task.NAME)  # saved in config.json with the rest
     fingerprints = dataset.fingerprints(config.n_folds, config.seed)
     with Lock(files.lock, f"src.train --model {config.preset} --name {config.name} --fold {fold}") as lock:
         if lock.note:
@@ -122,7 +125,7 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
     feeds = Feeds.choose(config, feeding, rows.train_source, rows.fit, rows.val, rows.labels, config.seed + fold,
                          on_gpu)
     steps_per_execution = backend.steps_per_execution(feeding.steps_per_execution, on_gpu)
-    model = build_model(config, len(rows.labels), feeds.steps_per_epoch, steps_per_execution, dataset.multilabel,
+    model = build_model(config, len(rows.labels), feeds.steps_per_epoch, steps_per_execution, dataset.task,
                         **rows.train_source.model_statistics(list(rows.fit.fname)))
     log.info("fold %d: %d training clips, %d validation clips; %s; %d step(s) per execution, %s", fold,
              len(rows.fit), len(rows.val), feeds.reason, steps_per_execution, config.precision)
@@ -132,10 +135,10 @@ def _train(config: Config, paths: Paths, dataset: Dataset, fold: int, files: Fol
         log.info("fold %d: continuing after epoch %d of %d (state in %s)", fold, resume.epoch + 1, config.epochs,
                  files.resume)
     fit_started = time.time()
-    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every, fingerprints, dataset.multilabel)
+    timer = fit(model, feeds, config, files, resume, first_epoch, resume_every, fingerprints, dataset.task)
     fitted = time.time()
-    oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels), dataset.multilabel)
-    test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels), dataset.multilabel)
+    oof = predict(model, config, rows.train_source, rows.val.fname, len(rows.labels), dataset.task)
+    test_probs = predict(model, config, rows.test_source, rows.test.fname, len(rows.labels), dataset.task)
     files.write_probabilities(files.oof, rows.val.fname, oof, rows.labels)
     files.write_probabilities(files.test, rows.test.fname, test_probs, rows.labels)
     result = rows.record(config, fold, oof, pd.read_csv(files.log_csv).val_loss.to_numpy()) | {
@@ -166,14 +169,14 @@ class FoldRows:
     silent_test: list[str]
     cleaned: int = 0
     """training labels label cleaning changed or dropped"""
+    task: Task = SINGLE_LABEL
 
     def record(self, config: Config, fold: int, oof: np.ndarray, val_losses: np.ndarray) -> dict:
         """The fold's result as its rows and validation losses (every epoch, earlier attempts' too) say:
-        its validation MAP@3, or lwlrap for multi-label tagging."""
-        score = {"val_lwlrap": lwlrap(targets(self.labels, self.val), oof)} if is_multilabel(self.val) else \
-            {"val_map3": map_at_k(self.val.label.map(self.labels.index).to_numpy(), oof)}
+        the task's validation score (MAP@3, or lwlrap for multi-label tagging)."""
+        score = self.task.score(self.task.targets(self.labels, self.val), oof)
         return {
-            "model": config.name, "fold": fold, **score,
+            "model": config.name, "fold": fold, "task": self.task.NAME, f"val_{self.task.metric}": score,
             "val_loss": float(min(val_losses)), "best_epoch": int(np.argmin(val_losses)) + 1,
             "epochs_run": len(val_losses), "n_train": len(self.fit), "n_val": len(self.val),
             "skipped_train": self.skipped_train, "cleaned_labels": self.cleaned, "silent_test": len(self.silent_test)}
@@ -198,7 +201,7 @@ def fold_rows(config: Config, paths: Paths, dataset: Dataset, fold: int, files: 
         log.warning("%d test clip(s) could not be decoded and are predicted as silence: %s",
                     len(silent), ", ".join(silent))
     rows = FoldRows(dataset.labels, train[usable & (train.fold != fold)], train[usable & (train.fold == fold)],
-                    dataset.test, train_source, test_source, int((~usable).sum()), silent)
+                    dataset.test, train_source, test_source, int((~usable).sum()), silent, task=dataset.task)
     if config.clean_labels != "off":
         rows.fit, disputed = label_cleaning.clean(config, paths.data_dir, rows.fit, rows.labels, fold)
         files.write_table(files.cleaned, disputed)
@@ -208,7 +211,7 @@ def fold_rows(config: Config, paths: Paths, dataset: Dataset, fold: int, files: 
 
 def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeState | None = None,
         first_epoch: int = 0, resume_every: float | None = None, fingerprints: dict | None = None,
-        multilabel: bool = False) -> EpochTimer:
+        task: Task = SINGLE_LABEL) -> EpochTimer:
     """Train with validation every epoch, from the start or from a resume state; after an epoch the
     state is saved as often as resume_every says (a killed fold continues from there). The best epoch's
     weights end in the model and in best.keras. Returns the epoch timer."""
@@ -219,7 +222,7 @@ def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeSta
     # reuses the predict step compiled for validation instead of loading and compiling anew.
     stopping = ResumableEarlyStopping(config.early_stopping_patience, resume)
     callbacks = [
-        EpochValidation(feeds.validation, feeds.validation_targets, multilabel),  # first: later ones read val_loss
+        EpochValidation(feeds.validation, feeds.validation_targets, task),  # first: later ones read val_loss
         timer, stopping, keras.callbacks.CSVLogger(files.log_csv, append=bool(resume)),
     ]
     if backend.has_tensorflow():  # TensorBoard writes through tf.summary; a resumed attempt in its own run
@@ -236,10 +239,10 @@ def fit(model, feeds: Feeds, config: Config, files: FoldFiles, resume: ResumeSta
     return timer
 
 
-def predict(model, config: Config, source: InputKind, fnames, n_classes: int, multilabel: bool = False) -> np.ndarray:
+def predict(model, config: Config, source: InputKind, fnames, n_classes: int, task: Task = SINGLE_LABEL) -> np.ndarray:
     """Class probabilities of the clips: over windows covering each clip, or from one crop."""
     if len(fnames) == 0:  # e.g. a dataset with predefined folds and no test split
         return np.zeros((0, n_classes), np.float32)
     if config.prediction == "windows":
-        return predict_clips(model, source, list(fnames), config.batch_size, config.combine, normalize=not multilabel)
+        return predict_clips(model, source, list(fnames), config.batch_size, config.combine, normalize=task.normalize)
     return predict_sequence(model, ClipSequence(source, fnames, None, config.batch_size, full_batches=True))

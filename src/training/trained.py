@@ -143,7 +143,7 @@ def _load(path: Path, retrain: str = "`./run_folds.sh MODEL FOLD -- --force`"):
     retrains that fold)."""
     import keras
 
-    from .models import MinMaxScale
+    from ..models import MinMaxScale
 
     try:
         return keras.models.load_model(path, compile=False, custom_objects={"MinMaxScale": MinMaxScale})
