@@ -134,7 +134,7 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
     import joblib
     from distributed import Client, as_completed
 
-    from ..training.fold import prepare  # with Keras (seconds to load)
+    from ..training.fold import check_settings, prepare  # with Keras (seconds to load)
 
     args = train_parser().parse_args([*train_argv, "--prepare"])
     config, paths = config_from_args(args), Paths(args.data_dir, args.out_dir)
@@ -147,6 +147,8 @@ def run(address: str, train_argv: list[str], folds: list[int] | None, threads: i
             raise DataError(f"no worker of {address} offers the resource {resource!r}: start one worker per "
                             f"GPU with `dask worker {address} --nthreads 1 --resources {resource}=1`")
         check_storage(client, paths, shared=not copy_back)
+        if "--force" not in train_argv:  # a finished fold asked for other settings is never skipped silently
+            check_settings(config, paths, ModelRun(paths, config.name).finished)
         if copy_back:
             all_folds = prepare(config, paths)
         else:
