@@ -94,7 +94,7 @@ def demo_data(source: Path, target: Path) -> Path:
 MIX_RATE = 44100
 
 
-def multilabel_demo_data(source: Path, target: Path, share: float = 0.5, seed: int = 0) -> Path:
+def mixture_demo_data(source: Path, target: Path, share: float = 0.5, seed: int = 0) -> Path:
     """The demo's real clips as a multi-label dataset: in each split, `share` of the clips mixed with one
     clip of another label from the same split (both at half amplitude, the shorter one ending early) and
     labelled with both; the others kept alone. Written in the 2019 layout: a `labels` column, a
@@ -158,15 +158,15 @@ def main(argv=None) -> int:
     parser.add_argument("--lanes", type=int, default=min(3, os.cpu_count() or 1),
                         help="fold processes at once, one thread each (default: min(3, cores)); the demo's "
                              "tiny batches keep one thread busy, so folds side by side finish sooner")
-    parser.add_argument("--multilabel", action="store_true",
+    parser.add_argument("--multilabel", action="store_true", dest="mixtures",
                         help="first mix half the demo's clips in pairs of different labels and tag the result "
                              "multi-label (written to OUT_DIR/data; lwlrap and mAP instead of MAP@3)")
     parser.add_argument("--force", action="store_true", help="retrain folds finished by an earlier demo")
     args = parser.parse_args(argv)
     started, times = time.perf_counter(), {}
-    if args.multilabel:
+    if args.mixtures:
         args.out_dir = "runs/demo-multilabel" if args.out_dir == "runs/demo" else args.out_dir
-        args.data_dir = str(multilabel_demo_data(Path(args.data_dir), Path(args.out_dir) / "data"))
+        args.data_dir = str(mixture_demo_data(Path(args.data_dir), Path(args.out_dir) / "data"))
         times["multi-label mixtures"] = time.perf_counter() - started
         print(f"multi-label demo set: {args.data_dir}", flush=True)
     else:

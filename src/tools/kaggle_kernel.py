@@ -55,7 +55,7 @@ from ..blend import write_submission
 from ..dataset import archives
 from ..dataset.inputs import model_input
 from ..dataset.tables import Dataset
-from ..dataset.task import MULTI_LABEL, SINGLE_LABEL, task_named
+from ..dataset.task import MULTI_LABEL, SINGLE_LABEL
 from ..predict import _load as load_fold_model
 from ..training.fold_files import finished_folds, fold_files
 from .adapters import fsdkaggle2019
@@ -108,9 +108,7 @@ def chosen_folds(paths: Paths, models: list[str], allow_partial: bool, allow_mis
             (_, one), (_, other) = list(trained_on.items())[:2]
             raise DataError(f"{one[0]} and {other[0]} were trained on different train rows or folds; a blend of them "
                             f"mixes two datasets. Retrain the stale ones, or pass --allow-mismatch.")
-        # Folds from before the task was recorded in result.json are single-label unless scored by lwlrap.
-        task = task_named(results[0].get("task") or ("multi-label" if "val_lwlrap" in results[0] else None),
-                          str(first.result))
+        task = first.task()  # result.json's task (older results: by their score's name)
         chosen[name] = {"folds": folds, "labels": first.labels(), "task": task.NAME}
     kinds = {json.dumps([c["labels"], c["task"]]) for c in chosen.values()}
     if len(kinds) > 1:
