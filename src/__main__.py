@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 STAGES = ["data", "audio_cache", "features", "train", "blend", "inspect_oof", "predict", "export"]
-TOOLS = ["explore", "adapters", "cluster", "bench", "demo", "kaggle_kernel"]
+TOOLS = ["explore", "adapters", "cluster", "bench", "demo", "kaggle_kernel", "rehearsal"]
 HERE = Path(__file__).resolve().parent
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def _blend_and_write(paths: Paths, dataset: Dataset, predictions: list[ModelPred
     return {"rows": rows, "search": ranking, "train_clips": len(dataset.train), "task": task}
 
 
-def _fitted_blend(paths: Paths, name, predictions, equal_row, dataset: Dataset, write) -> dict:
+def _fitted_blend(paths: Paths, name, predictions, equal_row, dataset: Dataset, write) -> ReportRow:
     task, targets, key = dataset.task, dataset.train_targets, f"oof_{dataset.task.metric}"
     fitted = fit_weights([p.oof for p in predictions], targets, task)
     oof = task.combine([p.oof for p in predictions], fitted)
@@ -136,15 +137,40 @@ def _fitted_blend(paths: Paths, name, predictions, equal_row, dataset: Dataset, 
     return row
 
 
-def _report_row(name, oof, test_probs, dataset: Dataset, path, n_folds, minutes) -> dict:
+@dataclass
+class ReportRow:
+    """One line of the report: a model's, a blend's or a stacker's figures as the task scores them
+    (`figures`: oof_<metric>, oof_rows, and test_<metric> with its leaderboards where test labels exist;
+    src.dataset.task), and what only some lines have (`notes`: fitted weights, their gain and the
+    fold-to-fold spread; the stacker's strengths). Read by key too: row["oof_map3"], row["weights"]."""
+
+    name: str
+    folds: int | None
+    train_minutes: float
+    submission: str
+    figures: dict[str, float]
+    notes: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        if key in ("name", "folds", "train_minutes", "submission"):
+            return getattr(self, key)
+        return self.figures[key] if key in self.figures else self.notes[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        self.notes[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key in ("name", "folds", "train_minutes", "submission") or key in self.figures or key in self.notes
+
+
+def _report_row(name, oof, test_probs, dataset: Dataset, path, n_folds, minutes) -> ReportRow:
     """A model's or blend's line of the report: its OOF figures and, where test labels exist, its test
     figures (per leaderboard where known), as the task scores them."""
-    row = {"name": name, "folds": n_folds, "train_minutes": minutes, "submission": str(path) if path else "-"}
-    row |= dataset.task.oof_figures(dataset.train_targets, oof)
+    figures = dataset.task.oof_figures(dataset.train_targets, oof)
     truth = dataset.test_targets()
     if truth is not None:
-        row |= dataset.task.test_figures(*truth, test_probs, dataset.test_usage)
-    return row
+        figures |= dataset.task.test_figures(*truth, test_probs, dataset.test_usage)
+    return ReportRow(name, n_folds, minutes, str(path) if path else "-", figures)
 
 
 @cli.command

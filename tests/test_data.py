@@ -109,11 +109,31 @@ def test_the_run_layout_knows_finished_folds_and_reads_back_what_it_wrote(clean_
     finished.write_probabilities(finished.test, ["a.wav", "b.wav"], probs, dataset.labels)
     finished.write_result({"val_map3": 0.5})
     assert finished_folds(paths, "1d") == [1] and trained_models(paths) == ["1d"]
-    assert finished.read_result() == {"val_map3": 0.5} and finished.labels() == dataset.labels
+    result = finished.read_result()
+    assert (result.task.NAME, result.score, result.version) == ("single-label", 0.5, 2)
+    assert result.to_json()["val_map3"] == 0.5 and finished.labels() == dataset.labels
     assert finished.read_config() == PRESETS["1d"]
     np.testing.assert_allclose(finished.read_probabilities(finished.test, dataset.labels).to_numpy(), probs, rtol=1e-5)
     with pytest.raises(DataError, match="not train.csv's labels"):
         finished.read_probabilities(finished.test, ["x", "y", "z"])
     copy = fold_files(paths, "copy", 1)
     copy.receive(finished.contents())                 # as --copy-back brings a fold home
-    assert copy.is_finished() and copy.read_result() == {"val_map3": 0.5}
+    assert copy.is_finished() and copy.read_result() == result
+
+
+def test_result_json_is_read_in_its_schema_older_versions_too_newer_refused(tmp_path):
+    import json
+
+    from src.training.fold_files import FoldFiles
+
+    files = FoldFiles(tmp_path / "fold0")
+    files.folder.mkdir()
+    files.result.write_text(json.dumps({"val_lwlrap": 0.7, "minutes": 2.0, "n_val": 5}))   # version 1: no task
+    old = files.read_result()
+    assert (old.task.NAME, old.score, old.minutes, old.n_val, old.version) == ("multi-label", 0.7, 2.0, 5, 1)
+    files.result.write_text(json.dumps({"version": 3, "task": "single-label", "val_map3": 0.5}))
+    with pytest.raises(DataError, match="schema version 3; this project reads versions up to 2"):
+        files.read_result()
+    files.result.write_text(json.dumps({"version": 2, "task": "regression", "val_map3": 0.5}))
+    with pytest.raises(DataError, match="task 'regression' is none of"):
+        files.read_result()

@@ -56,8 +56,8 @@ from ..dataset import archives
 from ..dataset.inputs import model_input
 from ..dataset.tables import Dataset
 from ..dataset.task import MULTI_LABEL, SINGLE_LABEL
-from ..predict import _load as load_fold_model
 from ..training.fold_files import finished_folds, fold_files
+from ..training.trained import load_fold_model
 from .adapters import fsdkaggle2019
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,8 @@ def chosen_folds(paths: Paths, models: list[str], allow_partial: bool, allow_mis
                             f"Finish them with ./run_folds.sh {name}, or bundle those there are with --allow-partial.")
         results = [fold_files(paths, name, k).read_result() for k in folds]
         for k, result in zip(folds, results):
-            if result.get("fingerprints"):
-                trained_on.setdefault(json.dumps(result["fingerprints"], sort_keys=True), []).append(f"{name} fold {k}")
+            if result.fingerprints:
+                trained_on.setdefault(json.dumps(result.fingerprints, sort_keys=True), []).append(f"{name} fold {k}")
         if len(trained_on) > 1 and not allow_mismatch:
             (_, one), (_, other) = list(trained_on.items())[:2]
             raise DataError(f"{one[0]} and {other[0]} were trained on different train rows or folds; a blend of them "

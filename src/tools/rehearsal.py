@@ -65,6 +65,7 @@ from ..base.config import PRESETS
 from ..base.errors import DataError, SetupError, UsageError
 from ..base.files import atomic_write_csv, atomic_write_json
 from ..base.layout import audio_dir
+from ..dataset.tables import load_test_labels, load_train
 
 RATE = 44100
 TABLES = Path("tests/real/fsdkaggle2018")
@@ -231,7 +232,6 @@ def load_demo(demo: Path) -> dict[str, dict[str, list[np.ndarray]]]:
     from the demo's train clips, its test clips from the demo's test clips)."""
     import soundfile
 
-    from ..dataset.tables import load_test_labels, load_train
 
     train = load_train(demo)
     tables = {"train": train}

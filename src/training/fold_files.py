@@ -11,6 +11,7 @@ import json
 import logging
 import shlex
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -128,18 +129,22 @@ class FoldFiles:
         """The labels of the fold's outputs, in order (the columns of test.csv)."""
         return list(pd.read_csv(self.test, nrows=0).columns[1:])
 
-    def write_result(self, record: dict) -> None:
-        atomic_write_json(self.result, record)
+    def write_result(self, record: dict) -> FoldResult:
+        """Write result.json (the fold is finished from then on) in the current schema."""
+        result = FoldResult.from_json({"version": RESULT_VERSION, **record}, str(self.result))
+        atomic_write_json(self.result, result.to_json())
+        return result
 
-    def read_result(self) -> dict:
-        """result.json; a DataError naming it and the command that retrains the fold when it is damaged."""
+    def read_result(self) -> FoldResult:
+        """result.json, typed; a DataError naming it and the command that retrains the fold when it is damaged
+        or written by a newer version of the project."""
         try:
             record = json.loads(self.result.read_text())
         except ValueError as error:  # cut short or edited (JSON's or UTF-8's complaint)
             problem = f"not whole JSON ({error})"
         else:
             if isinstance(record, dict):
-                return record
+                return FoldResult.from_json(record, str(self.result), self.retrain())
             problem = "no JSON object"
         raise DataError(f"{self.result} is damaged: {problem}. It is written whole, after the fold's other files, "
                         f"so something cut it short or edited it since, and the fold cannot be taken as finished. "
@@ -171,11 +176,11 @@ class FoldFiles:
 
     def task(self) -> Task:
         """What the fold was trained for (src.dataset.task), from its result.json."""
-        return result_task(self.read_result(), str(self.result))
+        return self.read_result().task
 
     def stale(self, fingerprints: dict) -> str | None:
         """Why a finished fold no longer matches its dataset (fingerprints: Dataset.fingerprints), or None."""
-        saved = self.read_result().get("fingerprints")
+        saved = self.read_result().fingerprints
         if saved is None or saved == fingerprints:
             return None  # a fold from before fingerprints were recorded is taken as it is
         what = " and ".join(k for k in ("rows", "folds") if saved.get(k) != fingerprints[k])
@@ -215,14 +220,77 @@ def trained_models(paths: Paths) -> list[str]:
     return sorted(d.name for d in folders if d.is_dir() and finished_folds(paths, d.name))
 
 
-def result_task(result: dict, where: str = "result.json") -> Task:
-    """What a fold was trained for: its result's task, or, in a result written before the task was
-    recorded, the task its validation score belongs to (val_lwlrap: multi-label, val_map3: single-label)."""
-    older = next((task.NAME for task in TASKS.values() if f"val_{task.metric}" in result), None)
-    return task_named(result.get("task", older), where)
+RESULT_VERSION = 2
+"""The schema of result.json: 1 (no "version" key) before the task was recorded, 2 with it."""
+
+# The fields every result has, in the order result.json lists them; the rest is how the fold ran.
+RESULT_FIELDS = ("model", "fold", "task", "val_loss", "best_epoch", "epochs_run", "n_train", "n_val",
+                 "skipped_train", "cleaned_labels", "silent_test", "minutes", "fingerprints", "dataset_folds")
 
 
-def validation_score(result: dict) -> tuple[str, float]:
+@dataclass(frozen=True)
+class FoldResult:
+    """result.json, typed: what a finished fold records, in one schema (RESULT_VERSION). Its validation
+    score is the task's (val_map3 or val_lwlrap in the file); `run` holds how it ran (backend, device,
+    feed, timings). An older result (version 1) is read, its task worked out from its score's name; one
+    from a newer version of the project is refused with the file named."""
+
+    task: Task
+    score: float | None
+    model: str = ""
+    fold: int = -1
+    val_loss: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    skipped_train: int = 0
+    cleaned_labels: int = 0
+    silent_test: int = 0
+    minutes: float = 0.0
+    fingerprints: dict | None = None
+    dataset_folds: list[int] | None = None
+    run: dict = field(default_factory=dict)
+    version: int = RESULT_VERSION
+
+    @classmethod
+    def from_json(cls, record: dict, where: str = "result.json", retrain: str | None = None) -> FoldResult:
+        version = record.get("version", 1)
+        if not isinstance(version, int) or version > RESULT_VERSION:
+            redo = f"`{retrain}`" if retrain else "retrain the fold (--force)"
+            raise DataError(f"{where} has schema version {version!r}; this project reads versions up to "
+                            f"{RESULT_VERSION}. It was written by a newer version of the project: update this "
+                            f"checkout, or {redo}.")
+        older = next((task.NAME for task in TASKS.values() if f"val_{task.metric}" in record), None)
+        task = task_named(record.get("task", older), where)
+        known = {name for name in RESULT_FIELDS if name in record and name != "task"}
+        run = {k: v for k, v in record.items() if k not in known | {"task", "version", f"val_{task.metric}"}}
+        return cls(task=task, score=record.get(f"val_{task.metric}"), run=run, version=version,
+                   **{name: record[name] for name in known})
+
+    def to_json(self) -> dict:
+        fields = {name: getattr(self, name) for name in RESULT_FIELDS if name not in ("model", "fold", "task")}
+        return {"version": self.version, "model": self.model, "fold": self.fold, "task": self.task.NAME,
+                f"val_{self.task.metric}": self.score, **{k: v for k, v in fields.items() if v is not None},
+                **self.run}
+
+    def __getitem__(self, key: str):
+        """The record as result.json holds it, by key (for logs and tests)."""
+        return self.to_json()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_json().get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_json()
+
+
+def result_task(result: FoldResult | dict, where: str = "result.json") -> Task:
+    """What a fold was trained for (its result's task; an older result's worked out from its score's name)."""
+    return result.task if isinstance(result, FoldResult) else FoldResult.from_json(result, where).task
+
+
+def validation_score(result: FoldResult | dict) -> tuple[str, float]:
     """(metric, value) of a fold's result: its validation MAP@3, or lwlrap for multi-label tagging."""
-    task = result_task(result)
-    return task.metric_title, result[f"val_{task.metric}"]
+    result = result if isinstance(result, FoldResult) else FoldResult.from_json(result)
+    return result.task.metric_title, result.score

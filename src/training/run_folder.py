@@ -28,7 +28,7 @@ from ..base.errors import DataError
 from ..base.layout import Paths, table_path
 from ..dataset.folds import fold_ids
 from ..dataset.tables import Dataset
-from .fold_files import FoldFiles, finished_folds, fold_files
+from .fold_files import FoldFiles, FoldResult, finished_folds, fold_files
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ class ModelRun:
             return fold_ids(self.dataset.folds()), str(table_path(self.dataset.data_dir, "folds"))
         recorded = set()
         for k in self.finished:
-            recorded |= set(self._result(k).get("dataset_folds", []))
+            result = self._result(k)
+            recorded |= set(result.dataset_folds or []) if result else set()
         if recorded:
             return sorted(recorded), "the dataset's folds recorded in the folds' result.json"
         config = self.config()
@@ -199,8 +200,8 @@ class ModelRun:
                             f"{self.command()}.")
         return used
 
-    def _result(self, fold: int) -> dict:
+    def _result(self, fold: int) -> FoldResult | None:
         try:
             return self.files(fold).read_result()
         except (OSError, ValueError):
-            return {}
+            return None

@@ -53,10 +53,10 @@ def load_model_predictions(paths: Paths, name: str, dataset: Dataset, allow_part
     for k in finished:
         files = fold_files(paths, name, k)
         result = files.read_result()
-        minutes += result.get("minutes", 0.0)
+        minutes += result.minutes
         fold_oof = files.read_probabilities(files.oof, labels)
-        if "n_val" in result and len(fold_oof) != result["n_val"]:
-            raise DataError(f"{files.oof} has {len(fold_oof)} rows but the fold predicted {result['n_val']} "
+        if result.n_val is not None and len(fold_oof) != result.n_val:
+            raise DataError(f"{files.oof} has {len(fold_oof)} rows but the fold predicted {result.n_val} "
                             f"(result.json): the file was damaged or edited. Retrain that fold (--force).")
         unknown = ~fold_oof.index.isin(position.index)
         if unknown.any():
@@ -115,7 +115,7 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
         folds = [run.files(k) for k in ids]
         results = [files.read_result() for files in folds]
         for files, result in zip(folds, results):  # folds from before fingerprints were recorded say nothing
-            fingerprints = result.get("fingerprints")
+            fingerprints = result.fingerprints
             if fingerprints:
                 trained_on.setdefault(json.dumps(fingerprints, sort_keys=True), []).append(files.folder)
         if len(trained_on) > 1 and not allow_mismatch:
@@ -124,8 +124,8 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
                             f"against {other}); combining them mixes two datasets. Retrain the stale ones, or "
                             f"pass --allow-mismatch if that is what you mean.")
         config, labels = folds[0].read_config(), folds[0].labels()
-        loaded = [_load(f.model, run.command([k], force=True)) for k, f in zip(ids, folds)]
-        trained = [{"fold": k, "fingerprints": r.get("fingerprints"),
+        loaded = [load_fold_model(f.model, run.command([k], force=True)) for k, f in zip(ids, folds)]
+        trained = [{"fold": k, "fingerprints": r.fingerprints,
                     "result": hashlib.sha256(f.result.read_bytes()).hexdigest()[:16]}
                    for k, f, r in zip(ids, folds, results)]
         members.append(Member(config, loaded, labels, folds[0].task(), name, ids, trained))
@@ -138,7 +138,7 @@ def load_members(paths, names: list[str] | None = None, allow_partial: bool = Fa
     return members
 
 
-def _load(path: Path, retrain: str = "`./run_folds.sh MODEL FOLD -- --force`"):
+def load_fold_model(path: Path, retrain: str = "`./run_folds.sh MODEL FOLD -- --force`"):
     """One fold model; DataError naming the file when Keras refuses it (`retrain`: the command that
     retrains that fold)."""
     import keras
