@@ -9,7 +9,7 @@ usage() {
   cat <<'TXT'
 usage: ./run_folds.sh MODEL [--cluster ADDRESS] [FOLD ...] [-- TRAIN_OPTIONS ...]
 
-  MODEL          a preset of src.base.config (1d, 2d, logmel, envnet)
+  MODEL          a preset of src.base.config (1d, 2d, logmel, envnet, aisfx)
   FOLD ...       folds to train (default: all folds in data/folds.csv)
   TRAIN_OPTIONS  passed to every `python -m src.train` (e.g. --epochs 20 --data-dir data --force)
   --cluster ADDRESS
@@ -26,8 +26,8 @@ Environment:
   THREADS     threads per CPU fold process (default: 2)
   CPU_JOBS    CPU fold processes at once when there is no GPU (default: cores / THREADS, at least 1)
 
-Each fold logs to predictions/MODEL/logs/foldK.log; a table of fold, status, validation MAP@3
-and minutes closes the run. Exit status 1 if any fold failed; finished folds are kept and skipped
+Each fold logs to predictions/MODEL/logs/foldK.log; a table of fold, status, validation score
+(MAP@3, or lwlrap for a multi-label dataset) and minutes closes the run. Exit status 1 if any fold failed; finished folds are kept and skipped
 on the next run.
 TXT
 }

@@ -57,6 +57,7 @@ from ..dataset.inputs import model_input
 from ..dataset.tables import Dataset
 from ..dataset.task import MULTI_LABEL, SINGLE_LABEL
 from ..training.fold_files import finished_folds, fold_files
+from ..training.run_folder import ModelRun, dataset_at_hand
 from ..training.trained import load_fold_model
 from .adapters import fsdkaggle2019
 
@@ -90,16 +91,9 @@ def chosen_folds(paths: Paths, models: list[str], allow_partial: bool, allow_mis
     (unless allow_mismatch), one label set and one task."""
     chosen, trained_on = {}, {}
     for name in models:
-        folds = finished_folds(paths, name)
-        if not folds:
-            raise DataError(f"{name}: no finished folds under {paths.model_dir(name)}: train them first "
-                            f"(./run_folds.sh {name} -- --out-dir {paths.out_dir}), or bundle --train to train "
-                            f"them on Kaggle")
+        # The dataset's folds, finished and not stale: the run folder's one reader, as src.predict uses it.
+        folds = ModelRun(paths, name, dataset_at_hand(paths)).require_complete(allow_partial, allow_mismatch)
         first = fold_files(paths, name, folds[0])
-        n_folds = first.read_config().n_folds
-        if len(folds) < n_folds and not allow_partial:
-            raise DataError(f"{name}: {len(folds)} of its {n_folds} folds are finished under {paths.model_dir(name)}. "
-                            f"Finish them with ./run_folds.sh {name}, or bundle those there are with --allow-partial.")
         results = [fold_files(paths, name, k).read_result() for k in folds]
         for k, result in zip(folds, results):
             if result.fingerprints:

@@ -9,7 +9,7 @@ batches of its own clips; its loss is its own and the stack minimises their sum,
 gradients are those it would get alone.
 
 Inputs and outputs carry the fold axis second: (batch, folds, ...) in, (batch, folds, classes) out.
-`src.bench --fold-stack K` measures whether this pays on a machine. JAX only, the GPU backend: it
+`src.tools.bench --fold-stack K` measures whether this pays on a machine. JAX only, the GPU backend: it
 relies on jax.vmap's batching of convolutions, and is tested there alone.
 """
 from __future__ import annotations
