@@ -27,8 +27,8 @@ Environment:
   CPU_JOBS    CPU fold processes at once when there is no GPU (default: cores / THREADS, at least 1)
 
 Each fold logs to predictions/MODEL/logs/foldK.log; a table of fold, status, validation score
-(MAP@3, or lwlrap for a multi-label dataset) and minutes closes the run. Exit status 1 if any fold failed; finished folds are kept and skipped
-on the next run.
+(MAP@3, or lwlrap for a multi-label dataset) and minutes closes the run. Exit status 1 if any fold
+failed; finished folds are kept and skipped on the next run.
 TXT
 }
 
