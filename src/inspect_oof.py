@@ -120,14 +120,14 @@ def test_report(scores: dict, task: Task) -> str:
     return line
 
 
-def save_plots(per_class: dict[str, np.ndarray], pairs: np.ndarray, labels: list[str], folder: Path,
-               title: str) -> list[Path]:
+def save_plots(per_class: dict[str, np.ndarray], overall: float, pairs: np.ndarray, labels: list[str],
+               folder: Path, title: str) -> list[Path]:
     first, values = next(iter(per_class.items()))
     ordered = pd.Series(np.nan_to_num(values), index=labels).sort_values()
     return [_heatmap(pairs, labels, folder / "oof_confusion.png",
                      f"{title}: OOF labels missed while another was guessed instead (clips)", "guessed instead",
                      "missed label", "Reds"),
-            _bars(ordered, float(np.nanmean(values)), "mean", folder / "oof_per_class.png", f"OOF {first}",
+            _bars(ordered, overall, "overall", folder / "oof_per_class.png", f"OOF {first}",
                   f"{title}: OOF {first} per class")]
 
 
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         scores = task.test_figures(*truth, test, dataset.test_usage)
         if scores:
             print("\n" + test_report(scores, task))
-    for path in save_plots(per_class, pairs, labels, paths.model_dir(name), name):
+    for path in save_plots(per_class, task.class_overall(y, probs), pairs, labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0
 

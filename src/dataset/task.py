@@ -116,6 +116,10 @@ class Task:
         """Per-class figures by title, the first the one a report sorts and plots by (NaN: no clip)."""
         raise NotImplementedError
 
+    def class_overall(self, targets: np.ndarray, probs: np.ndarray) -> float:
+        """The overall figure of the first per-class figure (MAP@3 over the clips; mAP over the classes)."""
+        raise NotImplementedError
+
     def combine(self, probs: list[np.ndarray], weights=None, how: str = "geometric") -> np.ndarray:
         return combine(probs, weights, how, normalize=self.normalize)
 
@@ -222,6 +226,9 @@ class SingleLabel(Task):
         mean = lambda values: np.array([values[y == c].mean() if (y == c).any() else np.nan
                                         for c in range(targets.shape[1])])
         return {"MAP@3": mean(rows), "top-1": mean(hits)}
+
+    def class_overall(self, targets, probs):
+        return self.score(targets, probs)
 
     def weight_loss(self, targets, log_mixed):
         y = np.asarray(targets).argmax(axis=1)
@@ -341,6 +348,9 @@ class MultiLabel(Task):
 
     def class_figures(self, targets, probs):
         return {"AP": average_precisions(targets, probs), "lwlrap": lwlrap_per_class(targets, probs)[0]}
+
+    def class_overall(self, targets, probs):
+        return mean_average_precision(targets, probs)
 
     def weight_loss(self, targets, log_mixed):
         p = np.clip(np.exp(log_mixed), 1e-7, 1 - 1e-7)
