@@ -1,7 +1,12 @@
-"""Small generated datasets in the competition layout, written as real WAV files."""
+"""What the tests share: the project's commands run as the user runs them (`run_module` for `python -m
+...`, `run_folds` for ./run_folds.sh) in one single-thread CPU environment, the tiny training options
+(TINY), small generated datasets in the competition layout written as real WAV files, and finished folds
+faked through the fold's own writers (`fake_fold`)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,93 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 44100
+LABELS = ["Clicks", "Noise", "Tone"]
+"""The labels of the generated datasets, in train.csv's (sorted) order."""
+
+# --- commands ---------------------------------------------------------------------------------------------
+
+TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
+"""src.train's options for a fold that trains in seconds: 2 folds, 1 epoch, batches of 8, 0.5 s crops."""
+
+
+def tiny(**changes) -> list[str]:
+    """TINY with some values changed (tiny(epochs=2)); None leaves an option out (tiny(n_folds=None) for a
+    dataset that brings its own folds)."""
+    values = dict(zip(TINY[::2], TINY[1::2]))
+    for name, value in changes.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in values, f"{flag} is not one of TINY's options"
+        values[flag] = value
+    return [str(part) for flag, value in values.items() if value is not None for part in (flag, value)]
+
+
+SINGLE_THREAD = {"PYTHON": sys.executable, "THREADS": "1", "CPU_JOBS": "2", "NVIDIA_SMI": "false"}
+"""The environment of every command a test runs: run_folds.sh (also when a tool starts it) runs this
+interpreter, CPU fold processes of one thread, two at once, and looks for no GPU."""
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+"""For `env=`: the command itself on one thread, as run_folds.sh runs a CPU fold process."""
+
+
+def command_env(env: dict | None = None) -> dict:
+    """os.environ with SINGLE_THREAD and then `env` over it; a value of None removes the variable."""
+    merged = {**os.environ, **SINGLE_THREAD, **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def _run(command: list, cwd, env, timeout, check, popen) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(part) for part in command], cwd=cwd, env=command_env(env), capture_output=True,
+                          text=True, timeout=timeout, **popen)
+    if check:
+        assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return done
+
+
+def run_module(*args, cwd=ROOT, env: dict | None = None, timeout: float = 900, check: bool = False,
+               **popen) -> subprocess.CompletedProcess:
+    """`python -m ARGS` with this interpreter, from `cwd` (the repository root unless given), in the
+    single-thread environment plus `env`; output captured as text. With check, a non-zero exit fails the
+    test with the output's tails. Other keywords go to subprocess.run (preexec_fn, ...)."""
+    return _run([sys.executable, "-m", *args], cwd, env, timeout, check, popen)
+
+
+def run_folds(*args, cwd=ROOT, env: dict | None = None, timeout: float = 900, check: bool = False,
+              **popen) -> subprocess.CompletedProcess:
+    """`./run_folds.sh ARGS` of this checkout, as run_module runs a module (the same environment: CPU fold
+    processes of one thread, two at once)."""
+    return _run([ROOT / "run_folds.sh", *args], cwd, env, timeout, check, popen)
+
+
+# --- finished folds ---------------------------------------------------------------------------------------
+
+def fake_fold(paths, name: str, fold: int, result: dict | None = None, *, config=None, task=None, oof=None,
+              test=None, labels=LABELS, model=None):
+    """A finished fold of model `name` written as src.training.fold trains one, through its FoldFiles:
+    started with `config` (default: the config.json the fold already has, else the 1d preset) for `task`
+    (default: the config's), then the model (a Keras model) and the predictions given as (fnames, probs)
+    for oof.csv and test.csv, and result.json last: `result` with the model, fold and task. Returns the
+    FoldFiles."""
+    import dataclasses
+
+    from src.base.config import PRESETS
+    from src.dataset.task import task_named
+    from src.training.fold_files import fold_files
+
+    files = fold_files(paths, name, fold)
+    if config is None:
+        config = files.read_config() if files.config.exists() else PRESETS["1d"]
+    task = task or task_named(config.task)
+    files.start(dataclasses.replace(config, task=task.NAME))
+    if model is not None:
+        files.save_model(model)
+    for path, predictions in ((files.oof, oof), (files.test, test)):
+        if predictions is not None:
+            files.write_probabilities(path, *predictions, labels)
+    files.write_result({"model": name, "fold": fold, "task": task.NAME, **(result or {})})
+    return files
+
+
+# --- datasets ---------------------------------------------------------------------------------------------
 
 
 def tone(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
+from conftest import fake_fold, run_folds, tiny, write_dataset
 
 from src import data
 from src.base.layout import Paths
@@ -66,8 +68,6 @@ def test_csv_of_paths_and_labels(tmp_path):
 
 
 def test_blend_reports_accuracy_and_needs_no_test_split(tmp_path):
-    from test_blend import write_fold
-
     source = tmp_path / "src"
     rows = [{"path": f"c{i}.wav", "label": ["Clicks", "Noise", "Tone"][i % 3], "fold": i % 2} for i in range(6)]
     for row in rows:
@@ -81,30 +81,24 @@ def test_blend_reports_accuracy_and_needs_no_test_split(tmp_path):
     probs[0] = np.eye(3)[(y[0] + 1) % 3] * 0.8 + 0.1  # one clip wrong at top-1, right at rank 2
     for k in (0, 1):
         rows_k = (train.fold == k).to_numpy()
-        write_fold(paths, "m", k, train.fname[rows_k], probs[rows_k], [], np.zeros((0, 3)))
+        fake_fold(paths, "m", k, {"val_map3": 0, "minutes": 1.5}, oof=(train.fname[rows_k], probs[rows_k]),
+                  test=([], np.zeros((0, 3))))
     report = blend(paths, ["m"])["rows"][0]
     assert report["oof_accuracy"] == 5 / 6
     assert report["oof_map3"] == (5 + 0.5) / 6
     assert report["submission"] == "-" and not paths.submissions_dir.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.readme("run_folds.sh --data-dir")
 def test_a_dataset_with_its_own_folds_and_no_test_split_trains_and_blends(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT, write_dataset
-
     generated = write_dataset(tmp_path / "gen", per_class=4, bad_inputs=False)
     train = pd.read_csv(generated / "train.csv")
     pd.DataFrame({"path": [str(generated / "audio_train" / f) for f in train.fname], "label": train.label,
                   "fold": [i % 2 for i in range(len(train))]}).to_csv(tmp_path / "list.csv", index=False)
     adapters.from_csv(tmp_path / "list.csv", tmp_path / "ds")
     options = ["--data-dir", str(tmp_path / "ds"), "--out-dir", str(tmp_path / "out")]
-    run = subprocess.run([str(ROOT / "run_folds.sh"), "1d", "--", *options, "--epochs", "1", "--batch-size", "4",
-                          "--crop-seconds", "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, PYTHON=sys.executable, NVIDIA_SMI="false", CPU_JOBS="2", THREADS="1"))
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = run_folds("1d", "--", *options, *tiny(n_folds=None, batch_size=4), timeout=600, check=True)
     assert "2 fold(s) on CPU" in run.stdout
     report = blend(Paths(tmp_path / "ds", tmp_path / "out"), ["1d"])["rows"][0]
     assert report["folds"] == 2 and report["oof_rows"] == 12 and report["submission"] == "-"

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_module
 
 from src.base.backend import choose
 from src.base.errors import SetupError
@@ -62,7 +62,6 @@ def test_importing_the_package_never_exits_and_a_command_reports_a_bad_backend()
     out = subprocess.run([sys.executable, "-c", "import src.train, src.blend; print('imported')"], cwd=ROOT,
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "imported", out.stderr
-    out = subprocess.run([sys.executable, "-m", "src.train", "--model", "1d", "--fold", "0"], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = run_module("src.train", "--model", "1d", "--fold", "0", env={"KERAS_BACKEND": "numpy"}, timeout=300)
     assert out.returncode == 2 and "KERAS_BACKEND='numpy' is not a backend" in out.stderr
     assert "Traceback" not in out.stderr

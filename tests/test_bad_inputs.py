@@ -6,15 +6,12 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_dataset
+from conftest import ROOT, fake_fold, write_dataset
 
 from src import blend, data, predict, train
-from src.base.config import PRESETS
 from src.base.layout import Paths
 from src.dataset.tables import Dataset
 from src.training.fold_files import fold_files
-
-LABELS = ["Clicks", "Noise", "Tone"]
 
 
 def edit_csv(path, change):
@@ -36,12 +33,10 @@ def fake_folds(data_dir, out_dir):
     dataset = Dataset.load(data_dir)
     train_rows = dataset.train_with_folds(2, 0)
     for k in (0, 1):
-        files = fold_files(Paths(data_dir, out_dir), "m", k)
-        files.start(PRESETS["1d"])
         val = train_rows[train_rows.fold == k]
-        files.write_probabilities(files.oof, val.fname, np.full((len(val), 3), 1 / 3), LABELS)
-        files.write_probabilities(files.test, dataset.test.fname, np.full((len(dataset.test), 3), 1 / 3), LABELS)
-        files.write_result({"n_val": len(val), "minutes": 0.1})
+        fake_fold(Paths(data_dir, out_dir), "m", k, {"n_val": len(val), "minutes": 0.1},
+                  oof=(val.fname, np.full((len(val), 3), 1 / 3)),
+                  test=(dataset.test.fname, np.full((len(dataset.test), 3), 1 / 3)))
 
 
 def damage_fold(name, change):

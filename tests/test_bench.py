@@ -1,18 +1,16 @@
 """src.tools.bench, as README's "Speed" runs it, at tiny scale: every figure printed, the dataset untouched."""
-import os
-import subprocess
-import sys
-
-from conftest import ROOT, write_dataset
+import pytest
+from conftest import run_module, write_dataset
 
 
 def bench(*args, timeout=900):
-    done = subprocess.run([sys.executable, "-m", "src.tools.bench", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, THREADS="1"))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    return run_module("src.tools.bench", *args, timeout=timeout, check=True).stdout
 
 
+@pytest.mark.slow                                    # trains the model for its step timings
+@pytest.mark.readme("src.tools.bench")
+@pytest.mark.readme("src.tools.bench --models")
+@pytest.mark.readme("src.tools.bench --repeat")
 def test_bench_measures_the_cache_the_feeds_and_the_step_on_a_mirror(tmp_path):
     data = write_dataset(tmp_path / "data", per_class=4, n_test=3, bad_inputs=False)
     before = sorted(p.name for p in data.iterdir())
@@ -23,6 +21,8 @@ def test_bench_measures_the_cache_the_feeds_and_the_step_on_a_mirror(tmp_path):
     assert sorted(p.name for p in data.iterdir()) == before                  # no cache, no folds in the dataset
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.bench --full-run")
 def test_bench_full_run_times_every_stage_and_the_kernels_data_path(tmp_path):
     data = write_dataset(tmp_path / "data", per_class=4, n_test=3, bad_inputs=False)
     out = bench(data, "--full-run", "--full-run-folds", "2", "--full-run-epochs", "1", "--kernel-epochs", "1",

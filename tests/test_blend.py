@@ -1,18 +1,15 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import LABELS, fake_fold
 
 from src import blend
-from src.base.config import PRESETS
 from src.base.errors import DataError
 from src.base.layout import Paths
 from src.base.metrics import geometric_mean
 from src.dataset.tables import Dataset
 from src.dataset.task import SINGLE_LABEL, validate_top3
 from src.training import ensembles
-from src.training.fold_files import fold_files
-
-LABELS = ["Clicks", "Noise", "Tone"]
 
 
 def test_geometric_mean_by_hand():
@@ -53,13 +50,11 @@ def two_folds(clean_dataset, tmp_path):
 
 
 def write_fold(paths, model, fold, oof_fnames, oof, test_fnames, test):
-    files = fold_files(paths, model, fold)
-    files.start(PRESETS["1d"])
-    files.write_probabilities(files.oof, oof_fnames, oof, LABELS)
-    files.write_probabilities(files.test, test_fnames, test, LABELS)
-    files.write_result({"val_map3": 0, "minutes": 1.5})
+    """A finished fold of `model` (conftest.fake_fold) with these predictions, trained in 1.5 minutes."""
+    fake_fold(paths, model, fold, {"val_map3": 0, "minutes": 1.5}, oof=(oof_fnames, oof), test=(test_fnames, test))
 
 
+@pytest.mark.readme("src.blend")
 def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset, tmp_path):
     paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     right = np.eye(3)[y] * 0.8 + 0.1      # true label first
@@ -80,6 +75,10 @@ def test_blend_aligns_oof_with_train_and_writes_valid_submissions(clean_dataset,
     submission = pd.read_csv(paths.submissions_dir / "blend_a_b.csv")
     assert submission.fname.tolist() == test.fname.tolist()
     assert set(submission.label) == {"Tone Noise Clicks"}
+    # The command, as the README gives it: every model under predictions/, the same submission.
+    (paths.submissions_dir / "blend_a_b.csv").unlink()
+    assert blend.main(["--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(paths.submissions_dir / "blend_a_b.csv"), submission)
 
 
 def test_unfinished_folds_are_named_unless_partial_is_allowed(clean_dataset, tmp_path):
@@ -103,7 +102,8 @@ def test_fitted_weights_favour_the_informative_model():
     assert weights.sum() == pytest.approx(1) and weights[0] > 0.8
 
 
-def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean_dataset, tmp_path, caplog):
+@pytest.mark.readme("src.blend --fit-weights")
+def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean_dataset, tmp_path, caplog, capsys):
     paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     oof = {"a": np.eye(3)[y] * 0.5 + 0.5 / 3, "b": np.eye(3)[(y + 1) % 3] * 0.5 + 0.5 / 3}
 
@@ -123,6 +123,12 @@ def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean
     assert first["weights"] == other_test["weights"]  # the test predictions play no part
     assert first["weights"]["a"] > 0.9 and first["oof_map3"] == pytest.approx(1.0)
     assert (paths.submissions_dir / "blend_a_b_fitted.csv").exists()
+    (paths.submissions_dir / "blend_a_b_fitted.csv").unlink()
+    capsys.readouterr()
+    where = ["--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]
+    assert blend.main(["a", "b", "--fit-weights", *where]) == 0
+    assert "weights fitted on OOF: {'a': " in capsys.readouterr().out
+    assert (paths.submissions_dir / "blend_a_b_fitted.csv").exists()
 
     # Two equal models, right first on fold 0 and third on fold 1: the fit gains nothing, the folds
     # differ by a lot, so the report warns.
@@ -137,7 +143,8 @@ def test_fitted_weights_come_from_oof_only_and_warn_within_the_fold_spread(clean
     assert "less than the fold-to-fold spread" in caplog.text
 
 
-def test_search_picks_the_subset_with_the_best_oof_and_ignores_test(clean_dataset, tmp_path):
+@pytest.mark.readme("src.blend --search")
+def test_search_picks_the_subset_with_the_best_oof_and_ignores_test(clean_dataset, tmp_path, capsys):
     paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     first = np.eye(3)[y] * 0.7 + 0.1
     third = np.eye(3)[(y + 1) % 3] * 0.5 + np.eye(3)[(y + 2) % 3] * 0.4 + np.eye(3)[y] * 0.1
@@ -162,6 +169,12 @@ def test_search_picks_the_subset_with_the_best_oof_and_ignores_test(clean_datase
     assert (paths.submissions_dir / "blend_a_b.csv").exists()
     assert not (paths.submissions_dir / "c.csv").exists()
     assert report["rows"][-1]["test_map3"] < 0.5   # scored on test, not chosen there
+    (paths.submissions_dir / "blend_a_b.csv").unlink()
+    capsys.readouterr()
+    assert blend.main(["--search", "--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "equal-weight subsets" in out and "\n  1.0000  a b\n" in out       # every model under predictions/
+    assert (paths.submissions_dir / "blend_a_b.csv").exists() and not (paths.submissions_dir / "c.csv").exists()
 
 
 def test_a_model_named_twice_is_refused(capsys):
@@ -170,7 +183,8 @@ def test_a_model_named_twice_is_refused(capsys):
     assert "a model named twice" in capsys.readouterr().err
 
 
-def test_stacking_learns_what_a_mean_cannot_and_chooses_on_oof_only(clean_dataset, tmp_path):
+@pytest.mark.readme("src.blend --stack")
+def test_stacking_learns_what_a_mean_cannot_and_chooses_on_oof_only(clean_dataset, tmp_path, capsys):
     paths, folds, train, test, y = two_folds(clean_dataset, tmp_path)
     truth = pd.read_csv(clean_dataset / "test_labels.csv").set_index("fname").label
     y_test = test.fname.map(truth).map(LABELS.index).to_numpy()
@@ -193,6 +207,11 @@ def test_stacking_learns_what_a_mean_cannot_and_chooses_on_oof_only(clean_datase
     # The test labels play no part: without them the stacked submission is the same file.
     (clean_dataset / "test_labels.csv").unlink()
     blend.blend(paths, ["shifted"], stack=True)
+    assert pd.read_csv(paths.submissions_dir / "stack_shifted.csv").equals(submission)
+    (paths.submissions_dir / "stack_shifted.csv").unlink()
+    capsys.readouterr()
+    assert blend.main(["shifted", "--stack", "--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]) == 0
+    assert "stacked: logistic regression" in capsys.readouterr().out
     assert pd.read_csv(paths.submissions_dir / "stack_shifted.csv").equals(submission)
 
 

@@ -1,9 +1,6 @@
 """Every stage answers --help without doing any work."""
-import subprocess
-import sys
-
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_folds, run_module
 
 from src.__main__ import STAGES, TOOLS
 
@@ -18,22 +15,20 @@ def test_every_module_of_the_tree_is_a_listed_command_or_library():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_help(command):
-    done = subprocess.run([sys.executable, "-m", command, "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = run_module(command, "--help", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python -m {command}")
 
 
 def test_run_folds_help_and_bad_usage():
-    done = subprocess.run([str(ROOT / "run_folds.sh"), "--help"], capture_output=True, text=True)
+    done = run_folds("--help", timeout=120)
     assert done.returncode == 0 and "usage: ./run_folds.sh MODEL" in done.stdout
-    done = subprocess.run([str(ROOT / "run_folds.sh")], capture_output=True, text=True)
+    done = run_folds(timeout=120)
     assert done.returncode != 0 and "usage" in done.stdout
 
 
 def test_train_help_lists_the_preset_overrides():
-    done = subprocess.run([sys.executable, "-m", "src.train", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = run_module("src.train", "--help", timeout=120)
     assert "--crop-seconds CROP_SECONDS" in done.stdout and "length of each training" in done.stdout
     for group in ("input and network", "training", "augmentation", "validation and test prediction", "feeding"):
         assert group in done.stdout                         # flags grouped by concern

@@ -3,26 +3,25 @@ predictions as the local runner, and every fold done once when a worker is kille
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_dataset
+from conftest import ROOT, command_env, run_module, tiny, write_dataset
 
 from src.base.layout import Paths
 from src.training.fold_files import fold_files
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra: pip install -r requirements-cluster.txt")
 
-TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5"]
-ENV = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2")
+TRAIN_OPTIONS = tiny(epochs=2)
 
 
-def run_folds(*args, **popen):
-    return subprocess.Popen([str(ROOT / "run_folds.sh"), *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+def start_folds(*args) -> subprocess.Popen:
+    """./run_folds.sh started, not waited for (conftest's environment), stderr into stdout."""
+    return subprocess.Popen([str(ROOT / "run_folds.sh"), *args], cwd=ROOT, env=command_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +44,15 @@ def oof(paths):
     return pd.concat([pd.read_csv(paths.fold_dir("1d", k) / "oof.csv") for k in (0, 1)]).set_index("fname")
 
 
+@pytest.mark.slow
+@pytest.mark.readme("run_folds.sh --cluster")
+@pytest.mark.readme("run_folds.sh --cluster --n-folds")
 def test_cluster_run_matches_the_local_runner(cluster, data_dir):
     local, _ = cluster
     here, there = Paths(data_dir, data_dir.parent / "local"), Paths(data_dir, data_dir.parent / "cluster")
-    local_run = run_folds("1d", *options(data_dir, here.out_dir))
+    local_run = start_folds("1d", *options(data_dir, here.out_dir))
     assert local_run.wait(600) == 0, local_run.stdout.read()
-    cluster_run = run_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, there.out_dir))
+    cluster_run = start_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, there.out_dir))
     output = cluster_run.communicate(timeout=600)[0]
     assert cluster_run.returncode == 0, output
     assert "2 fold(s) on 2 worker(s)" in output and "failed" not in output
@@ -63,15 +65,16 @@ def test_cluster_run_matches_the_local_runner(cluster, data_dir):
         assert "validation MAP@3" in (there.model_dir("1d") / "logs" / f"fold{fold}.log").read_text()
 
     # Run again: both folds are finished, nothing is trained.
-    again = run_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, there.out_dir))
+    again = start_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, there.out_dir))
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0 and "0 fold(s) on 2 worker(s)" in output, output
 
 
+@pytest.mark.slow
 def test_a_killed_worker_leaves_every_fold_done_once(cluster, data_dir):
     local, client = cluster
     paths = Paths(data_dir, data_dir.parent / "killed")
-    run = run_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, paths.out_dir))
+    run = start_folds("1d", "--cluster", local.scheduler_address, *options(data_dir, paths.out_dir))
     victim_fold, other_fold = 0, 1
     deadline = time.time() + 300
     # Wait until fold 0 is under way on a worker (its fold process has written config.json).
@@ -118,20 +121,21 @@ def test_audio_cache_builds_on_the_cluster_as_it_does_locally(cluster, tmp_path)
             np.testing.assert_array_equal(remote.read(fname), local.read(fname))
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.cluster --model --copy-back")
 def test_copy_back_brings_a_fold_home(cluster, data_dir):
     local, _ = cluster
     paths = Paths(data_dir, data_dir.parent / "copied")
-    done = subprocess.run([sys.executable, "-m", "src.tools.cluster", local.scheduler_address, "--model", "1d",
-                           "--folds", "1", "--copy-back", "--threads", "1",
-                           *options(data_dir, paths.out_dir)], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_module("src.tools.cluster", local.scheduler_address, "--model", "1d", "--folds", "1", "--copy-back",
+               "--threads", "1", *options(data_dir, paths.out_dir), timeout=600, check=True)
     for name in ("config.json", "best.keras", "oof.csv", "test.csv", "result.json", "log.csv"):
         assert (paths.fold_dir("1d", 1) / name).exists(), name
     assert not list(paths.fold_dir("1d", 1).rglob("*.tmp"))
     assert not paths.fold_dir("1d", 0).exists()      # only the fold asked for
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.cluster --model --tls-ca-file --tls-cert")
 def test_a_tls_scheduler_is_reached_with_the_certificates(data_dir, tmp_path):
     from distributed.security import Security
 

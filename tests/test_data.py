@@ -78,6 +78,7 @@ def test_unpack_extracts_nested_archives(tmp_path, clean_dataset):
     assert len(list((outer.parent / "audio_train").glob("*.wav"))) == 18
 
 
+@pytest.mark.readme("src.data --download")
 def test_download_without_credentials_explains_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):

@@ -10,16 +10,12 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_multilabel_dataset
+from conftest import ROOT, run_module, write_multilabel_dataset
 
 from src import data
 from src.base.errors import DataError
 from src.dataset import archives
 from src.dataset.tables import Dataset
-
-
-def run(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def stored_zip(path, members: dict[str, bytes]):
@@ -104,7 +100,7 @@ def test_fifos_where_files_belong_do_not_hang_src_data(clean_dataset):
     train = pd.read_csv(clean_dataset / "train.csv")
     pd.concat([train, pd.DataFrame([{"fname": "pipe.wav", "label": "Tone", "manually_verified": 1}])]).to_csv(
         clean_dataset / "train.csv", index=False)
-    done = run("src.data", "--data-dir", str(clean_dataset), timeout=120)
+    done = run_module("src.data", "--data-dir", str(clean_dataset), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pipe.wav: a FIFO, not an audio file" in done.stdout
     assert "extra.zip" in done.stderr and "a FIFO" in done.stderr
@@ -114,7 +110,7 @@ def test_fifos_where_files_belong_do_not_hang_src_data(clean_dataset):
 def test_an_unquoted_label_list_is_one_paragraph_naming_the_row(clean_dataset, command):
     with open(clean_dataset / "train.csv", "a") as table:
         table.write("x.wav,Bark,Cello,0\n")
-    done = run(*command, "--data-dir", str(clean_dataset))
+    done = run_module(*command, "--data-dir", str(clean_dataset), timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "train.csv, row 20: 4 fields where the header has 3: 'x.wav,Bark,Cello,0'" in done.stderr
     assert "must be quoted" in done.stderr
@@ -125,13 +121,13 @@ def test_a_misspelt_label_is_listed_and_a_missing_submission_column_refused(tmp_
     train = pd.read_csv(data_dir / "train.csv")
     train.loc[5, "labels"] = "Clicks,Tnoe"
     train.to_csv(data_dir / "train.csv", index=False)
-    done = run("src.data", "--data-dir", str(data_dir))
+    done = run_module("src.data", "--data-dir", str(data_dir), timeout=120)
     # The misspelling is a label of its own, so sample_submission.csv lacks its column: refused, named.
     assert done.returncode == 2
     assert "training label 'Tnoe' has no column" in done.stderr
     sample = pd.read_csv(data_dir / "sample_submission.csv")
     sample.assign(Tnoe=0.0).to_csv(data_dir / "sample_submission.csv", index=False)
-    done = run("src.data", "--data-dir", str(data_dir))
+    done = run_module("src.data", "--data-dir", str(data_dir), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "'Tnoe': row(s) 7 (did you mean 'Tone'?)" in done.stdout
     sample.drop(columns="Noise").to_csv(data_dir / "sample_submission.csv", index=False)

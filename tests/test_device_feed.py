@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import tiny
 
 from src.base.config import PRESETS
 from src.dataset.inputs import model_input
@@ -83,12 +84,13 @@ def test_the_audio_cache_goes_on_the_gpu_only_where_it_leaves_room_to_train(clea
     assert backend.device_memory() is None                # this machine has no GPU
 
 
+@pytest.mark.slow
 def test_a_fold_trains_on_device_cut_between_class_batches(clean_dataset, tmp_path):
     import json
 
     from src import train
 
-    options = ["--model", "envnet", "--n-folds", "3", "--epochs", "2", "--batch-size", "6", "--crop-seconds", "0.6",
+    options = ["--model", "envnet", *tiny(n_folds=3, epochs=2, batch_size=6, crop_seconds=0.6),
                "--between-class", "true", "--feed", "device", "--data-dir", str(clean_dataset),
                "--out-dir", str(tmp_path)]
     assert train.main([*options, "--prepare"]) == 0

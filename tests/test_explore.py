@@ -2,11 +2,13 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 
 from src.tools import explore
 
 
+@pytest.mark.readme("src.tools.explore --data-dir")
 def test_report_finds_duplicates_silence_clipping_and_long_test_clips(dataset, tmp_path):
     audio_test = dataset / "audio_test"
     shutil.copy(dataset / "audio_train" / "tone00.wav", audio_test / "copy.wav")

@@ -45,6 +45,7 @@ def test_exported_artifact_gives_the_keras_models_outputs(tmp_path, preset):
     np.testing.assert_allclose(served, expected, atol=1e-4)
 
 
+@pytest.mark.readme("src.export")
 def test_export_refuses_folds_stale_against_the_dataset_unless_allowed(tmp_path, capsys):
     pytest.importorskip("tensorflow", reason="a SavedModel needs TensorFlow")
     from test_predict import stale_setup

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import ROOT, write_dataset
+from conftest import ROOT, TINY, command_env, run_folds, tiny, write_dataset
 
 from src import blend, predict, train
 from src.base.config import PRESETS
@@ -26,8 +26,6 @@ from src.base.layout import Paths
 from src.dataset.store import PackedStore
 from src.training.fold_files import fold_files
 from src.training.resume import ResumeState
-
-TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
 
 
 def command(*args, env=None, limit_bytes=None, **popen):
@@ -38,7 +36,7 @@ def command(*args, env=None, limit_bytes=None, **popen):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=limited if limit_bytes else None,
-                            start_new_session=True, env=dict(os.environ, THREADS="1", **(env or {})), **popen)
+                            start_new_session=True, env=command_env(env), **popen)
 
 
 def finish(process, timeout=600):
@@ -66,6 +64,7 @@ def data(tmp_path_factory):
 
 # --- one writer per fold, and per run ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_trainer_of_a_fold_stops_at_once_naming_the_first(data, tmp_path):
     first = command(*fold_command(data, tmp_path, "--epochs", "6"))
     lock = tmp_path / "predictions" / "1d" / "fold0" / "train.lock"
@@ -95,12 +94,11 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_folds_on_one_output_folder_stops(data, tmp_path):
     model_dir = tmp_path / "predictions" / "1d"
     Lock(model_dir / "run.lock", "./run_folds.sh 1d (the first terminal)").acquire()   # held by this live process
-    done = subprocess.run(["./run_folds.sh", "1d", "--", *TINY, "--data-dir", str(data), "--out-dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable),
-                          timeout=600)
+    done = run_folds("1d", "--", *TINY, "--data-dir", data, "--out-dir", tmp_path, timeout=600)
     assert done.returncode == 2 and "(the first terminal) holds" in done.stderr, done.stdout + done.stderr
     assert not list(model_dir.glob("fold*"))                      # no fold was started
 
@@ -118,6 +116,7 @@ def uninterrupted(data, tmp_path_factory):
     return out / "predictions" / "1d" / "fold0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["written", "synced", "renamed"])
 def test_a_kill_inside_the_resume_save_resumes_to_the_uninterrupted_result(data, uninterrupted, tmp_path, stage):
     options = RESUMED
@@ -135,6 +134,7 @@ def test_a_kill_inside_the_resume_save_resumes_to_the_uninterrupted_result(data,
 
 # --- nothing stale trusted ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_changed_labels_stop_skipping_resuming_and_blending(data, tmp_path, capsys):
     work = tmp_path / "data"
     work.mkdir()
@@ -162,6 +162,7 @@ def test_changed_labels_stop_skipping_resuming_and_blending(data, tmp_path, caps
     assert files.start(config, {"rows": "now", "folds": "now"}) is None and not files.resume.exists()
 
 
+@pytest.mark.slow
 def test_models_trained_on_other_folds_are_not_blended(data, tmp_path, capsys):
     work = tmp_path / "data"
     work.mkdir()
@@ -169,7 +170,7 @@ def test_models_trained_on_other_folds_are_not_blended(data, tmp_path, capsys):
         if item.name != "folds.csv":
             (work / item.name).symlink_to(item)
     out = tmp_path / "out"
-    three = ["--n-folds", "3", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
+    three = tiny(n_folds=3)
     for fold in range(3):
         assert train.main(["--model", "1d", "--name", "a3", "--fold", str(fold), *three, "--data-dir", str(work),
                            "--out-dir", str(out)]) == 0
@@ -210,6 +211,7 @@ def leftovers(folder):
     return [p for p in folder.rglob("*") if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_paragraph_naming_the_file(tmp_path):
     # The audio cache: its data file cannot grow past 100 kB.
     copy = write_dataset(tmp_path / "data", per_class=5, n_test=12, bad_inputs=False)
@@ -270,6 +272,7 @@ def test_a_killed_tagging_keeps_what_was_tagged_and_a_rerun_skips_it(tmp_path, m
     assert len(pd.read_csv(tmp_path / "t.csv")) == 4 and not (tmp_path / "t.csv.partial").exists()
 
 
+@pytest.mark.readme("src.audio_cache --rates")
 def test_a_fifo_in_the_audio_folder_is_skipped_with_a_note(tmp_path):
     data = write_dataset(tmp_path / "data", per_class=2, n_test=1, bad_inputs=False)
     os.mkfifo(data / "audio_train" / "pipe.wav")

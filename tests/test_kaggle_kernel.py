@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_dataset
+from conftest import TINY, run_folds, run_module, write_dataset
 
-TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
 USER = "someone"
 
 # kernels_metadata.md and datasets_metadata.md ("kaggle datasets create"): every field they document.
@@ -28,23 +27,14 @@ KERNEL_FIELDS = {"id", "id_no", "title", "code_file", "language", "kernel_type",
 DATASET_FIELDS = {"title", "subtitle", "description", "id", "id_no", "licenses", "resources", "keywords"}
 
 
-def run(*command, cwd=ROOT, env=None, check=True):
-    done = subprocess.run(list(map(str, command)), cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false",
-                                   **(env or {})))
-    if check:
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Two tiny folds of 1d on the conftest dataset, and their bundle."""
     tmp = tmp_path_factory.mktemp("kaggle")
     data = write_dataset(tmp / "data", per_class=4, n_test=5, bad_inputs=False)
     out = tmp / "out"
-    run("./run_folds.sh", "1d", "--", *TINY, "--data-dir", data, "--out-dir", out)
-    made = run(sys.executable, "-m", "src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--out-dir", out)
+    run_folds("1d", "--", *TINY, "--data-dir", data, "--out-dir", out, check=True)
+    made = run_module("src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--out-dir", out, check=True)
     return tmp, data, out, made.stdout
 
 
@@ -88,6 +78,8 @@ def session(tmp, name, data, bundle):
     return root, site, python_run
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.kaggle_kernel --models --user")
 def test_the_kernel_installs_the_bundle_offline_and_submits_what_blend_does(trained):
     tmp, data, out, printed = trained
     bundle = out / "submissions" / "kaggle"
@@ -101,21 +93,24 @@ def test_the_kernel_installs_the_bundle_offline_and_submits_what_blend_does(trai
     assert f"freesound-tagging from {os.path.join(site, 'src')}" in done.stdout + done.stderr
     # The submission: src.blend's for the same folds, row for row.
     submission = pd.read_csv(root / "working" / "submission.csv")
-    run(sys.executable, "-m", "src.blend", "1d", "--data-dir", data, "--out-dir", out)
+    run_module("src.blend", "1d", "--data-dir", data, "--out-dir", out, check=True)
     blended = pd.read_csv(out / "submissions" / "1d.csv")
     assert list(submission.columns) == ["fname", "label"] and len(submission) == 5
     pd.testing.assert_frame_equal(submission, blended)
     assert sorted(p.name for p in (root / "working").iterdir()) == ["submission.csv"]  # nothing else kept
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.kaggle_kernel --models --user --train --epochs")
+@pytest.mark.readme("src.tools.kaggle_kernel --models --user --train --resume-from")
 def test_a_train_kernel_stops_at_its_time_limit_and_the_next_session_goes_on(trained):
     tmp, data, out, _ = trained
     kernel_id = f"{USER}/freesound-2018-train-1d"
 
     def bundle(name, *options):
         made = tmp / name / "bundle"
-        run(sys.executable, "-m", "src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--train",
-            "--bundle-dir", made, *options, "--", *TINY)
+        run_module("src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--train", "--bundle-dir", made,
+                   *options, "--", *TINY, check=True)
         return made
 
     first = bundle("first", "--time-limit-hours", "0.0005")                # 1.8 s: stopped while preparing
@@ -142,10 +137,11 @@ def test_a_train_kernel_stops_at_its_time_limit_and_the_next_session_goes_on(tra
         assert kept.read_bytes() == (out / "predictions" / "1d" / f"fold{k}" / "result.json").read_bytes()
     assert (run_dir / "folds.csv").read_bytes() == (data / "folds.csv").read_bytes()
     submission = pd.read_csv(root / "working" / "submission.csv")
-    run(sys.executable, "-m", "src.blend", "1d", "--data-dir", data, "--out-dir", out)
+    run_module("src.blend", "1d", "--data-dir", data, "--out-dir", out, check=True)
     pd.testing.assert_frame_equal(submission, pd.read_csv(out / "submissions" / "1d.csv"))
 
 
+@pytest.mark.slow
 def test_the_metadata_files_hold_the_fields_the_kaggle_cli_documents(trained, tmp_path):
     from kaggle.api.kaggle_api_extended import KaggleApi
     from slugify import slugify  # what the kaggle CLI checks a title against
@@ -153,9 +149,9 @@ def test_the_metadata_files_hold_the_fields_the_kaggle_cli_documents(trained, tm
     tmp, data, out, _ = trained
     api = KaggleApi()
     bundles = {"predict": out / "submissions" / "kaggle"}
-    run(sys.executable, "-m", "src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--out-dir", out,
-        "--train", "--competition", "freesound-audio-tagging-2019", "--notebook", "--public", "--no-gpu",
-        "--resume-from", f"{USER}/freesound-2019-train-1d", "--bundle-dir", tmp_path / "train", "--", "--epochs", "3")
+    run_module("src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--out-dir", out, "--train",
+               "--competition", "freesound-audio-tagging-2019", "--notebook", "--public", "--no-gpu", "--resume-from",
+               f"{USER}/freesound-2019-train-1d", "--bundle-dir", tmp_path / "train", "--", "--epochs", "3", check=True)
     bundles["train"] = tmp_path / "train"
     for kind, bundle in bundles.items():
         dataset = json.loads((bundle / "dataset" / "dataset-metadata.json").read_text())
@@ -192,13 +188,14 @@ def test_the_metadata_files_hold_the_fields_the_kaggle_cli_documents(trained, tm
         assert len(list((bundle / "dataset").glob("freesound_tagging-*-py3-none-any.whl"))) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.kaggle_kernel --models --user --push")
 def test_push_without_credentials_says_so(trained, tmp_path):
     _, _, out, _ = trained
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env = {k: None for k in os.environ if k.startswith("KAGGLE_")}
     env.update(HOME=str(tmp_path), KAGGLE_CONFIG_DIR=str(tmp_path / "none"))
-    done = subprocess.run([sys.executable, "-m", "src.tools.kaggle_kernel", "--models", "1d", "--user", USER,
-                           "--out-dir", str(out), "--bundle-dir", str(tmp_path / "bundle"), "--push"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = run_module("src.tools.kaggle_kernel", "--models", "1d", "--user", USER, "--out-dir", out, "--bundle-dir",
+                      tmp_path / "bundle", "--push", env=env, timeout=600)
     assert done.returncode == 2 and "finds no credentials" in done.stderr, done.stdout + done.stderr
     assert "kaggle kernels push -p" in done.stdout and (tmp_path / "bundle" / "kernel" / "kernel.py").is_file()
 

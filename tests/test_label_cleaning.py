@@ -1,14 +1,11 @@
 """Label cleaning with nested folds: a judge trained on inner folds of a fold's training rows disputes
 wrong unverified labels, which are relabelled or dropped; the fold's validation rows take no part."""
 import importlib.util
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_dataset
+from conftest import TINY, run_folds, write_dataset
 
 from src import train
 from src.base.errors import UsageError
@@ -36,6 +33,8 @@ def test_the_judge_sees_each_row_only_from_inner_folds_that_left_it_out():
         judge_probabilities(features[[0, 1, 20, 21, 40, 41]], labels[[0, 1, 20, 21, 40, 41]], 4, folds=5, seed=0)
 
 
+@pytest.mark.slow
+@pytest.mark.readme("run_folds.sh --name --clean-labels")
 @needs_weights
 @pytest.mark.parametrize("action", ["relabel", "drop"])
 def test_disputed_unverified_labels_are_relabelled_or_dropped_before_the_fold_trains(tmp_path, action):
@@ -46,13 +45,10 @@ def test_disputed_unverified_labels_are_relabelled_or_dropped_before_the_fold_tr
     table["label"] = [flipped.get(f, label) for f, label in zip(table.fname, table.label)]
     table.to_csv(data_dir / "train.csv", index=False)
     paths = Paths(data_dir, tmp_path / "out")
-    options = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5",
-               "--min-crop-seconds", "0", "--clean-labels", action, "--clean-folds", "3",
+    options = [*TINY, "--min-crop-seconds", "0", "--clean-labels", action, "--clean-folds", "3",
                "--data-dir", str(data_dir), "--out-dir", str(paths.out_dir)]
     if action == "relabel":  # as the README runs it: a named variant of logmel, through run_folds.sh
-        done = subprocess.run(["./run_folds.sh", "logmel", "0", "--", "--name", "logmel_clean", *options], cwd=ROOT,
-                              env=dict(os.environ, PYTHON=sys.executable, THREADS="2"), capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        run_folds("logmel", "0", "--", "--name", "logmel_clean", *options, env={"THREADS": "2"}, check=True)
         files = fold_files(paths, "logmel_clean", 0)
     else:
         assert train.main(["--model", "logmel", *options, "--prepare"]) == 0

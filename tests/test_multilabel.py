@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_multilabel_dataset
+from conftest import tiny, write_multilabel_dataset
 
 from src import blend, inspect_oof, predict, train
 from src.base.errors import DataError
@@ -16,7 +16,7 @@ from src.dataset.tables import Dataset
 from src.models.losses import UnverifiedLoss
 from src.training.fold_files import fold_files
 
-TINY = ["--n-folds", "2", "--epochs", "2", "--batch-size", "8", "--crop-seconds", "0.5", "--min-crop-seconds", "0"]
+TINY = [*tiny(epochs=2), "--min-crop-seconds", "0"]
 
 
 @pytest.fixture
@@ -68,6 +68,7 @@ def test_binary_cross_entropy_for_multi_label_with_the_unverified_flag():
                                np.asarray(expected) * [0.5, 1], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_multi_label_folds_train_blend_and_submit(multi, tmp_path, capsys):
     out = tmp_path / "out"
     options = [*TINY, "--data-dir", str(multi), "--out-dir", str(out)]

@@ -5,16 +5,15 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
+from conftest import LABELS, fake_fold, run_module
 
 from src import predict
 from src.base.config import PRESETS
 from src.base.layout import Paths
 from src.models import build_model
-from src.training.fold_files import fold_files
 from src.training.inference import window_starts, windows
-
-LABELS = ["Clicks", "Noise", "Tone"]
 
 
 def test_windows_cover_the_whole_clip():
@@ -30,15 +29,14 @@ def make_models(out_dir, folds=2):
     for preset in ("1d", "2d"):
         config = dataclasses.replace(PRESETS[preset], crop_seconds=0.5, n_folds=folds)
         for fold in range(folds):
-            files = fold_files(Paths(out_dir=out_dir), preset, fold)
-            files.start(config)
             stats = {"mean": np.zeros(40, np.float32), "variance": np.ones(40, np.float32)} \
                 if preset == "2d" else {}
-            build_model(config, len(LABELS), **stats).save(files.model)
-            files.write_probabilities(files.test, [], np.zeros((0, len(LABELS))), LABELS)
-            files.write_result({})
+            fake_fold(Paths(out_dir=out_dir), preset, fold, config=config,
+                      model=build_model(config, len(LABELS), **stats), test=([], np.zeros((0, len(LABELS)))))
 
 
+@pytest.mark.readme("src.predict --csv --json")
+@pytest.mark.readme("src.predict --per-window")
 def test_tags_files_and_folders_per_window_and_skips_unreadable(tmp_path, capsys):
     make_models(tmp_path / "out")
     audio = tmp_path / "audio"
@@ -77,8 +75,6 @@ def clips(folder, n, seconds=1.0, rate=16000):
 
 
 def test_a_rerun_with_other_models_or_options_does_not_reuse_the_journal(tmp_path, monkeypatch, capsys):
-    import pytest
-
     make_models(tmp_path / "out")
     audio = clips(tmp_path / "audio", 4)
     real_tag, calls = predict.tag, []
@@ -116,7 +112,7 @@ def test_a_rerun_with_other_models_or_options_does_not_reuse_the_journal(tmp_pat
         monkeypatch.setattr(predict, "tag", counting)
         calls.clear()
         if change == "retrained":
-            fold_files(Paths(out_dir=tmp_path / "out"), "2d", 1).write_result({"minutes": 1.0})
+            fake_fold(Paths(out_dir=tmp_path / "out"), "2d", 1, {"minutes": 1.0})   # its own config kept
             change = []
         assert predict.main([str(audio), *other, *change, "--csv", str(tmp_path / "t.csv")]) == 0
         err = capsys.readouterr().err
@@ -143,12 +139,13 @@ def stale_setup(tmp_path):
     paths = Paths(data, tmp_path / "out")
     for preset in ("1d", "2d"):
         for fold in (0, 1):
-            fold_files(paths, preset, fold).write_result({"fingerprints": {"rows": "0123456789abcdef",
-                                                                           "folds": dataset.fingerprints()["folds"]},
-                                                          "dataset_folds": [0, 1]})
+            fake_fold(paths, preset, fold, {"fingerprints": {"rows": "0123456789abcdef",
+                                                             "folds": dataset.fingerprints()["folds"]},
+                                            "dataset_folds": [0, 1]})
     return paths, dataset
 
 
+@pytest.mark.readme("src.predict")
 def test_folds_stale_against_the_dataset_are_refused_unless_allowed(tmp_path, capsys):
     paths, dataset = stale_setup(tmp_path)
     clip = str(paths.data_dir / "audio_test" / dataset.test.fname[0])
@@ -159,7 +156,7 @@ def test_folds_stale_against_the_dataset_are_refused_unless_allowed(tmp_path, ca
     assert "run_folds.sh 1d 0 1 -- --crop-seconds 0.5 --n-folds 2 --force" in err   # the folds' own options
     assert predict.main([*options, "--allow-mismatch"]) == 0
     for fold in (0, 1):                                         # trained on these very rows: taken
-        fold_files(paths, "1d", fold).write_result({"fingerprints": dataset.fingerprints(), "dataset_folds": [0, 1]})
+        fake_fold(paths, "1d", fold, {"fingerprints": dataset.fingerprints(), "dataset_folds": [0, 1]})
     assert predict.main(options) == 0
 
 
@@ -179,8 +176,6 @@ def fill(folder, leave_pages):
 
 def test_a_full_disk_stops_the_tagging_in_one_paragraph_and_keeps_what_was_tagged(tmp_path, capsys):
     import subprocess
-
-    import pytest
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -212,10 +207,6 @@ def test_a_full_disk_stops_the_tagging_in_one_paragraph_and_keeps_what_was_tagge
 def test_a_file_size_limit_is_named_with_its_size(tmp_path, capsys):
     import resource
     import signal
-    import subprocess
-    import sys
-
-    from conftest import ROOT
 
     make_models(tmp_path / "out")
     audio = clips(tmp_path / "audio", 5)
@@ -224,8 +215,7 @@ def test_a_file_size_limit_is_named_with_its_size(tmp_path, capsys):
     def limited():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1200, 1200))
-    done = subprocess.run([sys.executable, "-m", "src.predict", *options], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=limited, timeout=600)
+    done = run_module("src.predict", *options, preexec_fn=limited, timeout=600)
     assert done.returncode == 2, done.stderr
     assert "skipped" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "File too large" in done.stderr and "file size limit" in done.stderr and "1200 bytes" in done.stderr

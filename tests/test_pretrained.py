@@ -113,6 +113,7 @@ def test_contradictory_options_are_a_message_not_a_traceback(clean_dataset, tmp_
     assert "--model aisfx with these options: warmup_epochs must be within [0, epochs=2)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @needs_weights
 def test_aisfx_fold_fine_tunes_from_the_pretrained_weights(clean_dataset, tmp_path):
     import keras

@@ -1,83 +1,93 @@
-"""Every command the README shows is run by a test: the ones below run here at tiny scale, the others in
-the test file README_COMMANDS names. A command added to the README without a test fails this file, and
-so does a README whose install and test lines are not the ones CI runs (.ci/run)."""
+"""Every command the README shows is run by a test, which says so with a marker:
+`@pytest.mark.readme("src.blend --kaggle-form")` (the program, then the flags the README gives it). A
+command added to the README without a marked test fails this file, and so does a marker naming a command
+the README no longer shows, or a README whose install and test lines are not the ones CI runs (.ci/run)."""
+import ast
 import importlib.util
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, write_dataset
+from conftest import ROOT, TINY, run_folds, run_module, write_dataset
 
-TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
-
-# (program, flags) as the README writes them -> the test file that runs that command.
-README_COMMANDS = {
-    ("src", ()): "test_readme.py",
-    ("src.data", ()): "test_data.py",
-    ("src.data", ("--download",)): "test_data.py",
-    ("src.data", ("--download", "--source")): "test_zenodo.py",
-    ("src.audio_cache", ("--rates",)): "test_bad_inputs.py",
-    ("src.features", ("--model",)): "test_readme.py",
-    ("src.train", ("--fold",)): "test_resume.py",
-    ("src.train", ("--fold", "--model")): "test_resume.py",
-    ("src.train", ("--model", "--prepare")): "test_pretrained.py",
-    ("run_folds.sh", ()): "test_run_folds.py",
-    ("run_folds.sh", ("--epochs", "--learning-rate")): "test_readme.py",
-    ("run_folds.sh", ("--precision",)): "test_readme.py",
-    ("run_folds.sh", ("--data-dir",)): "test_adapters.py",
-    ("run_folds.sh", ("--clean-labels", "--name")): "test_label_cleaning.py",
-    ("run_folds.sh", ("--cluster",)): "test_cluster.py",
-    ("run_folds.sh", ("--cluster", "--n-folds")): "test_cluster.py",
-    ("src.blend", ()): "test_blend.py",
-    ("src.blend", ("--data-dir",)): "test_adapters.py",
-    ("src.blend", ("--weights",)): "test_readme.py",
-    ("src.blend", ("--kaggle-form",)): "test_real_files.py",
-    ("src.blend", ("--fit-weights",)): "test_blend.py",
-    ("src.blend", ("--search",)): "test_blend.py",
-    ("src.blend", ("--stack",)): "test_blend.py",
-    ("src.inspect_oof", ()): "test_run_folds.py",
-    ("src.predict", ()): "test_predict.py",
-    ("src.predict", ("--csv", "--json")): "test_predict.py",
-    ("src.predict", ("--per-window",)): "test_predict.py",
-    ("src.export", ()): "test_export.py",
-    ("src.tools.explore", ("--data-dir",)): "test_explore.py",
-    ("src.tools.adapters", ()): "test_adapters.py",
-    ("src.tools.cluster", ("--copy-back", "--model")): "test_cluster.py",
-    ("src.tools.cluster", ("--model", "--tls-ca-file", "--tls-cert")): "test_cluster.py",
-    ("src.tools.bench", ()): "test_bench.py",
-    ("src.tools.bench", ("--models",)): "test_bench.py",
-    ("src.tools.bench", ("--repeat",)): "test_bench.py",
-    ("src.tools.bench", ("--full-run",)): "test_bench.py",
-    ("src.tools.demo", ()): "test_readme.py",
-    ("src.tools.demo", ("--multilabel",)): "test_readme.py",
-    ("src.tools.kaggle_kernel", ("--models", "--user")): "test_kaggle_kernel.py",
-    ("src.tools.kaggle_kernel", ("--models", "--push", "--user")): "test_kaggle_kernel.py",
-    ("src.tools.kaggle_kernel", ("--epochs", "--models", "--train", "--user")): "test_kaggle_kernel.py",
-    ("src.tools.kaggle_kernel", ("--models", "--resume-from", "--train", "--user")): "test_kaggle_kernel.py",
-    ("src.tools.rehearsal", ("--scale",)): "test_rehearsal.py",
-}
+COMMAND = re.compile(r"(python3? -m (src(?:\.\w+)*)|\./run_folds\.sh)([^`\n#&]*)")
+FLAG = re.compile(r"(?<!\S)(--[\w-]+)")
 
 
 def readme_commands() -> set:
     """(program, sorted flags) of every `python -m src...` and `./run_folds.sh` command in the README."""
     text = (ROOT / "README.md").read_text()
-    found = set()
-    for match in re.finditer(r"(python3? -m (src(?:\.\w+)*)|\./run_folds\.sh)([^`\n#&]*)", text):
-        flags = tuple(sorted(set(re.findall(r"(?<!\S)(--[\w-]+)", match.group(3)))))
-        found.add((match.group(2) or "run_folds.sh", flags))
-    return found
+    return {(match.group(2) or "run_folds.sh", tuple(sorted(set(FLAG.findall(match.group(3))))))
+            for match in COMMAND.finditer(text)}
 
 
-def test_every_readme_command_has_a_test_that_runs_it():
-    assert readme_commands() == set(README_COMMANDS)
-    for (program, flags), test_file in README_COMMANDS.items():
-        text = (ROOT / "tests" / test_file).read_text()
-        name = program.split(".")[-1]
-        assert name in text and all(f'"{flag}"' in text or flag[2:].replace("-", "_") in text for flag in flags), \
-            f"{test_file} does not run {program} {' '.join(flags)}"
+def command_of(marked: str) -> tuple:
+    """(program, sorted flags) of a readme marker's command: the program first (src.blend, run_folds.sh,
+    or as the README writes it, `python -m src.blend` or `./run_folds.sh`), then its arguments."""
+    words = marked.split()
+    if words[:2] in (["python", "-m"], ["python3", "-m"]):
+        words = words[2:]
+    program = words[0].removeprefix("./") if words else ""
+    return program, tuple(sorted(set(FLAG.findall(" ".join(words[1:])))))
+
+
+def readme_marks(paths) -> tuple[dict, list]:
+    """The readme markers in these test files: {(program, flags): [file::test, ...]}, and the markers that
+    are not on a test (a fixture, a helper, a class, a variable), which count for nothing."""
+    marked, misplaced = {}, []
+    for path in paths:
+        tree = ast.parse(path.read_text(), str(path))
+        on_tests = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+                for decorator in node.decorator_list:
+                    if isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "pytest.mark.readme":
+                        on_tests.add(id(decorator.func))
+                        assert len(decorator.args) == 1 and isinstance(decorator.args[0], ast.Constant), \
+                            f"{path.name}:{decorator.lineno}: readme takes one command, a string literal"
+                        key = command_of(decorator.args[0].value)
+                        marked.setdefault(key, []).append(f"{path.name}::{node.name}")
+        misplaced += [f"{path.name}:{node.lineno}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Attribute) and ast.unparse(node) == "pytest.mark.readme"
+                      and id(node) not in on_tests]
+    return marked, misplaced
+
+
+@pytest.mark.readme("src")
+def test_the_pipeline_listing():
+    out = run_module("src", check=True).stdout
+    assert "1. python -m src.data" in out and "python -m src.tools.demo" in out
+
+
+def test_every_readme_command_has_a_marked_test_that_runs_it():
+    marked, misplaced = readme_marks(sorted((ROOT / "tests").glob("test_*.py")))
+    assert misplaced == [], f"readme markers on something other than a test function: {misplaced}"
+    shown = readme_commands()
+    unmarked = sorted(shown - set(marked))
+    assert unmarked == [], "README commands no test is marked as running (add @pytest.mark.readme(\"PROGRAM " \
+        f"--flag ...\") to the test that runs each): {unmarked}"
+    stale = {command: tests for command, tests in marked.items() if command not in shown}
+    assert stale == {}, f"tests marked as running commands the README does not show: {stale}"
+
+
+def test_the_marker_reader_finds_what_it_looks_for(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text(
+        "import pytest\n"
+        "@pytest.mark.readme('python -m src.blend 1d 2d --weights 1 2')\n"
+        "@pytest.mark.readme('./run_folds.sh 2d -- --epochs 30 --learning-rate 5e-4')\n"
+        "def test_a():\n    pass\n"
+        "@pytest.mark.readme('src.tools.bench')\n"
+        "@pytest.fixture\n"
+        "def not_a_test():\n    pass\n"
+        "readme = pytest.mark.readme('src.export')\n")
+    marked, misplaced = readme_marks([sample])
+    assert marked == {("src.blend", ("--weights",)): ["test_sample.py::test_a"],
+                      ("run_folds.sh", ("--epochs", "--learning-rate")): ["test_sample.py::test_a"]}
+    assert misplaced == ["test_sample.py:6", "test_sample.py:10"]
+    assert command_of("src.tools.cluster tcp://H:8786 --model 2d --copy-back") == \
+        ("src.tools.cluster", ("--copy-back", "--model"))
 
 
 def test_ci_runs_the_readme_quick_start_lines_as_written_and_in_order():
@@ -95,33 +105,25 @@ def test_ci_runs_the_readme_quick_start_lines_as_written_and_in_order():
         f".ci/run does not run the Quick start's lines in order: {commands[start:start + len(quick_start)]}"
 
 
-def run(*command, env=None):
-    done = subprocess.run(list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false",
-                                   **(env or {})))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The README's workflow on a tiny dataset: features, some folds with preset overrides, a bfloat16 run."""
     tmp = tmp_path_factory.mktemp("readme")
     data = write_dataset(tmp / "data", per_class=4, n_test=3, bad_inputs=False)
     where = ["--data-dir", data, "--out-dir", tmp / "out"]
-    out = {"features": run(sys.executable, "-m", "src.features", "--model", "2d", "--data-dir", data),
-           "2d": run("./run_folds.sh", "2d", "0", "1", "--", *TINY, "--learning-rate", "5e-4", *where),
-           "bfloat16": run("./run_folds.sh", "logmel", "--", *TINY, "--min-crop-seconds", "0.5",
-                           "--precision", "bfloat16", *where),
-           "blend": run(sys.executable, "-m", "src.blend", "2d", "logmel", "--weights", "1", "2", *where)}
+    out = {"features": run_module("src.features", "--model", "2d", "--data-dir", data, check=True).stdout,
+           "2d": run_folds("2d", "0", "1", "--", *TINY, "--learning-rate", "5e-4", *where, check=True).stdout,
+           "bfloat16": run_folds("logmel", "--", *TINY, "--min-crop-seconds", "0.5", "--precision", "bfloat16",
+                                 *where, check=True).stdout,
+           "blend": run_module("src.blend", "2d", "logmel", "--weights", "1", "2", *where, check=True).stdout}
     return tmp, out
 
 
-def test_the_pipeline_listing(tmp_path):
-    out = run(sys.executable, "-m", "src")
-    assert "1. python -m src.data" in out and "python -m src.tools.demo" in out
-
-
+@pytest.mark.slow
+@pytest.mark.readme("src.features --model")
+@pytest.mark.readme("run_folds.sh --epochs --learning-rate")
+@pytest.mark.readme("run_folds.sh --precision")
+@pytest.mark.readme("src.blend --weights")
 def test_the_readme_workflow_at_tiny_scale(trained):
     tmp, out = trained
     assert list((tmp / "data" / "cache").glob("mfcc-*/train/index.csv"))           # features built
@@ -181,14 +183,16 @@ def test_the_demo_works_on_a_copy_and_leaves_its_data_as_found(tmp_path):
     assert (target / "sample_submission.csv").read_bytes() == (source / "sample_submission.csv").read_bytes()
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.demo")
 def test_the_demo_at_tiny_scale(tmp_path):
     """Run on a copy of data/demo holding what an older demo left there (3 folds, a cache): the demo asks
     for 2 folds, works on its own copy under the run folder and leaves the data as it found it."""
     data = copy_of_the_demo_data(tmp_path / "demo")
     stray_leftovers(data)
     before = listing(data)
-    out = run(sys.executable, "-m", "src.tools.demo", "--data-dir", data, "--out-dir", tmp_path / "runs",
-              "--models", "1d", "aisfx", "--folds", "2", "--epochs", "1", "--aisfx-epochs", "1")
+    out = run_module("src.tools.demo", "--data-dir", data, "--out-dir", tmp_path / "runs", "--models", "1d", "aisfx",
+                     "--folds", "2", "--epochs", "1", "--aisfx-epochs", "1", check=True).stdout
     assert "demo finished in" in out and "audio cache" in out
     assert listing(data) == before
     import pandas as pd
@@ -202,9 +206,11 @@ def test_the_demo_at_tiny_scale(tmp_path):
         assert (tmp_path / "runs" / "submissions" / "blend_1d_aisfx.csv").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.demo --multilabel")
 def test_the_multilabel_demo_at_tiny_scale(tmp_path):
-    out = run(sys.executable, "-m", "src.tools.demo", "--multilabel", "--out-dir", tmp_path / "runs",
-              "--models", "1d", "--folds", "2", "--epochs", "1")
+    out = run_module("src.tools.demo", "--multilabel", "--out-dir", tmp_path / "runs", "--models", "1d", "--folds", "2",
+                     "--epochs", "1", check=True).stdout
     assert "multi-label mixtures" in out and "OOF lwlrap" in out and "demo finished in" in out
     import pandas as pd
 

@@ -3,15 +3,13 @@ tests/real/fsd50k/, byte for byte; tests/real/README.md names the sources), thro
 `python -m src.tools.adapters KIND SOURCE OUT`, then `python -m src.data --data-dir OUT`, over short
 generated WAVs laid out as the datasets ship them."""
 import csv
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-from conftest import ROOT
+from conftest import ONE_THREAD, run_module
 
 from src.dataset.tables import Dataset
 
@@ -34,12 +32,7 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def python(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
+@pytest.mark.readme("src.tools.adapters")
 def test_esc50_real_meta_through_the_readme_commands(tmp_path):
     """ESC-50's own meta/esc50.csv (its header and the first 12 rows of each fold): folds 1-5 become 0-4."""
     meta = rows(ESC50_SAMPLE)
@@ -51,11 +44,11 @@ def test_esc50_real_meta_through_the_readme_commands(tmp_path):
     for i, row in enumerate(meta):
         wav(source / "audio" / row["filename"], seed=i)
     out = tmp_path / "esc50"
-    run = python("src.tools.adapters", "esc50", str(source), str(out))
+    run = run_module("src.tools.adapters", "esc50", source, out, timeout=600, env=ONE_THREAD)
     assert run.returncode == 0, run.stdout + run.stderr
     categories = sorted({row["category"] for row in meta})
     assert f"60 train clips in {len(categories)} labels, folds [0, 1, 2, 3, 4]" in run.stdout
-    check = python("src.data", "--data-dir", str(out))
+    check = run_module("src.data", "--data-dir", out, timeout=600, env=ONE_THREAD)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"60 train clips in {len(categories)} labels, 0 test clips" in check.stdout
 
@@ -82,11 +75,11 @@ def test_fsd50k_real_ground_truth_through_the_readme_commands(tmp_path):
     for i, row in enumerate(evaluation):
         wav(source / "FSD50K.eval_audio" / f"{row['fname']}.wav", seed=1000 + i)
     out = tmp_path / "fsd50k"
-    run = python("src.tools.adapters", "fsd50k", str(source), str(out))
+    run = run_module("src.tools.adapters", "fsd50k", source, out, timeout=600, env=ONE_THREAD)
     assert run.returncode == 0, run.stdout + run.stderr
     labels = sorted({label for row in dev for label in row["labels"].split(",")})
     assert f"{len(dev)} train clips in {len(labels)} labels, folds [-1, 0]" in run.stdout
-    check = python("src.data", "--data-dir", str(out))
+    check = run_module("src.data", "--data-dir", out, timeout=600, env=ONE_THREAD)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{len(dev)} train clips in {len(labels)} labels, {len(evaluation)} test clips" in check.stdout
     assert f"test labels: {len(evaluation)} clips" in check.stdout

@@ -2,22 +2,20 @@
 pipeline, over generated audio: Kaggle's 2018 download at its full size (9,473 train and 9,400 test rows,
 the placeholder labels, the three test clips that are not audio, test_post_competition.csv), its archives
 in both entry shapes, the leaderboards, the 9,400-row submission, and the FSDKaggle2019 release."""
-import os
 import struct
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ONE_THREAD, run_folds, run_module, tiny
 
 REAL = Path(__file__).parent / "real"
 KAGGLE_2018 = REAL / "fsdkaggle2018"
 EMPTY_TEST_CLIPS = ("0b0427e2.wav", "6ea0099f.wav", "b39975f5.wav")  # not audio in Kaggle's 2018 test set
-TINY = ["--n-folds", "2", "--epochs", "1", "--batch-size", "16", "--crop-seconds", "0.5"]
+TINY = tiny(batch_size=16)
 RATE = 44100
 
 
@@ -69,19 +67,14 @@ def kaggle_2018_download(folder: Path, train: pd.DataFrame, with_folders: bool) 
     return download
 
 
-def python(*args, cwd=ROOT, timeout=900):
-    env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
 @pytest.mark.parametrize("with_folders", [True, False], ids=["entries-in-folders", "entries-at-root"])
+@pytest.mark.readme("src.data")
 def test_kaggle_2018_download_as_served_passes_src_data(tmp_path, with_folders):
     """The first command after the download, on Kaggle's own tables at their full size."""
     train = pd.read_csv(KAGGLE_2018 / "kaggle_train.csv")
     data_dir = tmp_path / "data"
     kaggle_2018_download(data_dir, train, with_folders)
-    done = python("src.data", "--data-dir", str(data_dir))
+    done = run_module("src.data", "--data-dir", str(data_dir), env=ONE_THREAD)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "9473 train clips in 41 labels, 9400 test clips" in out
@@ -92,7 +85,7 @@ def test_kaggle_2018_download_as_served_passes_src_data(tmp_path, with_folders):
     assert len(list((data_dir / "audio_test").iterdir())) == 9400
     truth = pd.read_csv(data_dir / "test_labels.csv")
     assert len(truth) == 1600 and set(truth.usage) == {"Public", "Private"} and truth.label.notna().all()
-    again = python("src.data", "--data-dir", str(data_dir))   # the manifests: nothing unpacked twice
+    again = run_module("src.data", "--data-dir", str(data_dir), env=ONE_THREAD)   # nothing unpacked twice
     assert again.returncode == 0 and "9473 train clips" in again.stdout
 
 
@@ -105,18 +98,16 @@ def kaggle_run(tmp_path_factory):
     train = real_train.groupby("label", sort=False).head(3).reset_index(drop=True)
     data_dir = tmp / "data"
     kaggle_2018_download(data_dir, train, with_folders=True)
-    steps = {"data": python("src.data", "--data-dir", str(data_dir))}
-    env = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false")
-    steps["train"] = subprocess.run([str(ROOT / "run_folds.sh"), "1d", "--", *TINY, "--data-dir", str(data_dir),
-                                     "--out-dir", str(tmp / "out")], cwd=ROOT, env=env, capture_output=True,
-                                    text=True, timeout=1200)
+    steps = {"data": run_module("src.data", "--data-dir", str(data_dir), env=ONE_THREAD)}
+    steps["train"] = run_folds("1d", "--", *TINY, "--data-dir", data_dir, "--out-dir", tmp / "out", timeout=1200)
     where = ["--data-dir", str(data_dir), "--out-dir", str(tmp / "out")]
     kaggle_form = str(KAGGLE_2018 / "kaggle_sample_submission.csv")
-    steps["blend"] = python("src.blend", "1d", *where, "--kaggle-form", kaggle_form)
-    steps["inspect"] = python("src.inspect_oof", "1d", *where)
+    steps["blend"] = run_module("src.blend", "1d", *where, "--kaggle-form", kaggle_form, env=ONE_THREAD)
+    steps["inspect"] = run_module("src.inspect_oof", "1d", *where, env=ONE_THREAD)
     return data_dir, tmp / "out", steps
 
 
+@pytest.mark.slow
 def test_kaggle_2018_blend_reports_both_leaderboards_over_the_1600_scored_clips(kaggle_run):
     _, _, steps = kaggle_run
     for name, done in steps.items():
@@ -131,6 +122,8 @@ def test_kaggle_2018_blend_reports_both_leaderboards_over_the_1600_scored_clips(
     assert "public leaderboard" in inspect and "private leaderboard" in inspect
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.blend --kaggle-form")
 def test_kaggle_2018_submission_keeps_every_row_and_the_unreadable_clips_are_recorded_skips(kaggle_run):
     data_dir, out, _ = kaggle_run
     sample = pd.read_csv(KAGGLE_2018 / "kaggle_sample_submission.csv")
@@ -149,6 +142,7 @@ def test_kaggle_2018_submission_keeps_every_row_and_the_unreadable_clips_are_rec
     pd.testing.assert_frame_equal(kaggle_form, submission)
 
 
+@pytest.mark.slow
 def test_zenodo_route_writes_kaggles_9400_row_form_for_a_late_submission(tmp_path, kaggle_run):
     """The release's test split is the 1,600 scored clips; with Kaggle's sample_submission.csv at hand the
     same predictions are written in Kaggle's 9,400 rows (padding clips get the most frequent labels)."""
@@ -211,7 +205,8 @@ def kaggle_2019_download(folder: Path, with_folders: bool) -> dict:
     return odd
 
 
-@pytest.mark.parametrize("with_folders", [False, True], ids=["entries-at-root", "entries-in-folders"])
+@pytest.mark.parametrize("with_folders", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["entries-at-root", "entries-in-folders"])      # only the second trains folds
 def test_fsdkaggle2019_download_through_the_readme_commands(tmp_path, with_folders):
     """The README's 2019 commands exactly as written (after the download), then folds trained and blended:
     the silent clip trains, the empty one is a recorded skip, the submission holds no NaN."""
@@ -219,23 +214,22 @@ def test_fsdkaggle2019_download_through_the_readme_commands(tmp_path, with_folde
     unzip = subprocess.run(["bash", "-c", "cd fsd2019 && unzip -q '*.zip'"], cwd=tmp_path, capture_output=True,
                            text=True)
     assert unzip.returncode == 0, unzip.stderr
-    adapted = python("src.tools.adapters", "fsdkaggle2019", "fsd2019", "data/fsd2019", cwd=tmp_path)
+    adapted = run_module("src.tools.adapters", "fsdkaggle2019", "fsd2019", "data/fsd2019", cwd=tmp_path,
+                         env=ONE_THREAD)
     assert adapted.returncode == 0, adapted.stdout + adapted.stderr
     for folder, count in odd["counts"].items():
         assert len(list((tmp_path / "fsd2019" / folder).glob("*.wav"))) == count, folder
-    checked = python("src.data", "--data-dir", "data/fsd2019", cwd=tmp_path)
+    checked = run_module("src.data", "--data-dir", "data/fsd2019", cwd=tmp_path, env=ONE_THREAD)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     n_train = odd["counts"]["train_curated"] + odd["counts"]["train_noisy"]
     assert f"{n_train} train clips in 80 labels, 40 test clips" in checked.stdout
     assert f"audio_test/{odd['empty']}: a header with no samples" in checked.stdout
     if not with_folders:
         return  # the rest is the same for both shapes
-    env = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", NVIDIA_SMI="false")
     where = ["--data-dir", "data/fsd2019", "--out-dir", "out"]
-    trained = subprocess.run([str(ROOT / "run_folds.sh"), "1d", "--", *TINY, *where], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=900)
+    trained = run_folds("1d", "--", *TINY, *where, cwd=tmp_path)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    blended = python("src.blend", "1d", *where, cwd=tmp_path)
+    blended = run_module("src.blend", "1d", *where, cwd=tmp_path, env=ONE_THREAD)
     assert blended.returncode == 0, blended.stdout + blended.stderr
     submission = pd.read_csv(tmp_path / "out" / "submissions" / "1d.csv")
     assert len(submission) == 40 and np.isfinite(submission.iloc[:, 1:].to_numpy()).all()

@@ -2,14 +2,11 @@
 whole pipeline run on it, measured. The end-to-end run is tiny (2 folds, 1 s clips, one model, 1 epoch)
 so that it stays under about a minute; the planning of the full tables is checked without audio."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_module
 
 from src.tools import rehearsal
 
@@ -61,14 +58,13 @@ def test_each_label_has_its_own_voice(tables):
     assert {source for source, _, _ in voices} == set(rehearsal.SOURCES)
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.tools.rehearsal --scale")
 def test_the_rehearsal_at_tiny_scale(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "src.tools.rehearsal", "--scale", "0.004", "--folds", "2", "--max-seconds", "1",
-               "--models", "logmel", "--epochs", "1", "--crop-seconds", "0.5", "--batch-size", "8",
-               "--predict-files", "3", "--out-dir", out]
-    done = subprocess.run(list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_module("src.tools.rehearsal", "--scale", "0.004", "--folds", "2", "--max-seconds", "1", "--models",
+                      "logmel", "--epochs", "1", "--crop-seconds", "0.5", "--batch-size", "8", "--predict-files", "3",
+                      "--out-dir", out, env={"TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600, check=True)
     printed = done.stdout
     for stage in ("write audio", "data check", "audio cache", "logmel fold 0", "blend", "inspect", "predict"):
         assert f"\n{stage} " in printed                                      # a row of the table

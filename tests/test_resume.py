@@ -1,24 +1,25 @@
 """A fold killed mid-training (SIGKILL to the real process) and run again continues from its last
 completed epoch and ends exactly as an uninterrupted run of the same seed."""
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pandas as pd
-from conftest import ROOT, write_dataset
+import pytest
+from conftest import ROOT, command_env, tiny, write_dataset
 
 from src.training.resume import ResumeState
 
-OPTIONS = ["--model", "1d", "--fold", "0", "--n-folds", "3", "--epochs", "6", "--batch-size", "4",
-           "--crop-seconds", "0.5", "--resume-every", "0"]  # every epoch saved: the kill comes after epoch 2's
+OPTIONS = ["--model", "1d", "--fold", "0", *tiny(n_folds=3, epochs=6, batch_size=4),
+           "--resume-every", "0"]  # every epoch saved: the kill comes after epoch 2's
 
 
-def train(data_dir, out_dir, **popen):
+def train(data_dir, out_dir):
+    """src.train started, not waited for (conftest's environment), stderr into stdout."""
     return subprocess.Popen([sys.executable, "-m", "src.train", *OPTIONS, "--data-dir", str(data_dir),
                              "--out-dir", str(out_dir)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, THREADS="1"), **popen)
+                            stderr=subprocess.STDOUT, text=True, env=command_env())
 
 
 def saved_epoch(path) -> int:
@@ -29,6 +30,9 @@ def saved_epoch(path) -> int:
         return -1
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.train --fold")
+@pytest.mark.readme("src.train --model --fold")
 def test_a_killed_fold_resumes_to_the_same_result(tmp_path):
     data_dir = write_dataset(tmp_path / "data", per_class=8, bad_inputs=False)
     whole = train(data_dir, tmp_path / "whole")
@@ -59,13 +63,14 @@ def test_a_killed_fold_resumes_to_the_same_result(tmp_path):
 
 
 def test_the_resume_state_costs_at_most_a_twentieth_of_the_time_by_default():
-    from src.training.callbacks import SAVE_SHARE, FoldCheckpoint
+    from src.training.callbacks import FoldCheckpoint
 
     checkpoint = FoldCheckpoint(path=None, stopping=None, timer=None)
     assert checkpoint.due(checkpoint.saved)              # the first epoch is saved, however short
     checkpoint.cost = 0.03                               # a 30 ms save: the next one 0.6 s later at the earliest
-    assert SAVE_SHARE == 0.05
     assert not checkpoint.due(checkpoint.saved + 0.59) and checkpoint.due(checkpoint.saved + 0.61)
+    checkpoint.cost = 2.0                                # a 2 s save: 40 s later, the same twentieth
+    assert not checkpoint.due(checkpoint.saved + 39.9) and checkpoint.due(checkpoint.saved + 40.1)
     every = FoldCheckpoint(path=None, stopping=None, timer=None, every=0)
     every.cost = 10.0
     assert every.due(every.saved)                        # --resume-every 0: every epoch, whatever it costs

@@ -7,14 +7,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import ROOT, write_dataset
+from conftest import ROOT, command_env, fake_fold, run_folds, tiny, write_dataset
 
 from src import blend, export, predict, train
 from src.base.config import PRESETS
@@ -24,20 +23,12 @@ from src.tools import adapters
 from src.training.fold_files import fold_files
 from src.training.run_folder import ModelRun, run_folds_command
 
-TINY = ["--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]   # the dataset brings its folds
+TINY = tiny(n_folds=None)   # the dataset brings its folds
 
 
 def wav(path, seconds=0.5, rate=44100, seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate)), rate)
-
-
-def run_folds(*args):
-    done = subprocess.run([str(ROOT / "run_folds.sh"), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, PYTHON=sys.executable, NVIDIA_SMI="false", CPU_JOBS="2",
-                                                THREADS="1"))
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def suggested(message: str) -> str:
@@ -50,7 +41,7 @@ def suggested(message: str) -> str:
 def run_suggested(command: str):
     """A suggested command run as the user would paste it, from the folder the message was made in."""
     done = subprocess.run(command, shell=True, cwd=os.getcwd(), capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHON=sys.executable, NVIDIA_SMI="false", CPU_JOBS="2", THREADS="1"))
+                          env=command_env())
     assert done.returncode == 0, command + "\n" + done.stdout + done.stderr
     return done.stdout
 
@@ -88,10 +79,12 @@ def fsd50k(tmp_path) -> Path:
     return tmp_path / "fsd50k"
 
 
+@pytest.mark.slow
+@pytest.mark.readme("src.blend --data-dir")
 def test_esc50_folds_are_the_datasets_for_predict_and_export_and_each_hint_works(tmp_path, capsys):
     pytest.importorskip("tensorflow", reason="a SavedModel needs TensorFlow")
     data, out = esc50(tmp_path), tmp_path / "out"
-    run_folds("1d", "--", *TINY, "--data-dir", data, "--out-dir", out)   # config.n_folds stays 10
+    run_folds("1d", "--", *TINY, "--data-dir", data, "--out-dir", out, check=True)   # config.n_folds stays 10
     paths = Paths(data, out)
     assert json.loads(fold_files(paths, "1d", 0).result.read_text())["dataset_folds"] == [0, 1, 2, 3, 4]
     clips = [str(data / "audio_train" / f) for f in pd.read_csv(data / "train.csv").fname[:2]]
@@ -124,11 +117,13 @@ def test_esc50_folds_are_the_datasets_for_predict_and_export_and_each_hint_works
     assert blend.main(["1d", "--data-dir", str(data), "--out-dir", str(out)]) == 0
 
 
+@pytest.mark.slow
 def test_fsd50k_one_fold_and_the_retrain_hint_of_a_name_variant(tmp_path, capsys):
     pytest.importorskip("tensorflow", reason="a SavedModel needs TensorFlow")
     data, out = fsd50k(tmp_path), tmp_path / "out"
     # A seed variant in its own folder: `./run_folds.sh 1d 0 -- --name 1d_s7 --seed 7`.
-    run_folds("1d", "0", "--", "--name", "1d_s7", "--seed", "7", *TINY, "--data-dir", data, "--out-dir", out)
+    run_folds("1d", "0", "--", "--name", "1d_s7", "--seed", "7", *TINY, "--data-dir", data, "--out-dir", out,
+              check=True)
     paths = Paths(data, out)
     assert json.loads(fold_files(paths, "1d_s7", 0).result.read_text())["dataset_folds"] == [0]
     clip = str(data / "audio_test" / "201.wav")
@@ -162,22 +157,16 @@ def test_fsd50k_one_fold_and_the_retrain_hint_of_a_name_variant(tmp_path, capsys
     assert blend.main(["1d_s7", *here]) == 0
 
 
-def fake_fold(paths, name, fold, result, config=None):
-    files = fold_files(paths, name, fold)
-    files.start(config or PRESETS["1d"])
-    files.write_result(result)
-
-
 def test_expected_folds_come_from_the_dataset_then_the_record_then_n_folds(tmp_path):
     paths = Paths(tmp_path / "nowhere", tmp_path / "out")
     three = dataclasses.replace(PRESETS["1d"], n_folds=3)
-    fake_fold(paths, "1d", 0, {}, three)                        # from before dataset_folds was recorded
+    fake_fold(paths, "1d", 0, {}, config=three)                        # from before dataset_folds was recorded
     assert ModelRun(paths, "1d").expected()[0] == [0, 1, 2]
     assert ModelRun(paths, "1d").missing() == [1, 2]
-    fake_fold(paths, "1d", 1, {"dataset_folds": [0, 1]}, three)
+    fake_fold(paths, "1d", 1, {"dataset_folds": [0, 1]}, config=three)
     run = ModelRun(paths, "1d")
     assert run.expected()[0] == [0, 1] and run.require_complete() == [0, 1]
-    fake_fold(paths, "1d", 7, {"dataset_folds": [0, 1]}, three)  # a fold left from another folding
+    fake_fold(paths, "1d", 7, {"dataset_folds": [0, 1]}, config=three)  # a fold left from another folding
     assert ModelRun(paths, "1d").require_complete() == [0, 1]
 
 
@@ -199,6 +188,7 @@ def test_no_finished_fold_is_named_with_the_command_that_trains_it(tmp_path):
         ModelRun(paths, "2d_big").require_complete()
 
 
+@pytest.mark.readme("src.train --model --prepare")
 def test_seed_with_existing_folds_csv_is_said(tmp_path, caplog):
     data = write_dataset(tmp_path / "data", per_class=3, n_test=1, bad_inputs=False)
     options = ["--model", "1d", "--prepare", "--n-folds", "2", "--data-dir", str(data)]

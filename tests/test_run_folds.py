@@ -2,24 +2,16 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_dataset
+from conftest import TINY, run_folds, write_dataset
 
 from src import blend, inspect_oof
 from src.base.layout import Paths
 
-TRAIN_OPTIONS = ["--n-folds", "2", "--epochs", "1", "--batch-size", "8", "--crop-seconds", "0.5"]
-
-
-def run_folds(*args, env=None, cwd=ROOT):
-    environment = dict(os.environ, PYTHON=sys.executable, THREADS="1", CPU_JOBS="2", **(env or {}))
-    return subprocess.run([str(ROOT / "run_folds.sh"), *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=900)
+pytestmark = pytest.mark.slow  # every test reads the folds the module's fixture trains
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +19,7 @@ def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     data_dir = write_dataset(tmp / "data")
     paths = Paths(data_dir, tmp / "out")
-    options = ["--", *TRAIN_OPTIONS, "--data-dir", str(data_dir), "--out-dir", str(paths.out_dir)]
+    options = ["--", *TINY, "--data-dir", str(data_dir), "--out-dir", str(paths.out_dir)]
     fake_smi = tmp / "nvidia-smi"
     fake_smi.write_text("#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-0)'\necho 'GPU 1: Fake GPU (UUID: GPU-1)'\n")
     fake_smi.chmod(0o755)
@@ -43,13 +35,14 @@ def pipeline(tmp_path_factory):
         "1d_bad_share": run_folds("1d", *options, env={"NVIDIA_SMI": str(one_gpu), "FOLDS_PER_GPU": "0"}),
         # No GPU: CPU processes. Fold 5 does not exist and fails; fold 0 must still finish. Run from the
         # dataset's parent folder with relative paths: they are the user's, not the repository's.
-        "2d_crash": run_folds("2d", "0", "5", "--", *TRAIN_OPTIONS, "--data-dir", "data", "--out-dir", "out",
+        "2d_crash": run_folds("2d", "0", "5", "--", *TINY, "--data-dir", "data", "--out-dir", "out",
                               env={"NVIDIA_SMI": "false"}, cwd=tmp),
         "2d_resume": run_folds("2d", *options, env={"NVIDIA_SMI": "false"}),
     }
     return paths, runs
 
 
+@pytest.mark.readme("run_folds.sh")
 def test_folds_run_one_per_gpu(pipeline):
     paths, runs = pipeline
     run = runs["1d"]
@@ -124,6 +117,7 @@ def test_normalisation_uses_the_folds_training_rows_only(pipeline):
     assert not np.allclose(mean, source.statistics(everything)[0], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.readme("src.inspect_oof")
 def test_blend_and_inspect_the_trained_models(pipeline, capsys):
     paths, _ = pipeline
     where = ["--data-dir", str(paths.data_dir), "--out-dir", str(paths.out_dir)]

@@ -105,6 +105,7 @@ class Zenodo:
         self.httpd.server_close()
 
 
+@pytest.mark.readme("src.data --source --download")
 def test_download_checks_checksums_and_writes_the_layout(clean_dataset, tmp_path):
     served = tmp_path / "served"
     _, test = make_release(clean_dataset, served)
