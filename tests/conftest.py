@@ -4,9 +4,13 @@
 faked through the fold's own writers (`fake_fold`)."""
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import subprocess
 import sys
+import types
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +203,38 @@ def write_multilabel_dataset(root: Path, n_train: int = 30, n_test: int = 6, see
     sample = test[["fname"]].assign(**{label: 0.0 for label in ("Tone", "Noise", "Clicks")})
     sample.to_csv(root / "sample_submission.csv", index=False)
     return root
+
+
+def crafted_checkpoint(path, monkeypatch, *tensors, storage=4):
+    """A torch.save-like archive of {"w0": ..., "w1": ...}: each tensor (offset, size, stride) over one
+    float32 storage of `storage` elements."""
+    fake_torch, fake_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        pass
+    for stand_in, module in ((FloatStorage, "torch"), (_rebuild_tensor_v2, "torch._utils")):
+        stand_in.__module__, stand_in.__qualname__ = module, stand_in.__name__
+    fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
+
+    class Tensor:
+        def __init__(self, offset, size, stride):
+            self.args = (("storage", FloatStorage, "0", "cpu", storage), offset, size, stride, False, {})
+
+        def __reduce__(self):
+            return _rebuild_tensor_v2, self.args
+
+    class Saver(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj if isinstance(obj, tuple) and obj[:1] == ("storage",) else None
+
+    buffer = io.BytesIO()
+    Saver(buffer, protocol=2).dump({f"w{k}": Tensor(*t) for k, t in enumerate(tensors)})
+    with zipfile.ZipFile(path, "w") as out:
+        out.writestr("archive/data.pkl", buffer.getvalue())
+        out.writestr("archive/data/0", np.arange(storage, dtype=np.float32).tobytes())
+    return path

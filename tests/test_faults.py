@@ -1,7 +1,6 @@
 """The run folder as a store, under faults: two writers of one fold or run, kills inside a save, a changed
 train.csv, folds from another assignment, a full disk, FIFOs, a killed export, a crafted checkpoint, a
 cache left with orphaned rows. Real processes, real files, real signals."""
-import io
 import json
 import os
 import pickle
@@ -10,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-import types
-import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import ROOT, TINY, command_env, run_folds, tiny, write_dataset
+from conftest import ROOT, TINY, command_env, crafted_checkpoint, run_folds, tiny, write_dataset
 
 from src import blend, predict, train
 from src.base.config import PRESETS
@@ -322,45 +319,13 @@ def test_a_killed_cache_build_is_compacted_by_the_next(tmp_path):
 def test_a_crafted_checkpoint_cannot_read_outside_its_storage(tmp_path, monkeypatch):
     from src.models.torch_checkpoint import read_checkpoint
 
-    # Stand-ins named like torch's, so that pickle records the names a real checkpoint holds.
-    fake_torch, fake_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        pass
-    for stand_in, module in ((FloatStorage, "torch"), (_rebuild_tensor_v2, "torch._utils")):
-        stand_in.__module__, stand_in.__qualname__ = module, stand_in.__name__
-    fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-    monkeypatch.setitem(sys.modules, "torch", fake_torch)
-    monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
-
-    class Tensor:
-        def __init__(self, offset, size, stride):
-            self.args = (("storage", FloatStorage, "0", "cpu", 4), offset, size, stride, False, {})
-
-        def __reduce__(self):
-            return _rebuild_tensor_v2, self.args
-
-    class Saver(pickle.Pickler):
-        def persistent_id(self, obj):
-            return obj if isinstance(obj, tuple) and obj[:1] == ("storage",) else None
-
-    def archive(tensor):
-        path = tmp_path / "crafted.pth"
-        buffer = io.BytesIO()
-        Saver(buffer, protocol=2).dump({"w": tensor})
-        with zipfile.ZipFile(path, "w") as out:
-            out.writestr("archive/data.pkl", buffer.getvalue())
-            out.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
-        return path
-    state = read_checkpoint(archive(Tensor(1, (3,), (1,))))            # a fair view: elements 1 to 3
-    assert state["w"].tolist() == [1.0, 2.0, 3.0]
+    path = tmp_path / "crafted.pth"
+    state = read_checkpoint(crafted_checkpoint(path, monkeypatch, (1, (3,), (1,))))   # a fair view: elements 1-3
+    assert state["w0"].tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(pickle.UnpicklingError, match="reaches element 1000001 of a storage of 4"):
-        read_checkpoint(archive(Tensor(1, (2,), (1_000_000,))))       # a stride far past the end
+        read_checkpoint(crafted_checkpoint(path, monkeypatch, (1, (2,), (1_000_000,))))   # a stride past the end
     with pytest.raises(pickle.UnpicklingError, match="not a tensor this reader takes"):
-        read_checkpoint(archive(Tensor(0, (2,), (-1,))))
+        read_checkpoint(crafted_checkpoint(path, monkeypatch, (0, (2,), (-1,))))
 
 
 def test_atomic_writes_leave_no_temporary_when_they_fail(tmp_path):

@@ -2,7 +2,6 @@
 lock, holders killed by SIGKILL, a damaged result.json, oof.csv or resume.npz, a finished fold asked to
 train with other settings, a checkpoint crafted to allocate gigabytes, the leftovers of killed writers,
 and the modes of files written through temporary names. Real processes, real files, real signals."""
-import io
 import json
 import logging
 import os
@@ -15,13 +14,11 @@ import stat
 import subprocess
 import sys
 import time
-import types
-import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, command_env, run_folds, write_dataset
+from conftest import ROOT, TINY, command_env, crafted_checkpoint, run_folds, write_dataset
 from test_faults import command, finish, fold_command
 
 from src import blend, inspect_oof, predict, train
@@ -251,41 +248,6 @@ def test_a_fold_killed_after_its_result_keeps_no_resume_state(trained, tmp_path)
 
 
 # --- a crafted checkpoint ---------------------------------------------------------------------------------
-
-def crafted_checkpoint(path, monkeypatch, *tensors, storage=4):
-    """A torch.save-like archive of {"w0": ..., "w1": ...}: each tensor (offset, size, stride) over one
-    float32 storage of `storage` elements."""
-    fake_torch, fake_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        pass
-    for stand_in, module in ((FloatStorage, "torch"), (_rebuild_tensor_v2, "torch._utils")):
-        stand_in.__module__, stand_in.__qualname__ = module, stand_in.__name__
-    fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-    monkeypatch.setitem(sys.modules, "torch", fake_torch)
-    monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
-
-    class Tensor:
-        def __init__(self, offset, size, stride):
-            self.args = (("storage", FloatStorage, "0", "cpu", storage), offset, size, stride, False, {})
-
-        def __reduce__(self):
-            return _rebuild_tensor_v2, self.args
-
-    class Saver(pickle.Pickler):
-        def persistent_id(self, obj):
-            return obj if isinstance(obj, tuple) and obj[:1] == ("storage",) else None
-
-    buffer = io.BytesIO()
-    Saver(buffer, protocol=2).dump({f"w{k}": Tensor(*t) for k, t in enumerate(tensors)})
-    with zipfile.ZipFile(path, "w") as out:
-        out.writestr("archive/data.pkl", buffer.getvalue())
-        out.writestr("archive/data/0", np.arange(storage, dtype=np.float32).tobytes())
-    return path
-
 
 READ = r"""
 import importlib.util, pickle, resource, sys
