@@ -120,15 +120,16 @@ def test_report(scores: dict, task: Task) -> str:
     return line
 
 
-def save_plots(per_class: dict[str, np.ndarray], overall: float, pairs: np.ndarray, labels: list[str],
-               folder: Path, title: str) -> list[Path]:
-    first, values = next(iter(per_class.items()))
-    ordered = pd.Series(np.nan_to_num(values), index=labels).sort_values()
-    return [_heatmap(pairs, labels, folder / "oof_confusion.png",
-                     f"{title}: OOF labels missed while another was guessed instead (clips)", "guessed instead",
-                     "missed label", "Reds"),
-            _bars(ordered, overall, "overall", folder / "oof_per_class.png", f"OOF {first}",
-                  f"{title}: OOF {first} per class")]
+def save_plots(task: Task, y: np.ndarray, probs: np.ndarray, per_class: dict[str, np.ndarray], pairs: np.ndarray,
+               labels: list[str], folder: Path, title: str) -> list[Path]:
+    """oof_confusion.png (the task's confusion plot) and oof_per_class.png (the first per-class figure,
+    worst first, with the overall figure as a line)."""
+    matrix, caption, xlabel, ylabel, cmap, vmax = task.confusion(y, probs, pairs)
+    axis, overall_name = task.class_plot
+    ordered = pd.Series(np.nan_to_num(next(iter(per_class.values()))), index=labels).sort_values()
+    return [_heatmap(matrix, labels, folder / "oof_confusion.png", f"{title}: {caption}", xlabel, ylabel, cmap, vmax),
+            _bars(ordered, task.class_overall(y, probs), overall_name, folder / "oof_per_class.png", axis,
+                  f"{title}: {axis} per class")]
 
 
 def _heatmap(matrix: np.ndarray, labels: list[str], path: Path, title: str, xlabel: str, ylabel: str, cmap: str,
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
         scores = task.test_figures(*truth, test, dataset.test_usage)
         if scores:
             print("\n" + test_report(scores, task))
-    for path in save_plots(per_class, task.class_overall(y, probs), pairs, labels, paths.model_dir(name), name):
+    for path in save_plots(task, y, probs, per_class, pairs, labels, paths.model_dir(name), name):
         print(f"saved {path}")
     return 0
 

@@ -120,6 +120,14 @@ class Task:
         """The overall figure of the first per-class figure (MAP@3 over the clips; mAP over the classes)."""
         raise NotImplementedError
 
+    class_plot: ClassVar[tuple[str, str]]
+    """The per-class plot's axis (its title too) and the name of its overall line."""
+
+    def confusion(self, targets: np.ndarray, probs: np.ndarray, pairs: np.ndarray) -> tuple:
+        """The confusion plot: (matrix, caption, x label, y label, colour map, colour maximum). `pairs`
+        counts, per clip, each label missed against each label guessed in its place."""
+        raise NotImplementedError
+
     def combine(self, probs: list[np.ndarray], weights=None, how: str = "geometric") -> np.ndarray:
         return combine(probs, weights, how, normalize=self.normalize)
 
@@ -229,6 +237,15 @@ class SingleLabel(Task):
 
     def class_overall(self, targets, probs):
         return self.score(targets, probs)
+
+    class_plot = ("OOF MAP@3", "overall")
+
+    def confusion(self, targets, probs, pairs):
+        # True label against the top-1 guess, the diagonal included; each row a share of its label's clips.
+        matrix = np.zeros((targets.shape[1], targets.shape[1]), dtype=int)
+        np.add.at(matrix, (np.asarray(targets).argmax(axis=1), probs.argmax(axis=1)), 1)
+        shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        return shares, "OOF confusion (share of each true label)", "top-1 prediction", "true label", "Blues", 1
 
     def weight_loss(self, targets, log_mixed):
         y = np.asarray(targets).argmax(axis=1)
@@ -351,6 +368,12 @@ class MultiLabel(Task):
 
     def class_overall(self, targets, probs):
         return mean_average_precision(targets, probs)
+
+    class_plot = ("OOF average precision", "mAP")
+
+    def confusion(self, targets, probs, pairs):
+        return (pairs, "OOF labels missed while another was invented (clips)", "invented label", "missed label",
+                "Reds", None)
 
     def weight_loss(self, targets, log_mixed):
         p = np.clip(np.exp(log_mixed), 1e-7, 1 - 1e-7)
